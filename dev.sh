@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# imgfleet developer entry point.
+#
+#   ./dev.sh up [imgfleet up flags]   build everything (WASM included) and serve on 127.0.0.1:8080
+#   ./dev.sh test                     build everything and run the whole test suite
+#   ./dev.sh build-wasm               build the WASM functions into target/wasm/
+#   ./dev.sh lint                     cargo fmt --check and clippy -D warnings
+#   ./dev.sh bench                    run the benchmarks (see docs/BENCHMARKS.md)
+#
+# WASM builds take one of two paths (see docs/BUILDING.md):
+#   A. rustup's wasm32-wasip2 target (installed on demand, under a time limit): components directly;
+#   B. Debian's Rust 1.96 + std sources, build-std for wasm32-wasip1: core modules that the
+#      host (and Spin) turn into components with the preview1 adapter.
+# IMGFLEET_WASM_PATH=a|b forces one; the default tries A and falls back to B.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+WASM_OUT="$ROOT/target/wasm"
+JOBS="${JOBS:-2}"
+# crate name -> component file name, for every component the manifests refer to.
+WASM_CRATES=(resize-spin:resize hog:hog)
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_ensure() {
+    local missing=()
+    for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    log "installing Debian packages: ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+}
+
+have_path_a() {
+    command -v rustup >/dev/null || return 1
+    rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 && return 0
+    log "adding rustup target wasm32-wasip2 (time limit 300 s)"
+    timeout 300 rustup target add wasm32-wasip2 >&2
+}
+
+build_path_a() {
+    local pkgs=() c
+    for c in "${WASM_CRATES[@]}"; do pkgs+=(-p "${c%%:*}"); done
+    CARGO_TARGET_DIR="$ROOT/target/wasm-build" \
+        cargo build --profile wasm --target wasm32-wasip2 -j "$JOBS" "${pkgs[@]}"
+    for c in "${WASM_CRATES[@]}"; do
+        cp "$ROOT/target/wasm-build/wasm32-wasip2/wasm/${c%%:*}.wasm" "$WASM_OUT/${c##*:}.wasm" 2>/dev/null ||
+            cp "$ROOT/target/wasm-build/wasm32-wasip2/wasm/$(echo "${c%%:*}" | tr - _).wasm" "$WASM_OUT/${c##*:}.wasm"
+    done
+}
+
+build_path_b() {
+    apt_ensure rustc-web cargo-web rust-web-src wasi-libc lld-19
+    local pkgs=() c
+    for c in "${WASM_CRATES[@]}"; do pkgs+=(-p "${c%%:*}"); done
+    # Debian's toolchain first on PATH; its artefacts must not mix with rustup's.
+    PATH=/usr/bin:$PATH RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$ROOT/target/wasm-build-debian" \
+        RUSTFLAGS="-C target-feature=+simd128 -C link-self-contained=no -C linker=wasm-ld-19 -L native=/usr/lib/wasm32-wasi" \
+        /usr/bin/cargo build -Zbuild-std=std,panic_abort --profile wasm --target wasm32-wasip1 -j "$JOBS" "${pkgs[@]}"
+    for c in "${WASM_CRATES[@]}"; do
+        cp "$ROOT/target/wasm-build-debian/wasm32-wasip1/wasm/$(echo "${c%%:*}" | tr - _).wasm" "$WASM_OUT/${c##*:}.wasm"
+    done
+}
+
+build_wasm() {
+    mkdir -p "$WASM_OUT"
+    case "${IMGFLEET_WASM_PATH:-auto}" in
+        a) log "WASM: path A (rustup wasm32-wasip2)"; have_path_a && build_path_a ;;
+        b) log "WASM: path B (Debian Rust + build-std)"; build_path_b ;;
+        auto)
+            if have_path_a; then
+                log "WASM: path A (rustup wasm32-wasip2)"; build_path_a
+            else
+                log "WASM: rustup target unavailable, path B (Debian Rust + build-std)"; build_path_b
+            fi ;;
+        *) echo "IMGFLEET_WASM_PATH must be a, b or auto" >&2; exit 2 ;;
+    esac
+    ls -l "$WASM_OUT"/*.wasm >&2
+}
+
+build_host() {
+    log "building the host (release)"
+    cargo build --release -j "$JOBS" -p imgfleet-host
+}
+
+cmd="${1:-}"
+[ $# -gt 0 ] && shift
+case "$cmd" in
+    build-wasm) build_wasm ;;
+    up)
+        build_wasm
+        build_host
+        exec "$CARGO_TARGET_DIR/release/imgfleet" up "$@"
+        ;;
+    test)
+        build_wasm
+        log "running the test suite"
+        cargo test --release -j "$JOBS" --workspace --exclude resize-spin --exclude hog "$@"
+        ;;
+    lint)
+        cargo fmt --all --check
+        cargo clippy --release -j "$JOBS" --workspace --exclude resize-spin --exclude hog --all-targets -- -D warnings
+        ;;
+    bench)
+        build_wasm
+        cargo run --release -j "$JOBS" -p imgfleet-host -- bench resize "$@"
+        ;;
+    *)
+        sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+        exit 2
+        ;;
+esac

@@ -1,0 +1,244 @@
+//! Decoding and encoding, on top of the `image` crate, in the four 8-bit pixel layouts
+//! the resampler works in.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageDecoder, ImageReader, metadata::Orientation};
+
+use crate::error::{ErrorCode, ResizeError};
+use crate::limits::Limits;
+use crate::params::{ImageFormat, OutputFormat};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    L8,
+    La8,
+    Rgb8,
+    Rgba8,
+}
+
+impl Layout {
+    pub(crate) fn channels(self) -> usize {
+        match self {
+            Self::L8 => 1,
+            Self::La8 => 2,
+            Self::Rgb8 => 3,
+            Self::Rgba8 => 4,
+        }
+    }
+
+    pub(crate) fn has_alpha(self) -> bool {
+        matches!(self, Self::La8 | Self::Rgba8)
+    }
+
+    pub(crate) fn with_alpha(self) -> Self {
+        match self {
+            Self::L8 | Self::La8 => Self::La8,
+            Self::Rgb8 | Self::Rgba8 => Self::Rgba8,
+        }
+    }
+
+    fn color_type(self) -> image::ExtendedColorType {
+        match self {
+            Self::L8 => image::ExtendedColorType::L8,
+            Self::La8 => image::ExtendedColorType::La8,
+            Self::Rgb8 => image::ExtendedColorType::Rgb8,
+            Self::Rgba8 => image::ExtendedColorType::Rgba8,
+        }
+    }
+}
+
+/// An 8-bit bitmap, tightly packed, rows top to bottom.
+#[derive(Debug, Clone)]
+pub(crate) struct Bitmap {
+    pub width: u32,
+    pub height: u32,
+    pub layout: Layout,
+    pub pixels: Vec<u8>,
+}
+
+/// What the header says, known before any pixel is decoded.
+pub(crate) struct Probe<'a> {
+    pub format: ImageFormat,
+    /// Size as stored, before EXIF orientation.
+    pub stored: (u32, u32),
+    pub orientation: Orientation,
+    decoder: Box<dyn ImageDecoder + 'a>,
+}
+
+impl Probe<'_> {
+    /// Size as displayed, after EXIF orientation.
+    pub fn oriented(&self) -> (u32, u32) {
+        let (w, h) = self.stored;
+        match self.orientation {
+            Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH => (h, w),
+            _ => (w, h),
+        }
+    }
+}
+
+fn image_format(f: image::ImageFormat) -> Option<ImageFormat> {
+    match f {
+        image::ImageFormat::Jpeg => Some(ImageFormat::Jpeg),
+        image::ImageFormat::Png => Some(ImageFormat::Png),
+        image::ImageFormat::WebP => Some(ImageFormat::Webp),
+        image::ImageFormat::Gif => Some(ImageFormat::Gif),
+        _ => None,
+    }
+}
+
+fn decode_error(e: image::ImageError) -> ResizeError {
+    match e {
+        image::ImageError::Limits(l) => ResizeError::new(
+            ErrorCode::MemoryLimitExceeded,
+            format!("decoding needs more memory than allowed: {l}"),
+        ),
+        image::ImageError::Unsupported(u) => {
+            ResizeError::new(ErrorCode::UnsupportedFormat, u.to_string())
+        }
+        other => ResizeError::new(
+            ErrorCode::CorruptImage,
+            format!("the image could not be decoded: {other}"),
+        ),
+    }
+}
+
+/// Reads the header only: format, size and orientation, with pixel and allocation limits
+/// already armed in the decoder.
+pub(crate) fn probe<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Probe<'a>, ResizeError> {
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .expect("reading from memory cannot fail");
+    let format = reader.format().and_then(image_format).ok_or_else(|| {
+        ResizeError::new(
+            ErrorCode::UnsupportedFormat,
+            "the body is not a JPEG, PNG, WebP or GIF image",
+        )
+    })?;
+    let mut reader = reader;
+    let mut image_limits = image::Limits::default();
+    image_limits.max_alloc = Some(limits.max_decode_alloc);
+    reader.limits(image_limits);
+    let mut decoder = reader.into_decoder().map_err(decode_error)?;
+    let stored = decoder.dimensions();
+    let pixels = u64::from(stored.0) * u64::from(stored.1);
+    if pixels > limits.max_input_pixels {
+        return Err(ResizeError::new(
+            ErrorCode::TooManyPixels,
+            format!(
+                "the image is {}x{} ({pixels} pixels); the limit is {} pixels",
+                stored.0, stored.1, limits.max_input_pixels
+            ),
+        ));
+    }
+    if pixels == 0 {
+        return Err(ResizeError::new(
+            ErrorCode::CorruptImage,
+            "the image has no pixels",
+        ));
+    }
+    // A malformed EXIF block should not fail an otherwise good image.
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    Ok(Probe {
+        format,
+        stored,
+        orientation,
+        decoder: Box::new(decoder),
+    })
+}
+
+/// Decodes all pixels, applies the EXIF orientation and converts to an 8-bit layout.
+pub(crate) fn decode(probe: Probe<'_>) -> Result<Bitmap, ResizeError> {
+    let orientation = probe.orientation;
+    let mut image = DynamicImage::from_decoder(probe.decoder).map_err(decode_error)?;
+    image.apply_orientation(orientation);
+    Ok(to_bitmap(image))
+}
+
+fn to_bitmap(image: DynamicImage) -> Bitmap {
+    let (width, height) = (image.width(), image.height());
+    let (layout, pixels) = match image {
+        DynamicImage::ImageLuma8(i) => (Layout::L8, i.into_raw()),
+        DynamicImage::ImageLumaA8(i) => (Layout::La8, i.into_raw()),
+        DynamicImage::ImageRgb8(i) => (Layout::Rgb8, i.into_raw()),
+        DynamicImage::ImageRgba8(i) => (Layout::Rgba8, i.into_raw()),
+        DynamicImage::ImageLuma16(_) => (Layout::L8, image.into_luma8().into_raw()),
+        DynamicImage::ImageLumaA16(_) => (Layout::La8, image.into_luma_alpha8().into_raw()),
+        other if other.color().has_alpha() => (Layout::Rgba8, other.into_rgba8().into_raw()),
+        other => (Layout::Rgb8, other.into_rgb8().into_raw()),
+    };
+    Bitmap {
+        width,
+        height,
+        layout,
+        pixels,
+    }
+}
+
+/// Composites an alpha bitmap over opaque white, for formats without transparency.
+pub(crate) fn flatten(bitmap: Bitmap) -> Bitmap {
+    let opaque = match bitmap.layout {
+        Layout::La8 => Layout::L8,
+        Layout::Rgba8 => Layout::Rgb8,
+        _ => return bitmap,
+    };
+    let channels = bitmap.layout.channels();
+    let mut pixels = Vec::with_capacity(bitmap.pixels.len() / channels * (channels - 1));
+    for px in bitmap.pixels.chunks_exact(channels) {
+        let alpha = u32::from(px[channels - 1]);
+        for &c in &px[..channels - 1] {
+            // c*a + 255*(255-a), divided by 255 with rounding.
+            let v = u32::from(c) * alpha + 255 * (255 - alpha);
+            pixels.push(((v + 127) / 255) as u8);
+        }
+    }
+    Bitmap {
+        layout: opaque,
+        pixels,
+        ..bitmap
+    }
+}
+
+pub(crate) fn encode(
+    bitmap: &Bitmap,
+    format: OutputFormat,
+    quality: u8,
+) -> Result<Vec<u8>, ResizeError> {
+    use image::ImageEncoder;
+    let mut out = Vec::new();
+    let (w, h, px, ct) = (
+        bitmap.width,
+        bitmap.height,
+        &bitmap.pixels[..],
+        bitmap.layout.color_type(),
+    );
+    let result = match format {
+        OutputFormat::Jpeg => {
+            debug_assert!(
+                !bitmap.layout.has_alpha(),
+                "JPEG input must be flattened first"
+            );
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
+                .write_image(px, w, h, ct)
+        }
+        OutputFormat::Png => image::codecs::png::PngEncoder::new_with_quality(
+            &mut out,
+            image::codecs::png::CompressionType::Fast,
+            image::codecs::png::FilterType::Adaptive,
+        )
+        .write_image(px, w, h, ct),
+        OutputFormat::Webp => {
+            image::codecs::webp::WebPEncoder::new_lossless(&mut out).write_image(px, w, h, ct)
+        }
+    };
+    result.map_err(|e| {
+        ResizeError::new(
+            ErrorCode::Internal,
+            format!("encoding {format:?} failed: {e}"),
+        )
+    })?;
+    Ok(out)
+}

@@ -1,0 +1,46 @@
+//! Every response carries `X-Request-Id`: the client's own when it is sane, else a new
+//! time-ordered UUID, so logs, traces and usage records can be joined on it.
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+
+pub const HEADER: &str = "x-request-id";
+
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+fn acceptable(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+pub async fn assign(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| acceptable(v))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(HEADER, v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_short_plain_ids_are_kept() {
+        assert!(super::acceptable("abc-123_x.y"));
+        assert!(!super::acceptable(""));
+        assert!(!super::acceptable("has space"));
+        assert!(!super::acceptable(&"x".repeat(65)));
+    }
+}

@@ -1,0 +1,140 @@
+//! Command-line interface: `imgfleet up` and friends. Every flag has an `IMGFLEET_*`
+//! environment variable so containers and unit files can configure it without arguments.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "imgfleet",
+    version,
+    about = "Multi-tenant image resizing on WebAssembly"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        env = "IMGFLEET_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the API.
+    Up(UpArgs),
+    /// Run a benchmark and print a table.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct UpArgs {
+    /// Address to listen on (port 0 picks a free one; the chosen address is printed).
+    #[arg(long, env = "IMGFLEET_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The Spin manifest naming the components and their routes.
+    #[arg(long, env = "IMGFLEET_MANIFEST", default_value = "spin.toml")]
+    pub manifest: PathBuf,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Largest request body accepted, in bytes (can only be lowered from 20 MB).
+    #[arg(long, env = "IMGFLEET_MAX_INPUT_BYTES")]
+    pub max_input_bytes: Option<u64>,
+    /// Largest input image accepted, in pixels (can only be lowered from 50 MP).
+    #[arg(long, env = "IMGFLEET_MAX_INPUT_PIXELS")]
+    pub max_input_pixels: Option<u64>,
+    /// Largest output side, in pixels (can only be lowered from 8192).
+    #[arg(long, env = "IMGFLEET_MAX_OUTPUT_SIDE")]
+    pub max_output_side: Option<u32>,
+    /// Invocations allowed to wait for a slot before new requests get 503.
+    #[arg(long, env = "IMGFLEET_QUEUE_CAPACITY", default_value_t = 256)]
+    pub queue_capacity: usize,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RuntimeArgs {
+    /// Execution slots (concurrent invocations); defaults to the machine's cores.
+    #[arg(long, env = "IMGFLEET_CORES")]
+    pub cores: Option<usize>,
+    /// Deadline of one invocation, in milliseconds.
+    #[arg(long, env = "IMGFLEET_DEADLINE_MS", default_value_t = 10_000)]
+    pub deadline_ms: u64,
+    /// Linear-memory cap of one instance, in MiB.
+    #[arg(long, env = "IMGFLEET_MEMORY_MB", default_value_t = 256)]
+    pub memory_mb: usize,
+}
+
+impl RuntimeArgs {
+    pub fn cores(&self) -> usize {
+        self.cores
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            })
+            .max(1)
+    }
+
+    pub fn runtime_config(&self) -> crate::runtime::RuntimeConfig {
+        crate::runtime::RuntimeConfig {
+            deadline: std::time::Duration::from_millis(self.deadline_ms),
+            memory_limit_bytes: self.memory_mb * 1024 * 1024,
+            // Slots plus headroom for instances still being torn down.
+            max_instances: (self.cores() as u32 * 2).max(8),
+        }
+    }
+}
+
+impl UpArgs {
+    pub fn limits(&self) -> imgfleet_resize::Limits {
+        let d = imgfleet_resize::Limits::default();
+        imgfleet_resize::Limits {
+            max_input_bytes: self
+                .max_input_bytes
+                .map_or(d.max_input_bytes, |v| v.min(d.max_input_bytes)),
+            max_input_pixels: self
+                .max_input_pixels
+                .map_or(d.max_input_pixels, |v| v.min(d.max_input_pixels)),
+            max_output_side: self
+                .max_output_side
+                .map_or(d.max_output_side, |v| v.min(d.max_output_side)),
+            // Leave room in the instance for the encoded input, output and the resampler.
+            max_decode_alloc: (self.runtime.memory_mb as u64 * 1024 * 1024 * 3 / 4)
+                .min(d.max_decode_alloc),
+        }
+    }
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub which: BenchKind,
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum BenchKind {
+    /// ms/image for decode, resize and encode, native vs inside the WASM runtime.
+    Resize {
+        /// The Spin manifest whose `resize` component is measured.
+        #[arg(long, default_value = "spin.toml")]
+        manifest: PathBuf,
+        /// Rounds over the photo set.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Target width of the resize.
+        #[arg(long, default_value_t = 300)]
+        width: u32,
+    },
+}

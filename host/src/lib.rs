@@ -1,0 +1,11 @@
+//! imgfleet's native host: runs the WASM functions named in `spin.toml` on wasmtime,
+//! places invocations on the machine's cores and serves the HTTP API.
+
+pub mod api;
+pub mod bench;
+pub mod cli;
+pub mod cpu;
+pub mod manifest;
+pub mod runtime;
+pub mod server;
+pub mod slots;
