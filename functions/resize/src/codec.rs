@@ -118,6 +118,13 @@ pub(crate) fn probe<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Probe<'a>, R
             "the body is not a JPEG, PNG, WebP or GIF image",
         )
     })?;
+    if format == ImageFormat::Jpeg && !jpeg_has_end(bytes) {
+        // The JPEG decoder would paint the missing part grey and call it a success.
+        return Err(ResizeError::new(
+            ErrorCode::CorruptImage,
+            "the JPEG is truncated (no end-of-image marker)",
+        ));
+    }
     let mut reader = reader;
     let mut image_limits = image::Limits::default();
     image_limits.max_alloc = Some(limits.max_decode_alloc);
@@ -148,6 +155,15 @@ pub(crate) fn probe<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Probe<'a>, R
         orientation,
         decoder: Box::new(decoder),
     })
+}
+
+/// Whether an end-of-image marker follows the first start-of-scan. Entropy-coded data
+/// cannot contain `FF D9` (a data `FF` is always followed by `00`), so this is exact.
+fn jpeg_has_end(bytes: &[u8]) -> bool {
+    let Some(sos) = bytes.windows(2).position(|w| w == [0xFF, 0xDA]) else {
+        return false;
+    };
+    bytes[sos..].windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
 /// Decodes all pixels, applies the EXIF orientation and converts to an 8-bit layout.

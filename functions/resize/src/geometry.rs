@@ -37,6 +37,33 @@ fn round_side(x: f64) -> u32 {
     x.round().clamp(1.0, u32::MAX as f64) as u32
 }
 
+/// The largest size with the source's aspect ratio that fits the box (never larger than the
+/// source for `inside` without `enlarge`). The limiting side takes the box's size exactly and
+/// the other is rounded from an exact product, so `w=123` on 600x300 gives 123x62, not 61.
+fn fit_inside(source: (u32, u32), params: &ResizeParams, boxed: (u32, u32)) -> (u32, u32) {
+    let (sw, sh) = (u64::from(source.0), u64::from(source.1));
+    let width_limits = match (params.width, params.height) {
+        (Some(_), None) => true,
+        (None, Some(_)) => false,
+        // w/sw <= h/sh, compared exactly.
+        _ => u64::from(boxed.0) * sh <= u64::from(boxed.1) * sw,
+    };
+    let (limit, src_limit) = if width_limits {
+        (boxed.0, sw)
+    } else {
+        (boxed.1, sh)
+    };
+    if params.fit == Fit::Inside && !params.enlarge && u64::from(limit) >= src_limit {
+        return source;
+    }
+    let other = |src_other: u64| round_side(src_other as f64 * f64::from(limit) / src_limit as f64);
+    if width_limits {
+        (limit, other(sh).min(boxed.1.max(1)))
+    } else {
+        (other(sw).min(boxed.0.max(1)), limit)
+    }
+}
+
 /// Computes the plan, rejecting outputs larger than `max_side` on either axis.
 pub fn plan(source: (u32, u32), params: &ResizeParams, max_side: u32) -> Result<Plan, ResizeError> {
     let (sw, sh) = (f64::from(source.0), f64::from(source.1));
@@ -53,14 +80,7 @@ pub fn plan(source: (u32, u32), params: &ResizeParams, max_side: u32) -> Result<
 
     let plan = match params.fit {
         Fit::Inside | Fit::Contain => {
-            let mut scale = (box_w / sw).min(box_h / sh);
-            if params.fit == Fit::Inside && !params.enlarge {
-                scale = scale.min(1.0);
-            }
-            let scaled = (
-                round_side(sw * scale).min(boxed.0),
-                round_side(sh * scale).min(boxed.1),
-            );
+            let scaled = fit_inside(source, params, boxed);
             let canvas = if params.fit == Fit::Contain {
                 boxed
             } else {
@@ -188,6 +208,22 @@ mod tests {
         assert_eq!(
             (plan.scaled, plan.canvas, plan.crop),
             ((300, 300), (300, 300), None)
+        );
+    }
+
+    #[test]
+    fn the_derived_side_rounds_half_up_exactly() {
+        assert_eq!(
+            plan_of((600, 300), Some(123), None, Fit::Inside, false).canvas,
+            (123, 62)
+        );
+        assert_eq!(
+            plan_of((600, 300), Some(123), Some(1000), Fit::Inside, false).canvas,
+            (123, 62)
+        );
+        assert_eq!(
+            plan_of((300, 600), None, Some(123), Fit::Inside, false).canvas,
+            (62, 123)
         );
     }
 

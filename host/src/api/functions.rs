@@ -158,17 +158,22 @@ fn invoke_error(e: InvokeError) -> ApiError {
             e.to_string(),
         ),
         InvokeError::UnknownFunction(_) => ApiError::not_found(e.to_string()),
+        // The details (a wasm backtrace) go to the log, not to the client.
         InvokeError::Trapped(_) | InvokeError::NoResponse => {
             tracing::error!(error = %e, "function failed");
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "function_failed",
-                e.to_string(),
+                "the function failed; the host log has the details under this request id",
             )
         }
         InvokeError::Host(_) => {
             tracing::error!(error = %e, "host failure");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; the host log has the details under this request id",
+            )
         }
     }
 }

@@ -1,0 +1,61 @@
+//! The WASM component (through the host) and the native library give the same result.
+//!
+//! Tolerance: identical dimensions; on lossless (PNG) output every channel of every pixel
+//! within 2 levels of 255 and PSNR of at least 50 dB. The two builds run the same code, but
+//! the resampler's SIMD paths differ (AVX2/SSE4.1 natively, simd128 in WASM) and may round
+//! differently by a level.
+
+use imgfleet_resize::{Limits, ResizeParams, resize};
+use imgfleet_tests::host::{Host, post};
+use imgfleet_tests::images::{self, decode};
+use imgfleet_tests::quality::{max_abs_diff, psnr};
+
+#[test]
+fn wasm_and_native_agree() {
+    let h = Host::start("spin.toml", &[]);
+    let photo = images::photo(900, 600, 21);
+    let inputs: Vec<(&str, Vec<u8>)> = vec![
+        ("jpeg", images::jpeg(&photo, 85)),
+        (
+            "png rgba",
+            images::png_rgba(&images::half_transparent(640, 480)),
+        ),
+        (
+            "exif 8",
+            images::with_exif_orientation(&images::jpeg(&photo, 85), 8),
+        ),
+    ];
+    for (name, input) in &inputs {
+        for query in [
+            "w=300&fmt=png",
+            "w=200&h=200&fit=cover&fmt=png",
+            "w=250&h=100&fit=contain&fmt=png",
+        ] {
+            let params = ResizeParams::from_query(query).unwrap();
+            let native = resize(input, &params, None, &Limits::default()).unwrap();
+            let wasm = post(&h.url(&format!("/v1/resize?{query}")), input, &[]);
+            assert_eq!(wasm.status, 200, "{name} {query}");
+            let (n, w) = (decode(&native.bytes), decode(&wasm.body));
+            assert_eq!(
+                (n.width(), n.height()),
+                (w.width(), w.height()),
+                "{name} {query}"
+            );
+            let (diff, db) = (max_abs_diff(&n, &w), psnr(&n, &w));
+            assert!(diff <= 2, "{name} {query}: max channel difference {diff}");
+            assert!(db >= 50.0, "{name} {query}: PSNR {db:.1} dB");
+        }
+    }
+    // Lossy output: same size and visually the same.
+    let query = "w=300&fmt=jpeg&q=85";
+    let native = resize(
+        &inputs[0].1,
+        &ResizeParams::from_query(query).unwrap(),
+        None,
+        &Limits::default(),
+    )
+    .unwrap();
+    let wasm = post(&h.url(&format!("/v1/resize?{query}")), &inputs[0].1, &[]);
+    let db = psnr(&decode(&native.bytes), &decode(&wasm.body));
+    assert!(db >= 40.0, "JPEG outputs differ: PSNR {db:.1} dB");
+}

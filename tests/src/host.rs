@@ -1,0 +1,206 @@
+//! A real `imgfleet up` process on 127.0.0.1, started for a test and killed when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The `imgfleet` binary: `$IMGFLEET_BIN`, else next to the test executable's profile dir
+/// (`./dev.sh test` builds it before running the tests).
+pub fn binary() -> PathBuf {
+    if let Ok(p) = std::env::var("IMGFLEET_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let bin = profile_dir.join("imgfleet");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build --release -p imgfleet-host, or ./dev.sh test)",
+        bin.display()
+    );
+    bin
+}
+
+pub struct Host {
+    child: Child,
+    pub base: String,
+}
+
+impl Host {
+    /// Starts `imgfleet up` with the given manifest (relative to the repository root) and
+    /// extra flags, and waits until it prints its address.
+    pub fn start(manifest: &str, extra: &[&str]) -> Self {
+        let mut child = Command::new(binary())
+            .current_dir(repo_root())
+            .args(["up", "--listen", "127.0.0.1:0", "--manifest", manifest])
+            .args(extra)
+            .env("IMGFLEET_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting imgfleet");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("imgfleet listening on ") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(base) => base,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("imgfleet did not start within 120 s (see its log above)");
+            }
+        };
+        Self { child, base }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("{}{}", self.base, path_and_query)
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
+    pub fn terminate(mut self) -> bool {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe_kill(self.child.id(), 15);
+        let status = self.child.wait().expect("waiting for imgfleet");
+        status.success()
+    }
+}
+
+fn unsafe_kill(pid: u32, signal: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response as the tests need it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The stable error code of a JSON error body.
+    pub fn error_code(&self) -> String {
+        let v: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_else(|_| {
+            panic!(
+                "not a JSON error body (status {}): {:?}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        });
+        v["error"]["code"]
+            .as_str()
+            .expect("error.code is a string")
+            .to_string()
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+fn reply(resp: ureq::http::Response<ureq::Body>) -> Reply {
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let body = resp
+        .into_body()
+        .into_with_config()
+        .limit(64 * 1024 * 1024)
+        .read_to_vec()
+        .expect("reading the response body");
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub fn post(url: &str, body: &[u8], headers: &[(&str, &str)]) -> Reply {
+    let mut req = agent().post(url);
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    reply(req.send(body).expect("POST reached the server"))
+}
+
+pub fn get(url: &str) -> Reply {
+    reply(agent().get(url).call().expect("GET reached the server"))
+}
+
+/// Sends raw HTTP/1.1 bytes and returns the status code and body of the reply. Write
+/// errors are ignored (a server may answer and close before reading everything), which is
+/// exactly what the size-limit tests need to observe.
+pub fn raw_exchange(base: &str, head: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connecting");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let _ = stream.write_all(head.as_bytes());
+    for chunk in body.chunks(64 * 1024) {
+        if stream.write_all(chunk).is_err() {
+            break;
+        }
+    }
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}

@@ -1,0 +1,37 @@
+//! Image comparison for tests: PSNR over RGB.
+
+use image::DynamicImage;
+
+/// Peak signal-to-noise ratio between two images of the same size, in dB (higher is
+/// closer; `f64::INFINITY` for identical images).
+pub fn psnr(a: &DynamicImage, b: &DynamicImage) -> f64 {
+    assert_eq!(
+        (a.width(), a.height()),
+        (b.width(), b.height()),
+        "PSNR needs equal sizes"
+    );
+    let (a, b) = (a.to_rgb8(), b.to_rgb8());
+    let se: f64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+        .sum();
+    let mse = se / a.as_raw().len() as f64;
+    if mse == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (255.0f64 * 255.0 / mse).log10()
+    }
+}
+
+/// Largest per-channel difference between two images of the same size.
+pub fn max_abs_diff(a: &DynamicImage, b: &DynamicImage) -> u8 {
+    let (a, b) = (a.to_rgba8(), b.to_rgba8());
+    a.as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(&x, &y)| x.abs_diff(y))
+        .max()
+        .unwrap_or(0)
+}
