@@ -98,6 +98,8 @@ case "$cmd" in
         ;;
     test)
         build_wasm
+        # The end-to-end tests start the real binary.
+        build_host
         log "running the test suite"
         cargo test --release -j "$JOBS" --workspace --exclude resize-spin --exclude hog "$@"
         ;;
@@ -107,7 +109,7 @@ case "$cmd" in
         ;;
     bench)
         build_wasm
-        cargo run --release -j "$JOBS" -p imgfleet-host -- bench resize "$@"
+        cargo bench -j "$JOBS" -p imgfleet-tests --bench resize -- "$@"
         ;;
     *)
         sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'

@@ -35,8 +35,6 @@ pub enum LogFormat {
 pub enum Command {
     /// Serve the API.
     Up(UpArgs),
-    /// Run a benchmark and print a table.
-    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -115,26 +113,4 @@ impl UpArgs {
                 .min(d.max_decode_alloc),
         }
     }
-}
-
-#[derive(Debug, Args, Clone)]
-pub struct BenchArgs {
-    #[command(subcommand)]
-    pub which: BenchKind,
-}
-
-#[derive(Debug, Subcommand, Clone)]
-pub enum BenchKind {
-    /// ms/image for decode, resize and encode, native vs inside the WASM runtime.
-    Resize {
-        /// The Spin manifest whose `resize` component is measured.
-        #[arg(long, default_value = "spin.toml")]
-        manifest: PathBuf,
-        /// Rounds over the photo set.
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        /// Target width of the resize.
-        #[arg(long, default_value_t = 300)]
-        width: u32,
-    },
 }

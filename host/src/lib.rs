@@ -2,7 +2,6 @@
 //! places invocations on the machine's cores and serves the HTTP API.
 
 pub mod api;
-pub mod bench;
 pub mod cli;
 pub mod cpu;
 pub mod manifest;

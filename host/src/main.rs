@@ -17,6 +17,5 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Up(args) => rt.block_on(imgfleet_host::server::up(args)),
-        Command::Bench(args) => imgfleet_host::bench::run(args),
     }
 }

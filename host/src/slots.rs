@@ -11,11 +11,14 @@ use tokio::sync::oneshot;
 
 use crate::runtime::{Invocation, InvokeError, InvokeRequest, Runtime};
 
+/// What a slot sends back: the invocation's outcome and how long it waited for a slot.
+pub type Outcome = Result<(Invocation, Duration), InvokeError>;
+
 struct Job {
     function: String,
     request: InvokeRequest,
     enqueued: Instant,
-    reply: oneshot::Sender<Result<(Invocation, Duration), InvokeError>>,
+    reply: oneshot::Sender<Outcome>,
 }
 
 #[derive(Clone)]
@@ -70,7 +73,7 @@ impl Slots {
         &self,
         function: &str,
         request: InvokeRequest,
-    ) -> Result<oneshot::Receiver<Result<(Invocation, Duration), InvokeError>>, SubmitError> {
+    ) -> Result<oneshot::Receiver<Outcome>, SubmitError> {
         let (reply, rx) = oneshot::channel();
         let job = Job {
             function: function.to_string(),

@@ -4,4 +4,5 @@
 
 pub mod host;
 pub mod images;
+pub mod photos;
 pub mod quality;
