@@ -58,7 +58,8 @@ fn main() -> anyhow::Result<()> {
     let width = arg("--width", 300);
     let query = format!("w={width}&fmt=jpeg&q=80");
     let photos = photo_set();
-    let avg_kb = photos.iter().map(|(_, b)| b.len()).sum::<usize>() as f64 / photos.len() as f64 / 1024.0;
+    let avg_kb =
+        photos.iter().map(|(_, b)| b.len()).sum::<usize>() as f64 / photos.len() as f64 / 1024.0;
     println!(
         "photos: {} (avg {avg_kb:.0} KB, 1080-2048 px), job: {query}, rounds: {rounds}, one core each",
         photos.len()
@@ -69,7 +70,8 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..rounds {
         for (_, bytes) in &photos {
             let started = std::time::Instant::now();
-            let out = resize(bytes, &params, None, &Limits::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let out = resize(bytes, &params, None, &Limits::default())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             native.total.push(ms(started.elapsed()));
             native.decode.push(ms(out.timings.decode));
             native.resize.push(ms(out.timings.resize));
@@ -86,7 +88,9 @@ fn main() -> anyhow::Result<()> {
             max_instances: 8,
         },
     )?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
     let mut wasm = Samples::default();
     for _ in 0..rounds {
         for (name, bytes) in &photos {
@@ -98,7 +102,11 @@ fn main() -> anyhow::Result<()> {
             };
             let inv = rt.block_on(runtime.invoke("resize", request))?;
             anyhow::ensure!(inv.status == 200, "{name}: status {}", inv.status);
-            let header = inv.headers.get("server-timing").and_then(|v| v.to_str().ok()).unwrap_or("");
+            let header = inv
+                .headers
+                .get("server-timing")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             wasm.total.push(ms(inv.wall));
             wasm.instantiate.push(ms(inv.instantiate));
             wasm.decode.push(timing(header, "decode"));
@@ -114,7 +122,11 @@ fn main() -> anyhow::Result<()> {
         ("decode", &mut native.decode, &mut wasm.decode),
         ("resize", &mut native.resize, &mut wasm.resize),
         ("encode", &mut native.encode, &mut wasm.encode),
-        ("total (incl. instantiate)", &mut native.total, &mut wasm.total),
+        (
+            "total (incl. instantiate)",
+            &mut native.total,
+            &mut wasm.total,
+        ),
     ];
     let mut totals = (0.0, 0.0);
     for (stage, n, w) in rows {
@@ -122,7 +134,10 @@ fn main() -> anyhow::Result<()> {
         totals = (n, w);
         println!("| {stage} | {n:.2} | {w:.2} | {:.2}x |", w / n);
     }
-    println!("| instantiate | - | {:.3} | - |", median(&mut wasm.instantiate));
+    println!(
+        "| instantiate | - | {:.3} | - |",
+        median(&mut wasm.instantiate)
+    );
     println!();
     println!(
         "images/s per core: native {:.1}, wasm {:.1}",
