@@ -45,6 +45,10 @@ pub struct UpArgs {
     /// The Spin manifest naming the components and their routes.
     #[arg(long, env = "IMGFLEET_MANIFEST", default_value = "spin.toml")]
     pub manifest: PathBuf,
+    /// Directory holding the components' `.wasm` files, overriding the manifest's paths
+    /// (matched by file name).
+    #[arg(long, env = "IMGFLEET_COMPONENT_DIR")]
+    pub component_dir: Option<PathBuf>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     /// Largest request body accepted, in bytes (can only be lowered from 20 MB).

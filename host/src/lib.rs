@@ -5,6 +5,7 @@ pub mod api;
 pub mod cli;
 pub mod cpu;
 pub mod manifest;
+pub mod queue;
 pub mod runtime;
 pub mod server;
 pub mod slots;

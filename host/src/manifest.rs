@@ -110,6 +110,17 @@ impl Manifest {
         Ok(Self { components, routes })
     }
 
+    /// Looks for every component's file (by its file name) in `dir` instead of where the
+    /// manifest says: for deployments that ship the manifest and the `.wasm` files apart.
+    pub fn with_component_dir(mut self, dir: &Path) -> Self {
+        for source in self.components.values_mut() {
+            if let Some(name) = source.file_name() {
+                *source = dir.join(name);
+            }
+        }
+        self
+    }
+
     /// The component serving `path`: exact routes win over wildcards, then the longest prefix.
     pub fn route(&self, path: &str) -> Option<&str> {
         let exact = self
@@ -160,6 +171,18 @@ mod tests {
         assert_eq!(m.route("/hog/spin"), Some("hog"));
         assert_eq!(m.route("/hog"), Some("hog"));
         assert_eq!(m.route("/hogwash"), None);
+    }
+
+    #[test]
+    fn component_dir_overrides_where_files_are_found() {
+        let m = Manifest::parse(TEXT, Path::new("/app"))
+            .unwrap()
+            .with_component_dir(Path::new("/opt/wasm"));
+        assert_eq!(
+            m.components["resize"],
+            PathBuf::from("/opt/wasm/resize.wasm")
+        );
+        assert_eq!(m.components["hog"], PathBuf::from("/opt/wasm/hog.wasm"));
     }
 
     #[test]

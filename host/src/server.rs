@@ -13,7 +13,10 @@ use crate::runtime::Runtime;
 use crate::slots::Slots;
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
-    let manifest = Manifest::load(&args.manifest)?;
+    let mut manifest = Manifest::load(&args.manifest)?;
+    if let Some(dir) = &args.component_dir {
+        manifest = manifest.with_component_dir(dir);
+    }
     let runtime = Runtime::new(&manifest, args.runtime.runtime_config())?;
     let cores = args.runtime.cores();
     let slots = Slots::start(runtime, cores, args.queue_capacity);

@@ -1,0 +1,208 @@
+//! The queue port: one SQS-shaped interface between the API tier and the workers (jobs out,
+//! completions back, usage batches). Backends: `embedded` (durable, single machine, the
+//! default) and `sqs` (Amazon SQS, or anything speaking its API).
+//!
+//! Semantics every backend honours (the behavioural suite in `tests/` checks them):
+//! * `receive` hides a message for its visibility timeout; not deleted by then, it is
+//!   delivered again with `receive_count` one higher.
+//! * After `max_receives` deliveries a message moves to the dead-letter queue instead.
+//! * Messages of one group are delivered in send order, and not while an earlier message of
+//!   the group is in flight; different groups are served round robin.
+//! * A `dedup_id` seen within the last five minutes is not enqueued twice.
+//! * `receive` with a wait long-polls: it returns as soon as a message is available.
+
+pub mod claim_check;
+pub mod embedded;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub type Attributes = BTreeMap<String, String>;
+
+/// How long a de-duplication id is remembered (SQS's window).
+pub const DEDUP_WINDOW: Duration = Duration::from_secs(300);
+/// Longest long poll (SQS's maximum).
+pub const MAX_WAIT: Duration = Duration::from_secs(20);
+/// Most messages one receive returns (SQS's maximum).
+pub const MAX_BATCH: usize = 10;
+/// Longest visibility timeout (SQS's maximum).
+pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+
+/// Whether `send` returns before or after the message is on stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Acknowledged only once it would survive a power cut (the default).
+    #[default]
+    Synced,
+    /// Acknowledged once queued in memory; made durable with the next group commit. For
+    /// messages whose sender is waiting on the result anyway (synchronous requests): losing
+    /// one in a crash loses nothing the client was told.
+    Buffered,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OutgoingMessage {
+    pub body: Bytes,
+    pub group: Option<String>,
+    pub dedup_id: Option<String>,
+    pub delay: Duration,
+    pub attributes: Attributes,
+    pub durability: Durability,
+}
+
+impl OutgoingMessage {
+    pub fn new(body: impl Into<Bytes>) -> Self {
+        Self {
+            body: body.into(),
+            ..Self::default()
+        }
+    }
+
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    pub fn dedup_id(mut self, id: impl Into<String>) -> Self {
+        self.dedup_id = Some(id.into());
+        self
+    }
+
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    pub fn attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.attributes.insert(key.into(), value.into());
+        self
+    }
+
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ReceiveRequest {
+    pub max_messages: usize,
+    pub wait: Duration,
+    /// Overrides the queue's default visibility timeout.
+    pub visibility: Option<Duration>,
+}
+
+impl Default for ReceiveRequest {
+    fn default() -> Self {
+        Self {
+            max_messages: 1,
+            wait: Duration::ZERO,
+            visibility: None,
+        }
+    }
+}
+
+/// Proof of one delivery; deleting or extending needs the newest one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Receipt(pub String);
+
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub id: String,
+    pub receipt: Receipt,
+    pub body: Bytes,
+    pub group: Option<String>,
+    pub attributes: Attributes,
+    /// 1 on the first delivery.
+    pub receive_count: u32,
+    pub sent_at: SystemTime,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Depth {
+    /// Deliverable now.
+    pub visible: usize,
+    /// Received and neither deleted nor timed out.
+    pub in_flight: usize,
+    /// Waiting out their delay.
+    pub delayed: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("message of {size} bytes is over the queue's limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("the receipt is stale or unknown (the message was redelivered or deleted)")]
+    InvalidReceipt,
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("no queue named `{0}`")]
+    NoSuchQueue(String),
+    #[error("the queue is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Static description of a queue; backends create what it describes.
+#[derive(Debug, Clone)]
+pub struct QueueSpec {
+    pub name: String,
+    pub visibility_timeout: Duration,
+    pub retention: Duration,
+    pub max_message_bytes: usize,
+    /// Move a message to `<name>-dlq` once it has been received this many times.
+    pub max_receives: Option<u32>,
+}
+
+impl QueueSpec {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            visibility_timeout: Duration::from_secs(30),
+            retention: Duration::from_secs(4 * 24 * 3600),
+            max_message_bytes: 256 * 1024,
+            max_receives: None,
+        }
+    }
+
+    pub fn dead_letter_name(&self) -> String {
+        format!("{}-dlq", self.name)
+    }
+}
+
+#[async_trait]
+pub trait Queue: Send + Sync {
+    fn name(&self) -> &str;
+    fn max_message_bytes(&self) -> usize;
+    /// Enqueues a message; returns its id (the existing id for a de-duplicated send).
+    async fn send(&self, message: OutgoingMessage) -> Result<String, QueueError>;
+    async fn receive(&self, request: ReceiveRequest) -> Result<Vec<Message>, QueueError>;
+    async fn delete(&self, receipt: &Receipt) -> Result<(), QueueError>;
+    async fn change_visibility(
+        &self,
+        receipt: &Receipt,
+        timeout: Duration,
+    ) -> Result<(), QueueError>;
+    async fn depth(&self) -> Result<Depth, QueueError>;
+}
+
+pub(crate) fn validate_receive(request: &ReceiveRequest) -> Result<(), QueueError> {
+    if !(1..=MAX_BATCH).contains(&request.max_messages) {
+        return Err(QueueError::Invalid(format!(
+            "max_messages must be 1..={MAX_BATCH}"
+        )));
+    }
+    if request.wait > MAX_WAIT {
+        return Err(QueueError::Invalid(format!(
+            "wait must be at most {MAX_WAIT:?}"
+        )));
+    }
+    if request.visibility.is_some_and(|v| v > MAX_VISIBILITY) {
+        return Err(QueueError::Invalid(format!(
+            "visibility must be at most {MAX_VISIBILITY:?}"
+        )));
+    }
+    Ok(())
+}
