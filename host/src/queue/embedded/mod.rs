@@ -364,7 +364,7 @@ impl Queue for EmbeddedQueue {
             let ack = shared.append(&[record], durability == Durability::Synced);
             (seq, ack)
         });
-        self.notify.notify_waiters();
+        self.notify.notify_one();
         durable(ack).await?;
         Ok(id.to_string())
     }
