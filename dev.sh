@@ -82,6 +82,42 @@ build_wasm() {
     ls -l "$WASM_OUT"/*.wasm >&2
 }
 
+# Python tools the tests use (moto_server: a real SQS API on 127.0.0.1), in a venv.
+MOTO_VERSION="5.2.5"
+ensure_venv() {
+    if [ -x "$ROOT/.venv/bin/moto_server" ]; then return 0; fi
+    log "installing moto[server] $MOTO_VERSION into .venv"
+    python3 -m venv "$ROOT/.venv" 2>/dev/null || { apt_ensure python3-venv; python3 -m venv "$ROOT/.venv"; }
+    "$ROOT/.venv/bin/pip" install -q "moto[server]==$MOTO_VERSION"
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_for_port() {
+    local port=$1 tries=0
+    until python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null; do
+        tries=$((tries + 1))
+        [ "$tries" -gt 60 ] && { echo "nothing listening on 127.0.0.1:$port after 30 s" >&2; return 1; }
+        sleep 0.5
+    done
+}
+
+# Starts moto_server for the test run; it is stopped when this script exits.
+start_moto() {
+    ensure_venv
+    local port
+    port=$(free_port)
+    mkdir -p "$ROOT/target"
+    "$ROOT/.venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$ROOT/target/moto.log" 2>&1 &
+    MOTO_PID=$!
+    trap 'kill "$MOTO_PID" 2>/dev/null || true' EXIT
+    wait_for_port "$port"
+    export IMGFLEET_TEST_SQS_ENDPOINT="http://127.0.0.1:$port"
+    log "moto_server on $IMGFLEET_TEST_SQS_ENDPOINT"
+}
+
 build_host() {
     log "building the host (release)"
     cargo build --release -j "$JOBS" -p imgfleet-host
@@ -100,6 +136,7 @@ case "$cmd" in
         build_wasm
         # The end-to-end tests start the real binary.
         build_host
+        start_moto
         log "running the test suite"
         cargo test --release -j "$JOBS" --workspace --exclude resize-spin --exclude hog "$@"
         ;;

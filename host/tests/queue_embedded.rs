@@ -163,6 +163,20 @@ async fn groups_are_served_round_robin() {
 }
 
 #[tokio::test]
+async fn a_deduplicated_send_returns_the_original_id() {
+    let (q, _) = fresh(QueueSpec::new("dedup-id")).await;
+    let a = q
+        .send(OutgoingMessage::new("x").dedup_id("k"))
+        .await
+        .unwrap();
+    let b = q
+        .send(OutgoingMessage::new("x").dedup_id("k"))
+        .await
+        .unwrap();
+    assert_eq!(a, b);
+}
+
+#[tokio::test]
 async fn delayed_messages_appear_after_their_delay() {
     let (q, _) = fresh(QueueSpec::new("delay")).await;
     q.send(OutgoingMessage::new("later").delay(Duration::from_millis(800)))

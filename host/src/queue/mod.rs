@@ -13,6 +13,7 @@
 
 pub mod claim_check;
 pub mod embedded;
+pub mod sqs;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -176,7 +177,9 @@ impl QueueSpec {
 pub trait Queue: Send + Sync {
     fn name(&self) -> &str;
     fn max_message_bytes(&self) -> usize;
-    /// Enqueues a message; returns its id (the existing id for a de-duplicated send).
+    /// Enqueues a message and returns its id. A send whose `dedup_id` was seen within
+    /// [`DEDUP_WINDOW`] succeeds without enqueuing anything (the embedded backend returns
+    /// the original's id; SQS may return a fresh one).
     async fn send(&self, message: OutgoingMessage) -> Result<String, QueueError>;
     async fn receive(&self, request: ReceiveRequest) -> Result<Vec<Message>, QueueError>;
     async fn delete(&self, receipt: &Receipt) -> Result<(), QueueError>;

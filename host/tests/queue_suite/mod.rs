@@ -163,15 +163,13 @@ pub async fn fifo_within_a_group(q: Pair) {
 
 pub async fn deduplication(q: Pair) {
     let (q, _) = q;
-    let a = q
-        .send(OutgoingMessage::new("once").group("g").dedup_id("same"))
+    q.send(OutgoingMessage::new("once").group("g").dedup_id("same"))
         .await
         .unwrap();
-    let b = q
-        .send(OutgoingMessage::new("once").group("g").dedup_id("same"))
+    // The duplicate is accepted (a retrying sender must not see an error) but not enqueued.
+    q.send(OutgoingMessage::new("once").group("g").dedup_id("same"))
         .await
         .unwrap();
-    assert_eq!(a, b, "the duplicate send returns the first message's id");
     let got = receive(&*q, 10, 1000, None).await;
     assert_eq!(got.len(), 1);
     q.delete(&got[0].receipt).await.unwrap();
