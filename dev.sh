@@ -87,6 +87,7 @@ MOTO_VERSION="5.2.5"
 ensure_venv() {
     if [ -x "$ROOT/.venv/bin/moto_server" ]; then return 0; fi
     log "installing moto[server] $MOTO_VERSION into .venv"
+    command -v python3 >/dev/null || apt_ensure python3
     python3 -m venv "$ROOT/.venv" 2>/dev/null || { apt_ensure python3-venv; python3 -m venv "$ROOT/.venv"; }
     "$ROOT/.venv/bin/pip" install -q "moto[server]==$MOTO_VERSION"
 }
