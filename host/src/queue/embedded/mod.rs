@@ -52,6 +52,12 @@ struct Shared {
 }
 
 impl Shared {
+    /// The queue a record refers to by index.
+    fn by_index(&mut self, index: u32) -> Option<&mut QueueState> {
+        let name = self.names.get(&index)?;
+        self.queues.get_mut(name)
+    }
+
     /// Appends records to the log; the returned receiver resolves once they are durable
     /// (only when `sync` is asked for).
     fn append(
@@ -155,29 +161,17 @@ impl EmbeddedStore {
                 }
                 Record::Sent(sent) => {
                     shared.next_seq = shared.next_seq.max(sent.seq + 1);
-                    if let Some(q) = shared
-                        .names
-                        .get(&sent.queue)
-                        .and_then(|n| shared.queues.get_mut(n))
-                    {
+                    if let Some(q) = shared.by_index(sent.queue) {
                         q.insert(sent, now, true);
                     }
                 }
                 Record::Received { queue, seq, count } => {
-                    if let Some(q) = shared
-                        .names
-                        .get(&queue)
-                        .and_then(|n| shared.queues.get_mut(n))
-                    {
+                    if let Some(q) = shared.by_index(queue) {
                         q.replay_received(seq, count);
                     }
                 }
                 Record::Deleted { queue, seq } => {
-                    if let Some(q) = shared
-                        .names
-                        .get(&queue)
-                        .and_then(|n| shared.queues.get_mut(n))
-                    {
+                    if let Some(q) = shared.by_index(queue) {
                         q.replay_deleted(seq);
                     }
                 }
@@ -188,11 +182,7 @@ impl EmbeddedStore {
                     seq,
                     at_ms,
                 } => {
-                    if let Some(q) = shared
-                        .names
-                        .get(&queue)
-                        .and_then(|n| shared.queues.get_mut(n))
-                    {
+                    if let Some(q) = shared.by_index(queue) {
                         q.remember_dedup(id, seq, UNIX_EPOCH + Duration::from_millis(at_ms));
                     }
                 }
