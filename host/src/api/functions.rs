@@ -13,7 +13,6 @@ use imgfleet_resize::http::{FACTS_HEADER, Facts};
 
 use super::AppState;
 use super::error::ApiError;
-use super::request_id::RequestId;
 use crate::runtime::{InvokeError, InvokeRequest};
 use crate::slots::SubmitError;
 
@@ -27,11 +26,6 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
     let Some(function) = state.manifest.route(&path).map(str::to_string) else {
         return Err(ApiError::not_found(format!("no route for {path}")));
     };
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
     let (parts, body) = req.into_parts();
     let body = read_body(&parts.headers, body, state.limits.max_input_bytes).await?;
 
@@ -86,7 +80,6 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
         .and_then(|v| v.to_str().ok())
         .and_then(Facts::parse);
     tracing::info!(
-        request_id,
         function,
         status = inv.status.as_u16(),
         queue_ms = waited.as_secs_f64() * 1e3,
