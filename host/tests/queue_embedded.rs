@@ -283,3 +283,62 @@ fn acknowledged_sends_survive_kill_9() {
         }
     });
 }
+
+/// A blob store in memory, to exercise the claim check.
+#[derive(Default)]
+struct MemoryBlobs(std::sync::Mutex<std::collections::HashMap<String, bytes::Bytes>>);
+
+#[async_trait::async_trait]
+impl imgfleet_host::queue::claim_check::BlobStore for MemoryBlobs {
+    async fn put(&self, body: bytes::Bytes) -> Result<String, QueueError> {
+        let mut map = self.0.lock().unwrap();
+        let key = format!("blob-{}", map.len());
+        map.insert(key.clone(), body);
+        Ok(key)
+    }
+    async fn get(&self, key: &str) -> Result<bytes::Bytes, QueueError> {
+        self.0
+            .lock()
+            .unwrap()
+            .get(key)
+            .cloned()
+            .ok_or_else(|| QueueError::Unavailable(format!("no blob {key}")))
+    }
+    async fn remove(&self, key: &str) -> Result<(), QueueError> {
+        self.0.lock().unwrap().remove(key);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn oversized_bodies_travel_by_claim_check() {
+    use imgfleet_host::queue::claim_check::ClaimCheck;
+    let (inner, _) = fresh(QueueSpec::new("claims")).await;
+    let blobs = Arc::new(MemoryBlobs::default());
+    let q = ClaimCheck::new(inner.clone(), blobs.clone());
+    let big: Vec<u8> = (0..inner.max_message_bytes() * 3)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    q.send(OutgoingMessage::new(big.clone())).await.unwrap();
+    q.send(OutgoingMessage::new("small")).await.unwrap();
+    assert_eq!(
+        blobs.0.lock().unwrap().len(),
+        1,
+        "only the oversized body is stored aside"
+    );
+    let got = receive(&q, 10, 0, None).await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        &got[0].body[..],
+        &big[..],
+        "the receiver gets the original bytes back"
+    );
+    assert_eq!(&got[1].body[..], b"small");
+    for m in &got {
+        q.delete(&m.receipt).await.unwrap();
+    }
+    assert!(
+        blobs.0.lock().unwrap().is_empty(),
+        "deleting the message frees its blob"
+    );
+}
