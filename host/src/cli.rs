@@ -60,9 +60,34 @@ pub struct UpArgs {
     /// Largest output side, in pixels (can only be lowered from 8192).
     #[arg(long, env = "IMGFLEET_MAX_OUTPUT_SIDE")]
     pub max_output_side: Option<u32>,
-    /// Invocations allowed to wait for a slot before new requests get 503.
-    #[arg(long, env = "IMGFLEET_QUEUE_CAPACITY", default_value_t = 256)]
-    pub queue_capacity: usize,
+    /// Where the embedded queue and the staging area keep their files.
+    #[arg(long, env = "IMGFLEET_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// This host's name; its completions queue is `completions-<host id>`.
+    #[arg(long, env = "IMGFLEET_HOST_ID", default_value = "local")]
+    pub host_id: String,
+    /// Queue backend between the API and the workers.
+    #[arg(long, env = "IMGFLEET_QUEUE", default_value = "embedded")]
+    pub queue: QueueKind,
+    /// SQS endpoint (default: AWS's for the region); e.g. a moto_server address.
+    #[arg(long, env = "IMGFLEET_SQS_ENDPOINT")]
+    pub sqs_endpoint: Option<String>,
+    /// SQS region (default: from the AWS environment).
+    #[arg(long, env = "IMGFLEET_SQS_REGION")]
+    pub sqs_region: Option<String>,
+    /// Message groups per tenant: how many of one tenant's jobs may run at once.
+    /// Defaults to the number of cores.
+    #[arg(long, env = "IMGFLEET_TENANT_SHARDS")]
+    pub tenant_shards: Option<usize>,
+    /// Staging capacity (inputs and outputs waiting), in MiB.
+    #[arg(long, env = "IMGFLEET_STAGING_MB", default_value_t = 2048)]
+    pub staging_mb: u64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum QueueKind {
+    Embedded,
+    Sqs,
 }
 
 #[derive(Debug, Args, Clone)]

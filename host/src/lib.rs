@@ -3,9 +3,13 @@
 
 pub mod api;
 pub mod cli;
+pub mod completions;
 pub mod cpu;
+pub mod jobs;
 pub mod manifest;
 pub mod queue;
 pub mod runtime;
 pub mod server;
 pub mod slots;
+pub mod staging;
+pub mod worker;

@@ -1,35 +1,121 @@
-//! `imgfleet up`: load the components, start the slots, serve until SIGTERM/Ctrl-C, then
-//! finish the requests already in flight.
+//! `imgfleet up`: load the components, open the queues and staging, start the slots and
+//! their workers, serve until SIGTERM/Ctrl-C, then finish the requests already in flight.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::api::admission::Admission;
 use crate::api::{self, AppState};
-use crate::cli::UpArgs;
+use crate::cli::{QueueKind, UpArgs};
+use crate::completions::Completions;
 use crate::manifest::Manifest;
+use crate::queue::QueueSpec;
+use crate::queue::backend::{QueueBackend, QueueDirectory};
+use crate::queue::embedded::EmbeddedStore;
+use crate::queue::sqs::{SqsConfig, client};
 use crate::runtime::Runtime;
 use crate::slots::Slots;
+use crate::staging::{Staging, StagingConfig};
+use crate::worker::{WorkerContext, spawn_workers};
+
+pub const JOBS_QUEUE: &str = "jobs";
+/// Deliveries of a job before it is dead-lettered.
+pub const JOB_MAX_RECEIVES: u32 = 3;
+
+/// Completion queues: short-lived replies, no dead-lettering.
+fn completions_spec(name: &str) -> QueueSpec {
+    let mut spec = QueueSpec::new(name);
+    spec.retention = Duration::from_secs(600);
+    spec
+}
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut manifest = Manifest::load(&args.manifest)?;
     if let Some(dir) = &args.component_dir {
         manifest = manifest.with_component_dir(dir);
     }
-    let runtime = Runtime::new(&manifest, args.runtime.runtime_config())?;
+    let runtime_config = args.runtime.runtime_config();
+    let deadline = runtime_config.deadline;
+    let runtime = Runtime::new(&manifest, runtime_config)?;
     let cores = args.runtime.cores();
-    let slots = Slots::start(runtime, cores, args.queue_capacity);
+    // One worker per slot takes at most one job at a time, so this queue only ever holds
+    // what is already running; the capacity is a safety margin.
+    let slots = Slots::start(runtime, cores, cores * 4);
+
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let staging = Staging::open(
+        &args.data_dir.join("staging"),
+        StagingConfig {
+            capacity_bytes: args.staging_mb * 1024 * 1024,
+            ..StagingConfig::default()
+        },
+    )
+    .context("opening the staging area")?;
+    staging.spawn_sweeper(Duration::from_secs(5));
+
+    let backend = match args.queue {
+        QueueKind::Embedded => QueueBackend::Embedded(
+            EmbeddedStore::open(&args.data_dir.join("queue"))
+                .context("opening the embedded queue")?,
+        ),
+        QueueKind::Sqs => QueueBackend::Sqs(
+            client(&SqsConfig {
+                endpoint: args.sqs_endpoint.clone(),
+                region: args.sqs_region.clone(),
+                static_credentials: None,
+            })
+            .await,
+        ),
+    };
+    let mut jobs_spec = QueueSpec::new(JOBS_QUEUE);
+    jobs_spec.max_receives = Some(JOB_MAX_RECEIVES);
+    // A worker holds a job for at most one run; past that it is presumed dead.
+    jobs_spec.visibility_timeout = deadline * 2 + Duration::from_secs(5);
+    let jobs = backend
+        .open(jobs_spec.clone())
+        .await
+        .context("opening the jobs queue")?;
+    let directory = Arc::new(QueueDirectory::new(backend, completions_spec));
+    let completions_queue = directory
+        .get(&format!("completions-{}", args.host_id))
+        .await
+        .context("opening the completions queue")?;
+    let completions = Completions::new(completions_queue);
+    completions.spawn_dispatcher(staging.clone());
+
+    let limits = args.limits();
+    spawn_workers(Arc::new(WorkerContext {
+        jobs: jobs.clone(),
+        replies: directory,
+        slots: slots.clone(),
+        staging: staging.clone(),
+        limits_header: limits.to_header(),
+        visibility: jobs_spec.visibility_timeout,
+        output_ttl: Duration::from_secs(60),
+    }));
+
     let state = AppState {
         manifest: Arc::new(manifest),
+        admission: Arc::new(Admission::new(cores, deadline)),
         slots,
-        limits: args.limits(),
+        limits,
+        staging,
+        jobs,
+        completions,
+        deadline,
+        tenant_shards: args.tenant_shards.unwrap_or(cores).max(1),
+        shard_counter: Arc::new(AtomicUsize::new(0)),
     };
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, cores, "serving");
+    tracing::info!(%addr, cores, queue = ?args.queue, "serving");
     // Scripts and tests read this line to find the port when listening on :0.
     println!("imgfleet listening on http://{addr}");
     axum::serve(listener, api::router(state))

@@ -36,15 +36,20 @@ pub fn binary() -> PathBuf {
 pub struct Host {
     child: Child,
     pub base: String,
+    /// The host's own data directory (queue log, staging), removed with the host.
+    pub data: tempfile::TempDir,
 }
 
 impl Host {
     /// Starts `imgfleet up` with the given manifest (relative to the repository root) and
     /// extra flags, and waits until it prints its address.
     pub fn start(manifest: &str, extra: &[&str]) -> Self {
+        let data = tempfile::tempdir().expect("a data directory");
         let mut child = Command::new(binary())
             .current_dir(repo_root())
             .args(["up", "--listen", "127.0.0.1:0", "--manifest", manifest])
+            .arg("--data-dir")
+            .arg(data.path())
             .args(extra)
             .env("IMGFLEET_LOG", "warn")
             .stdout(Stdio::piped())
@@ -67,7 +72,7 @@ impl Host {
                 panic!("imgfleet did not start within 120 s (see its log above)");
             }
         };
-        Self { child, base }
+        Self { child, base, data }
     }
 
     pub fn url(&self, path_and_query: &str) -> String {

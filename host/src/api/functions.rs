@@ -1,6 +1,9 @@
-//! Serves every route of the manifest by invoking its component in a slot: the request
-//! body is read under the size limit, the host's limits travel to the function in a
-//! header, and the function's cost facts come back in one (stripped before replying).
+//! Serves every route of the manifest through the queue: the body is read under the size
+//! limit and staged, a job goes on the jobs queue, and the request waits for its completion
+//! (a worker on this or another host runs the function).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -8,108 +11,208 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use imgfleet_resize::LIMITS_HEADER;
-use imgfleet_resize::http::{FACTS_HEADER, Facts};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::runtime::{InvokeError, InvokeRequest};
-use crate::slots::SubmitError;
+use super::request_id::RequestId;
+use crate::jobs::{Completion, Job, Outcome, now_ms};
+use crate::queue::{Durability, OutgoingMessage};
+use crate::staging::{Keep, StagingError};
 
-/// Request headers a function may see; everything else (credentials included) stays in the host.
 const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
-const FORWARDED: [HeaderName; 2] = [header::ACCEPT, header::CONTENT_TYPE];
+/// Until authentication names tenants, every request belongs to this one.
+pub const PUBLIC_TENANT: &str = "public";
+
+fn header_string(headers: &HeaderMap, name: HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
 
 pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let path = req.uri().path().to_string();
     let Some(function) = state.manifest.route(&path).map(str::to_string) else {
         return Err(ApiError::not_found(format!("no route for {path}")));
     };
+    let id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let (parts, body) = req.into_parts();
+    let ticket = state.admission.admit().map_err(|wait| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            format!(
+                "the work already waiting would take about {} ms; try again shortly",
+                wait.as_millis()
+            ),
+        )
+        .retry_after(wait.as_secs().max(1))
+    })?;
     let body = read_body(&parts.headers, body, state.limits.max_input_bytes).await?;
-
-    let mut headers = HeaderMap::new();
-    for name in FORWARDED {
-        if let Some(v) = parts.headers.get(&name) {
-            headers.insert(name, v.clone());
-        }
-    }
-    headers.insert(
-        HeaderName::from_static(LIMITS_HEADER),
-        HeaderValue::from_str(&state.limits.to_header()).expect("limits header is ASCII"),
-    );
-    let request = InvokeRequest {
-        method: parts.method,
+    let input = state
+        .staging
+        .put(body, state.deadline * 3, Keep::Volatile)
+        .await
+        .map_err(staging_error)?;
+    let job = Job {
+        id: id.clone(),
+        tenant: PUBLIC_TENANT.to_string(),
+        function,
+        method: parts.method.to_string(),
         path_and_query: parts
             .uri
             .path_and_query()
             .map(|p| p.to_string())
             .unwrap_or(path),
-        headers,
-        body,
+        accept: header_string(&parts.headers, header::ACCEPT),
+        content_type: header_string(&parts.headers, header::CONTENT_TYPE),
+        input: input.clone(),
+        reply_to: Some(state.completions.queue_name().to_string()),
+        submitted_ms: now_ms(),
     };
-    let reply = state
-        .slots
-        .submit(&function, request)
-        .map_err(|e| match e {
-            SubmitError::Full { .. } => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string())
-                    .retry_after(1)
-            }
-            SubmitError::Closed => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                e.to_string(),
-            ),
-        })?;
-    let (inv, waited) = reply
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                "the host is shutting down",
-            )
-        })?
-        .map_err(invoke_error)?;
+    let mut waiter = state.completions.wait_for(&id);
+    // Jobs of one tenant spread over `tenant_shards` groups: the queue serves groups round
+    // robin, so a tenant can use that many slots at once and never starve the others.
+    let shard = state.shard_counter.fetch_add(1, Ordering::Relaxed) % state.tenant_shards;
+    let message = OutgoingMessage::new(serde_json::to_vec(&job).expect("a job serialises"))
+        .group(format!("{}#{shard}", job.tenant))
+        // The client waits on this connection: if the host dies, the request dies with it.
+        .durability(Durability::Buffered);
+    if let Err(e) = state.jobs.send(message).await {
+        state.staging.remove(&input);
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_unavailable",
+            e.to_string(),
+        )
+        .retry_after(1));
+    }
+    // Enough for a full queue allowance plus the run itself.
+    let budget = state.deadline * 2 + Duration::from_secs(2);
+    let Some(completion) = waiter.wait(budget).await else {
+        return Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "deadline_exceeded",
+            format!("no result within {} ms", budget.as_millis()),
+        ));
+    };
+    drop(ticket);
+    respond(&state, completion).await
+}
 
-    let facts = inv
-        .headers
-        .get(FACTS_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(Facts::parse);
-    tracing::info!(
-        function,
-        status = inv.status.as_u16(),
-        queue_ms = waited.as_secs_f64() * 1e3,
-        wall_ms = inv.wall.as_secs_f64() * 1e3,
-        cpu_ms = inv.cpu.as_secs_f64() * 1e3,
-        facts = ?facts,
-        "invoked"
-    );
-    let mut resp = Response::new(Body::from(inv.body));
-    *resp.status_mut() = inv.status;
-    for (name, value) in inv.headers.iter() {
-        if name.as_str() != FACTS_HEADER && name != SERVER_TIMING {
-            resp.headers_mut().append(name, value.clone());
+async fn respond(state: &AppState, completion: Completion) -> Result<Response, ApiError> {
+    let queue_ms = completion.queue_ms;
+    match completion.outcome {
+        Outcome::Failed {
+            status,
+            code,
+            message,
+        } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let err = ApiError::new(status, stable_code(&code), message);
+            Err(if status == StatusCode::SERVICE_UNAVAILABLE {
+                err.retry_after(1)
+            } else {
+                err
+            })
+        }
+        Outcome::Answered {
+            status,
+            headers,
+            output,
+            instantiate_ms,
+            wall_ms,
+            cpu_ms,
+            facts,
+        } => {
+            state
+                .admission
+                .observe(Duration::from_secs_f64(wall_ms / 1e3));
+            let body = state.staging.get(&output).await;
+            state.staging.remove(&output);
+            let body = body.map_err(staging_error)?;
+            tracing::info!(
+                status,
+                queue_ms,
+                wall_ms,
+                cpu_ms,
+                facts = facts.as_deref().unwrap_or(""),
+                "served"
+            );
+            let mut resp = Response::new(Body::from(body));
+            *resp.status_mut() =
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut inner_timing = None;
+            for (name, value) in headers {
+                let (Ok(name), Ok(value)) =
+                    (HeaderName::try_from(name), HeaderValue::from_str(&value))
+                else {
+                    continue;
+                };
+                if name == SERVER_TIMING {
+                    inner_timing = value.to_str().ok().map(str::to_string);
+                } else {
+                    resp.headers_mut().append(name, value);
+                }
+            }
+            let mut timing = format!(
+                "queue;dur={queue_ms:.3}, inst;dur={instantiate_ms:.3}, wasm;dur={wall_ms:.3}, cpu;dur={cpu_ms:.3}"
+            );
+            if let Some(inner) = inner_timing {
+                timing = format!("{timing}, {inner}");
+            }
+            if let Ok(v) = HeaderValue::from_str(&timing) {
+                resp.headers_mut().insert(SERVER_TIMING, v);
+            }
+            Ok(resp)
         }
     }
-    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-    let mut timing = format!(
-        "queue;dur={:.3}, inst;dur={:.3}, wasm;dur={:.3}, cpu;dur={:.3}",
-        ms(waited),
-        ms(inv.instantiate),
-        ms(inv.wall),
-        ms(inv.cpu)
-    );
-    if let Some(inner) = inv.headers.get(SERVER_TIMING).and_then(|v| v.to_str().ok()) {
-        timing = format!("{timing}, {inner}");
+}
+
+/// Error codes arrive as strings from the queue; the API's codes are `&'static str`. The
+/// set is small and fixed, so known codes map to their constants and anything else to
+/// `internal` (never an unbounded leak).
+fn stable_code(code: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "invalid_method",
+        "deadline_exceeded",
+        "memory_limit_exceeded",
+        "function_failed",
+        "not_found",
+        "overloaded",
+        "shutting_down",
+        "staging_full",
+        "input_lost",
+    ];
+    KNOWN.into_iter().find(|k| *k == code).unwrap_or("internal")
+}
+
+fn staging_error(e: StagingError) -> ApiError {
+    match e {
+        StagingError::Full { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "staging_full",
+            e.to_string(),
+        )
+        .retry_after(1),
+        StagingError::NotFound(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "input_lost", e.to_string())
+        }
+        StagingError::Io(_) => {
+            tracing::error!(error = %e, "staging I/O");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "staging_unavailable",
+                e.to_string(),
+            )
+            .retry_after(1)
+        }
     }
-    if let Ok(v) = HeaderValue::from_str(&timing) {
-        resp.headers_mut().insert(SERVER_TIMING, v);
-    }
-    Ok(resp)
 }
 
 async fn read_body(headers: &HeaderMap, body: Body, max: u64) -> Result<Bytes, ApiError> {
@@ -135,39 +238,6 @@ async fn read_body(headers: &HeaderMap, body: Body, max: u64) -> Result<Bytes, A
             "body_unreadable",
             format!("the request body could not be read: {e}"),
         )),
-    }
-}
-
-fn invoke_error(e: InvokeError) -> ApiError {
-    match e {
-        InvokeError::DeadlineExceeded(_) => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "deadline_exceeded",
-            e.to_string(),
-        ),
-        InvokeError::MemoryLimitExceeded(_) => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "memory_limit_exceeded",
-            e.to_string(),
-        ),
-        InvokeError::UnknownFunction(_) => ApiError::not_found(e.to_string()),
-        // The details (a wasm backtrace) go to the log, not to the client.
-        InvokeError::Trapped(_) | InvokeError::NoResponse => {
-            tracing::error!(error = %e, "function failed");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "function_failed",
-                "the function failed; the host log has the details under this request id",
-            )
-        }
-        InvokeError::Host(_) => {
-            tracing::error!(error = %e, "host failure");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error; the host log has the details under this request id",
-            )
-        }
     }
 }
 

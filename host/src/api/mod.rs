@@ -1,10 +1,13 @@
 //! The HTTP tier: request ids, health, and the manifest's function routes.
 
+pub mod admission;
 mod error;
 mod functions;
 mod request_id;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
@@ -12,14 +15,24 @@ use imgfleet_resize::Limits;
 
 pub use error::ApiError;
 
+use crate::completions::Completions;
 use crate::manifest::Manifest;
+use crate::queue::Queue;
 use crate::slots::Slots;
+use crate::staging::Staging;
 
 #[derive(Clone)]
 pub struct AppState {
     pub manifest: Arc<Manifest>,
     pub slots: Slots,
     pub limits: Limits,
+    pub staging: Staging,
+    pub jobs: Arc<dyn Queue>,
+    pub completions: Completions,
+    pub admission: Arc<admission::Admission>,
+    pub deadline: Duration,
+    pub tenant_shards: usize,
+    pub shard_counter: Arc<AtomicUsize>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -48,5 +61,7 @@ async fn healthz(
         "slots": state.slots.count(),
         "busy": state.slots.busy(),
         "queued": state.slots.queued(),
+        "pending": state.admission.pending(),
+        "staging_bytes": state.staging.used_bytes(),
     }))
 }

@@ -8,6 +8,10 @@ use axum::response::Response;
 
 pub const HEADER: &str = "x-request-id";
 
+/// The request's id, for handlers (it also names the job and the usage record).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
 fn acceptable(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
@@ -15,7 +19,7 @@ fn acceptable(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
-pub async fn assign(req: Request, next: Next) -> Response {
+pub async fn assign(mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
         .get(HEADER)
@@ -23,6 +27,7 @@ pub async fn assign(req: Request, next: Next) -> Response {
         .filter(|v| acceptable(v))
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", id = %id);
     let mut resp = tracing::Instrument::instrument(next.run(req), span).await;
     if let Ok(v) = HeaderValue::from_str(&id) {

@@ -11,6 +11,7 @@
 //! * A `dedup_id` seen within the last five minutes is not enqueued twice.
 //! * `receive` with a wait long-polls: it returns as soon as a message is available.
 
+pub mod backend;
 pub mod claim_check;
 pub mod embedded;
 pub mod sqs;

@@ -54,6 +54,32 @@ pub enum InvokeError {
     Host(String),
 }
 
+impl InvokeError {
+    /// The HTTP status and stable error code a client sees for this failure.
+    pub fn status_and_code(&self) -> (u16, &'static str) {
+        match self {
+            Self::DeadlineExceeded(_) => (504, "deadline_exceeded"),
+            Self::MemoryLimitExceeded(_) => (422, "memory_limit_exceeded"),
+            Self::UnknownFunction(_) => (404, "not_found"),
+            Self::Trapped(_) | Self::NoResponse => (500, "function_failed"),
+            Self::Host(_) => (500, "internal"),
+        }
+    }
+
+    /// What the client is told; crash details stay in the log.
+    pub fn client_message(&self) -> String {
+        match self {
+            Self::Trapped(_) | Self::NoResponse => {
+                "the function failed; the host log has the details under this request id".into()
+            }
+            Self::Host(_) => {
+                "internal error; the host log has the details under this request id".into()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
 pub(super) async fn run(
     engine: &Engine,
     pre: &ProxyPre<StoreState>,

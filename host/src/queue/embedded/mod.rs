@@ -284,9 +284,13 @@ impl EmbeddedQueue {
             let dlq_name = q.spec.dead_letter_name();
             let mut messages = Vec::new();
             let mut dead = false;
+            let mut any_synced = false;
             for d in deliveries {
                 match d {
-                    Delivery::Deliver(m) => messages.push(m),
+                    Delivery::Deliver(m, synced) => {
+                        any_synced |= synced;
+                        messages.push(m);
+                    }
                     Delivery::DeadLetter(mut sent) => {
                         // Re-sent to the dead-letter queue with its history, as SQS does.
                         let seq = shared.next_seq;
@@ -306,8 +310,9 @@ impl EmbeddedQueue {
                 }
             }
             // Receive counts must be durable where they decide dead-lettering: a message that
-            // crashes its worker's whole host must still reach the DLQ.
-            let ack = shared.append(&records, sync || dead);
+            // crashes its worker's whole host must still reach the DLQ. A message that was
+            // itself only buffered would not survive that crash anyway.
+            let ack = shared.append(&records, (sync && any_synced) || dead);
             (messages, ack, next, dead.then_some(dlq_name))
         });
         if let Some(dlq) = dead {

@@ -41,6 +41,8 @@ pub struct Sent {
     pub sent_at_ms: u64,
     pub delay_ms: u64,
     pub receive_count: u32,
+    /// Sent with `Durability::Synced`: its deliveries are logged durably too.
+    pub synced: bool,
     pub group: Option<String>,
     pub dedup_id: Option<String>,
     pub attributes: Attributes,
@@ -142,6 +144,7 @@ impl Record {
                 w.u64(s.sent_at_ms);
                 w.u64(s.delay_ms);
                 w.u32(s.receive_count);
+                w.u8(u8::from(s.synced));
                 w.opt(&s.group);
                 w.opt(&s.dedup_id);
                 w.u32(s.attributes.len() as u32);
@@ -195,6 +198,7 @@ impl Record {
             SENT => {
                 let (queue, seq, sent_at_ms, delay_ms, receive_count) =
                     (r.u32()?, r.u64()?, r.u64()?, r.u64()?, r.u32()?);
+                let synced = r.u8()? == 1;
                 let (group, dedup_id) = (r.opt()?, r.opt()?);
                 let mut attributes = Attributes::new();
                 for _ in 0..r.u32()? {
@@ -207,6 +211,7 @@ impl Record {
                     sent_at_ms,
                     delay_ms,
                     receive_count,
+                    synced,
                     group,
                     dedup_id,
                     attributes,
@@ -278,6 +283,7 @@ mod tests {
                 sent_at_ms: 1_700_000_000_000,
                 delay_ms: 5,
                 receive_count: 2,
+                synced: true,
                 group: Some("acme".into()),
                 dedup_id: None,
                 attributes,

@@ -62,7 +62,8 @@ pub struct QueueState {
 
 /// Outcome of one delivery attempt for the caller to act on.
 pub enum Delivery {
-    Deliver(Message),
+    /// A message to hand out, and whether it was sent `Synced`.
+    Deliver(Message, bool),
     /// Received too many times: to be re-sent to the dead-letter queue.
     DeadLetter(Sent),
 }
@@ -262,6 +263,7 @@ impl QueueState {
                 sent_at: UNIX_EPOCH + Duration::from_millis(msg.sent.sent_at_ms),
             };
             let key = msg.group_key().to_string();
+            let synced = msg.sent.synced;
             self.in_flight += 1;
             if key != UNGROUPED {
                 *self.locked.entry(key).or_default() += 1;
@@ -272,7 +274,7 @@ impl QueueState {
                 seq,
                 count,
             });
-            out.push(Delivery::Deliver(message));
+            out.push(Delivery::Deliver(message, synced));
         }
         out
     }
@@ -400,6 +402,7 @@ pub fn new_sent(queue: u32, seq: u64, message: OutgoingMessage, now: SystemTime)
         sent_at_ms: now_ms(now),
         delay_ms: message.delay.as_millis() as u64,
         receive_count: 0,
+        synced: message.durability == crate::queue::Durability::Synced,
         group: message.group,
         dedup_id: message.dedup_id,
         attributes: message.attributes,
