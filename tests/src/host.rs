@@ -44,8 +44,14 @@ impl Host {
     /// Starts `imgfleet up` with the given manifest (relative to the repository root) and
     /// extra flags, and waits until it prints its address.
     pub fn start(manifest: &str, extra: &[&str]) -> Self {
+        Self::start_with_env(manifest, extra, &[])
+    }
+
+    /// As [`Host::start`], with extra environment variables for the process.
+    pub fn start_with_env(manifest: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let data = tempfile::tempdir().expect("a data directory");
         let mut child = Command::new(binary())
+            .envs(env.iter().copied())
             .current_dir(repo_root())
             .args(["up", "--listen", "127.0.0.1:0", "--manifest", manifest])
             .arg("--data-dir")

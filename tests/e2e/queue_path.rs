@@ -1,0 +1,98 @@
+//! Requests travel API → jobs queue → worker → completions queue → API; these tests check
+//! that path's behaviour under load and on the SQS backend.
+
+use std::time::{Duration, Instant};
+
+use imgfleet_tests::host::{Host, post};
+use imgfleet_tests::images;
+
+/// One slot, 1.5 s jobs, a 2 s deadline: once the service time is known, the host admits
+/// only what it can finish in time and refuses the rest at once with Retry-After.
+#[test]
+fn overload_is_refused_early_not_queued_to_time_out() {
+    let h = Host::start(
+        "tests/fixtures/hog.toml",
+        &["--cores", "1", "--deadline-ms", "2000"],
+    );
+    // Teach the host how long a job takes.
+    for _ in 0..3 {
+        assert_eq!(post(&h.url("/hog/slow"), b"", &[]).status, 200);
+    }
+    let results: Vec<(u16, Duration, Option<String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..10)
+            .map(|i| {
+                let url = h.url("/hog/slow");
+                s.spawn(move || {
+                    std::thread::sleep(Duration::from_millis(20 * i));
+                    let started = Instant::now();
+                    let r = post(&url, b"", &[]);
+                    (
+                        r.status,
+                        started.elapsed(),
+                        r.header("retry-after").map(str::to_string),
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let served: Vec<_> = results.iter().filter(|r| r.0 == 200).collect();
+    let refused: Vec<_> = results.iter().filter(|r| r.0 == 503).collect();
+    assert_eq!(
+        served.len() + refused.len(),
+        results.len(),
+        "only 200 or 503: {results:?}"
+    );
+    assert!(!served.is_empty() && !refused.is_empty(), "{results:?}");
+    for (_, took, retry_after) in &refused {
+        assert!(*took < Duration::from_millis(500), "refusal took {took:?}");
+        assert!(
+            retry_after
+                .as_deref()
+                .is_some_and(|v| v.parse::<u64>().is_ok_and(|s| s >= 1))
+        );
+    }
+    for (_, took, _) in &served {
+        assert!(
+            *took < Duration::from_secs(6),
+            "an admitted request took {took:?}"
+        );
+    }
+}
+
+/// The same service with SQS between API and workers (moto_server from `./dev.sh test`).
+#[test]
+fn resizes_with_sqs_between_api_and_workers() {
+    let endpoint = std::env::var("IMGFLEET_TEST_SQS_ENDPOINT")
+        .expect("IMGFLEET_TEST_SQS_ENDPOINT is not set: run the tests with ./dev.sh test, which starts moto_server");
+    let host_id = format!("sqs-{}", std::process::id());
+    let h = Host::start_with_env(
+        "spin.toml",
+        &[
+            "--queue",
+            "sqs",
+            "--sqs-endpoint",
+            &endpoint,
+            "--sqs-region",
+            "us-east-1",
+            "--host-id",
+            &host_id,
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+        ],
+    );
+    let src = images::jpeg(&images::photo(640, 480, 5), 85);
+    for w in [100, 200, 320] {
+        let r = post(&h.url(&format!("/v1/resize?w={w}")), &src, &[]);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let img = images::decode(&r.body);
+        assert_eq!((img.width(), img.height()), (w, w * 3 / 4));
+    }
+    let r = post(&h.url("/v1/resize?w=10&fit=banana"), &src, &[]);
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (400, "invalid_parameter")
+    );
+}
