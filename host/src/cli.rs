@@ -79,6 +79,9 @@ pub struct UpArgs {
     /// Defaults to the number of cores.
     #[arg(long, env = "IMGFLEET_TENANT_SHARDS")]
     pub tenant_shards: Option<usize>,
+    /// How long an asynchronous job's output can be fetched, in seconds.
+    #[arg(long, env = "IMGFLEET_JOB_OUTPUT_TTL_SECS", default_value_t = 600)]
+    pub job_output_ttl_secs: u64,
     /// Staging capacity (inputs and outputs waiting), in MiB.
     #[arg(long, env = "IMGFLEET_STAGING_MB", default_value_t = 2048)]
     pub staging_mb: u64,

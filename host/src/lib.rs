@@ -5,6 +5,7 @@ pub mod api;
 pub mod cli;
 pub mod completions;
 pub mod cpu;
+pub mod job_store;
 pub mod jobs;
 pub mod manifest;
 pub mod queue;

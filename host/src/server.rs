@@ -12,6 +12,7 @@ use crate::api::admission::Admission;
 use crate::api::{self, AppState};
 use crate::cli::{QueueKind, UpArgs};
 use crate::completions::Completions;
+use crate::job_store::JobStore;
 use crate::manifest::Manifest;
 use crate::queue::QueueSpec;
 use crate::queue::backend::{QueueBackend, QueueDirectory};
@@ -20,7 +21,7 @@ use crate::queue::sqs::{SqsConfig, client};
 use crate::runtime::Runtime;
 use crate::slots::Slots;
 use crate::staging::{Staging, StagingConfig};
-use crate::worker::{WorkerContext, spawn_workers};
+use crate::worker::{WorkerContext, spawn_dead_letter_watcher, spawn_workers};
 
 pub const JOBS_QUEUE: &str = "jobs";
 /// Deliveries of a job before it is dead-lettered.
@@ -88,8 +89,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let completions = Completions::new(completions_queue);
     completions.spawn_dispatcher(staging.clone());
 
+    let job_store =
+        JobStore::open(&args.data_dir.join("jobs.sqlite")).context("opening the job store")?;
+    let dead_letters = directory
+        .get(&jobs_spec.dead_letter_name())
+        .await
+        .context("opening the jobs dead-letter queue")?;
     let limits = args.limits();
-    spawn_workers(Arc::new(WorkerContext {
+    let worker = Arc::new(WorkerContext {
         jobs: jobs.clone(),
         replies: directory,
         slots: slots.clone(),
@@ -97,7 +104,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         limits_header: limits.to_header(),
         visibility: jobs_spec.visibility_timeout,
         output_ttl: Duration::from_secs(60),
-    }));
+        async_output_ttl: Duration::from_secs(args.job_output_ttl_secs),
+        max_receives: JOB_MAX_RECEIVES,
+        job_store: job_store.clone(),
+    });
+    spawn_workers(worker.clone());
+    spawn_dead_letter_watcher(worker, dead_letters);
 
     let state = AppState {
         manifest: Arc::new(manifest),
@@ -110,7 +122,27 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         deadline,
         tenant_shards: args.tenant_shards.unwrap_or(cores).max(1),
         shard_counter: Arc::new(AtomicUsize::new(0)),
+        job_store: job_store.clone(),
+        async_input_ttl: Duration::from_secs(3600),
     };
+    // Accepted jobs whose message may not have reached the queue before a crash.
+    let unfinished = job_store
+        .unfinished()
+        .await
+        .context("reading unfinished jobs")?;
+    if !unfinished.is_empty() {
+        tracing::info!(
+            jobs = unfinished.len(),
+            "offering unfinished jobs to the queue again"
+        );
+    }
+    for job in &unfinished {
+        state
+            .jobs
+            .send(api::job_message(job, state.next_shard()))
+            .await
+            .context("re-queueing a job")?;
+    }
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

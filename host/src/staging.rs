@@ -16,6 +16,9 @@ pub struct StagingConfig {
     pub spill_bytes: usize,
     /// Memory plus disk the staging area may hold; beyond it `put` refuses.
     pub capacity_bytes: u64,
+    /// How long durable entries found at start-up are kept (their own TTL died with the
+    /// process that set it).
+    pub recovered_ttl: Duration,
 }
 
 impl Default for StagingConfig {
@@ -23,6 +26,7 @@ impl Default for StagingConfig {
         Self {
             spill_bytes: 1024 * 1024,
             capacity_bytes: 2 * 1024 * 1024 * 1024,
+            recovered_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -66,17 +70,39 @@ pub enum Keep {
 }
 
 impl Staging {
-    /// Opens the staging directory, discarding what a previous run left behind.
+    /// Opens the staging directory: volatile files of a previous run are discarded,
+    /// durable ones are served again.
     pub fn open(dir: &Path, config: StagingConfig) -> std::io::Result<Self> {
-        if dir.exists() {
-            std::fs::remove_dir_all(dir)?;
+        let volatile = dir.join("volatile");
+        if volatile.exists() {
+            std::fs::remove_dir_all(&volatile)?;
         }
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(&volatile)?;
+        std::fs::create_dir_all(dir.join("durable"))?;
+        let mut entries = HashMap::new();
+        let mut used = 0;
+        let expires = Instant::now() + config.recovered_ttl;
+        for file in std::fs::read_dir(dir.join("durable"))? {
+            let file = file?;
+            let size = file.metadata()?.len();
+            let Some(key) = file.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            used += size;
+            entries.insert(
+                key,
+                Entry {
+                    place: Place::Disk(file.path()),
+                    size,
+                    expires,
+                },
+            );
+        }
         Ok(Self {
             dir: dir.to_path_buf(),
             config,
-            entries: Arc::new(Mutex::new(HashMap::new())),
-            used: Arc::new(AtomicU64::new(0)),
+            entries: Arc::new(Mutex::new(entries)),
+            used: Arc::new(AtomicU64::new(used)),
         })
     }
 
@@ -101,15 +127,21 @@ impl Staging {
         }
         let key = uuid::Uuid::now_v7().simple().to_string();
         let place = if keep == Keep::Durable || bytes.len() >= self.config.spill_bytes {
-            let path = self.dir.join(&key);
             let durable = keep == Keep::Durable;
+            let path = self
+                .dir
+                .join(if durable { "durable" } else { "volatile" })
+                .join(&key);
             let file = path.clone();
             let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                 use std::io::Write;
                 let mut f = std::fs::File::create(&file)?;
                 f.write_all(&bytes)?;
                 if durable {
-                    f.sync_data()?;
+                    f.sync_all()?;
+                    // The new name must survive too.
+                    std::fs::File::open(file.parent().expect("staging subdirectory"))?
+                        .sync_all()?;
                 }
                 Ok(())
             })
@@ -206,6 +238,7 @@ mod tests {
             StagingConfig {
                 spill_bytes: spill,
                 capacity_bytes: capacity,
+                recovered_ttl: Duration::from_secs(60),
             },
         )
         .unwrap();
@@ -234,12 +267,12 @@ mod tests {
         assert_eq!(&s.get(&small).await.unwrap()[..], b"tiny");
         assert_eq!(s.get(&large).await.unwrap().len(), 500);
         assert!(
-            dir.path().join("staging").join(&large).exists(),
+            dir.path().join("staging/volatile").join(&large).exists(),
             "large entry spilled to disk"
         );
-        assert!(!dir.path().join("staging").join(&small).exists());
+        assert!(!dir.path().join("staging/volatile").join(&small).exists());
         s.remove(&large);
-        assert!(!dir.path().join("staging").join(&large).exists());
+        assert!(!dir.path().join("staging/volatile").join(&large).exists());
         assert!(matches!(
             s.get(&large).await,
             Err(StagingError::NotFound(_))
@@ -274,6 +307,36 @@ mod tests {
         )
         .await
         .unwrap();
+    }
+
+    #[tokio::test]
+    async fn durable_entries_survive_a_restart_and_volatile_ones_do_not() {
+        let (s, dir) = staging(100, 10_000);
+        let kept = s
+            .put(
+                Bytes::from(vec![3u8; 50]),
+                Duration::from_secs(60),
+                Keep::Durable,
+            )
+            .await
+            .unwrap();
+        let lost = s
+            .put(
+                Bytes::from(vec![4u8; 500]),
+                Duration::from_secs(60),
+                Keep::Volatile,
+            )
+            .await
+            .unwrap();
+        let config = StagingConfig {
+            spill_bytes: 100,
+            capacity_bytes: 10_000,
+            recovered_ttl: Duration::from_secs(60),
+        };
+        let reopened = Staging::open(&dir.path().join("staging"), config).unwrap();
+        assert_eq!(reopened.get(&kept).await.unwrap().to_vec(), vec![3u8; 50]);
+        assert!(reopened.get(&lost).await.is_err());
+        assert_eq!(reopened.used_bytes(), 50);
     }
 
     #[tokio::test]

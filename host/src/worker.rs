@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
+use crate::job_store::{Finish, JobStatus, JobStore};
 use crate::jobs::{Completion, Job, Outcome, now_ms};
 use crate::queue::backend::QueueDirectory;
 use crate::queue::{Durability, Message, OutgoingMessage, Queue, ReceiveRequest};
@@ -22,8 +23,13 @@ pub struct WorkerContext {
     pub limits_header: String,
     /// How long a job stays hidden while a worker has it.
     pub visibility: Duration,
-    /// How long an output waits for its client.
+    /// How long an output waits for its client (synchronous requests).
     pub output_ttl: Duration,
+    /// How long an asynchronous job's output can be fetched.
+    pub async_output_ttl: Duration,
+    /// Deliveries of a job before it is given up (the jobs queue's `max_receives`).
+    pub max_receives: u32,
+    pub job_store: JobStore,
 }
 
 /// Starts one worker per slot.
@@ -69,31 +75,178 @@ async fn handle(ctx: &WorkerContext, m: Message) {
 
 async fn finish(ctx: &WorkerContext, m: Message, job: Job) {
     let queue_ms = now_ms().saturating_sub(job.submitted_ms) as f64;
-    let outcome = run(ctx, &job).await;
-    if let Some(reply_to) = &job.reply_to {
-        let completion = Completion {
-            job_id: job.id.clone(),
-            outcome,
-            queue_ms,
-        };
-        let body = serde_json::to_vec(&completion).expect("a completion serialises");
-        let sent = match ctx.replies.get(reply_to).await {
-            // The requester is waiting on a live connection: a crash loses the request
-            // with its connection, so the reply need not wait for the disk.
-            Ok(q) => {
-                q.send(OutgoingMessage::new(body).durability(Durability::Buffered))
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = sent {
-            tracing::error!(error = %e, reply_to, "could not send the completion");
+    let Some(reply_to) = &job.reply_to else {
+        return finish_async(ctx, m, job).await;
+    };
+    let outcome = run(ctx, &job, Keep::Volatile, ctx.output_ttl).await;
+    let completion = Completion {
+        job_id: job.id.clone(),
+        outcome,
+        queue_ms,
+    };
+    let body = serde_json::to_vec(&completion).expect("a completion serialises");
+    let sent = match ctx.replies.get(reply_to).await {
+        // The requester is waiting on a live connection: a crash loses the request
+        // with its connection, so the reply need not wait for the disk.
+        Ok(q) => {
+            q.send(OutgoingMessage::new(body).durability(Durability::Buffered))
+                .await
         }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = sent {
+        tracing::error!(error = %e, reply_to, "could not send the completion");
     }
+    done_with(ctx, &m, &job).await;
+}
+
+async fn done_with(ctx: &WorkerContext, m: &Message, job: &Job) {
     ctx.staging.remove(&job.input);
     if let Err(e) = ctx.jobs.delete(&m.receipt).await {
         tracing::warn!(error = %e, "deleting a finished job failed; it may run again");
     }
+}
+
+/// Asynchronous jobs are retried (with a growing pause) while failures may be passing,
+/// and finished in the job store exactly once.
+async fn finish_async(ctx: &WorkerContext, m: Message, job: Job) {
+    match ctx.job_store.status(&job.id).await {
+        Ok(Some(JobStatus::Queued)) => {}
+        Ok(Some(_)) => return done_with(ctx, &m, &job).await, // an earlier delivery finished it
+        Ok(None) => {
+            tracing::error!("a job without a record; dropping it");
+            return done_with(ctx, &m, &job).await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "job store unavailable; the job will be retried");
+            return;
+        }
+    }
+    let outcome = run(ctx, &job, Keep::Durable, ctx.async_output_ttl).await;
+    let finish = match outcome {
+        Outcome::Failed {
+            status,
+            code,
+            message,
+        } => {
+            if status >= 500 && code != "input_lost" && m.receive_count < ctx.max_receives {
+                tracing::warn!(
+                    code,
+                    attempt = m.receive_count,
+                    "job failed; retrying later"
+                );
+                let pause = Duration::from_secs(u64::from(m.receive_count));
+                let _ = ctx.jobs.change_visibility(&m.receipt, pause).await;
+                return;
+            }
+            Finish::Failed {
+                http_status: status,
+                code,
+                message,
+            }
+        }
+        Outcome::Answered {
+            status,
+            headers,
+            output,
+            ..
+        } => Finish::Answered {
+            http_status: status,
+            content_type: headers
+                .into_iter()
+                .find(|(n, _)| n == "content-type")
+                .map(|(_, v)| v),
+            output,
+            expires_ms: now_ms() + ctx.async_output_ttl.as_millis() as u64,
+        },
+    };
+    record(ctx, &m, &job, finish).await;
+}
+
+async fn record(ctx: &WorkerContext, m: &Message, job: &Job, finish: Finish) {
+    let output = match &finish {
+        Finish::Answered { output, .. } => Some(output.clone()),
+        Finish::Failed { .. } => None,
+    };
+    match ctx.job_store.finish(&job.id, finish, now_ms()).await {
+        Ok(true) => {}
+        Ok(false) => {
+            // Another delivery finished it first; this output is nobody's.
+            if let Some(o) = output {
+                ctx.staging.remove(&o);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not record the job's end; it will run again");
+            if let Some(o) = output {
+                ctx.staging.remove(&o);
+            }
+            return;
+        }
+    }
+    done_with(ctx, m, job).await;
+}
+
+/// Jobs the queue gave up on (delivered `max_receives` times without finishing, e.g.
+/// because they crashed their host each time) end as failed, with their client told why.
+pub fn spawn_dead_letter_watcher(ctx: Arc<WorkerContext>, dead_letters: Arc<dyn Queue>) {
+    tokio::spawn(async move {
+        loop {
+            let request = ReceiveRequest {
+                max_messages: 10,
+                wait: Duration::from_secs(20),
+                visibility: None,
+            };
+            let messages = match dead_letters.receive(request).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "receiving dead letters failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            for m in messages {
+                if let Ok(job) = serde_json::from_slice::<Job>(&m.body) {
+                    let message = format!(
+                        "the job was abandoned after {} deliveries that did not finish",
+                        ctx.max_receives
+                    );
+                    tracing::error!(job = %job.id, "dead-lettered job");
+                    match &job.reply_to {
+                        None => {
+                            let failed = Finish::Failed {
+                                http_status: 500,
+                                code: "job_abandoned".into(),
+                                message,
+                            };
+                            if let Err(e) = ctx.job_store.finish(&job.id, failed, now_ms()).await {
+                                tracing::warn!(error = %e, "could not record a dead letter; retrying");
+                                continue;
+                            }
+                        }
+                        Some(reply_to) => {
+                            let completion = Completion {
+                                job_id: job.id.clone(),
+                                outcome: failed(500, "job_abandoned", message),
+                                queue_ms: 0.0,
+                            };
+                            let body =
+                                serde_json::to_vec(&completion).expect("a completion serialises");
+                            if let Ok(q) = ctx.replies.get(reply_to).await {
+                                let _ = q
+                                    .send(
+                                        OutgoingMessage::new(body).durability(Durability::Buffered),
+                                    )
+                                    .await;
+                            }
+                        }
+                    }
+                    ctx.staging.remove(&job.input);
+                }
+                let _ = dead_letters.delete(&m.receipt).await;
+            }
+        }
+    });
 }
 
 fn failed(status: u16, code: &str, message: impl Into<String>) -> Outcome {
@@ -104,7 +257,7 @@ fn failed(status: u16, code: &str, message: impl Into<String>) -> Outcome {
     }
 }
 
-async fn run(ctx: &WorkerContext, job: &Job) -> Outcome {
+async fn run(ctx: &WorkerContext, job: &Job, keep: Keep, output_ttl: Duration) -> Outcome {
     let input = match ctx.staging.get(&job.input).await {
         Ok(b) => b,
         Err(e) => return failed(503, "input_lost", format!("the staged input is gone: {e}")),
@@ -161,11 +314,7 @@ async fn run(ctx: &WorkerContext, job: &Job) -> Outcome {
         .filter(|(n, _)| n.as_str() != imgfleet_resize::http::FACTS_HEADER)
         .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect();
-    let output = match ctx
-        .staging
-        .put(inv.body, ctx.output_ttl, Keep::Volatile)
-        .await
-    {
+    let output = match ctx.staging.put(inv.body, output_ttl, keep).await {
         Ok(k) => k,
         Err(e) => return failed(503, "staging_full", e.to_string()),
     };

@@ -49,7 +49,21 @@ impl Host {
 
     /// As [`Host::start`], with extra environment variables for the process.
     pub fn start_with_env(manifest: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let data = tempfile::tempdir().expect("a data directory");
+        Self::start_in(
+            tempfile::tempdir().expect("a data directory"),
+            manifest,
+            extra,
+            env,
+        )
+    }
+
+    /// As [`Host::start`], on a given data directory (to restart a host on its own data).
+    pub fn start_in(
+        data: tempfile::TempDir,
+        manifest: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(binary())
             .envs(env.iter().copied())
             .current_dir(repo_root())
@@ -92,6 +106,13 @@ impl Host {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Kills the process with SIGKILL (no chance to clean up) and hands back its data.
+    pub fn kill_9(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.data, tempfile::tempdir().expect("a placeholder"))
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.

@@ -2,7 +2,6 @@
 //! limit and staged, a job goes on the jobs queue, and the request waits for its completion
 //! (a worker on this or another host runs the function).
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -24,7 +23,7 @@ const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 /// Until authentication names tenants, every request belongs to this one.
 pub const PUBLIC_TENANT: &str = "public";
 
-fn header_string(headers: &HeaderMap, name: HeaderName) -> Option<String> {
+pub(super) fn header_string(headers: &HeaderMap, name: HeaderName) -> Option<String> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -76,9 +75,7 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
         submitted_ms: now_ms(),
     };
     let mut waiter = state.completions.wait_for(&id);
-    // Jobs of one tenant spread over `tenant_shards` groups: the queue serves groups round
-    // robin, so a tenant can use that many slots at once and never starve the others.
-    let shard = state.shard_counter.fetch_add(1, Ordering::Relaxed) % state.tenant_shards;
+    let shard = state.next_shard();
     let message = OutgoingMessage::new(serde_json::to_vec(&job).expect("a job serialises"))
         .group(format!("{}#{shard}", job.tenant))
         // The client waits on this connection: if the host dies, the request dies with it.
@@ -192,7 +189,7 @@ fn stable_code(code: &str) -> &'static str {
     KNOWN.into_iter().find(|k| *k == code).unwrap_or("internal")
 }
 
-fn staging_error(e: StagingError) -> ApiError {
+pub(super) fn staging_error(e: StagingError) -> ApiError {
     match e {
         StagingError::Full { .. } => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -215,7 +212,11 @@ fn staging_error(e: StagingError) -> ApiError {
     }
 }
 
-async fn read_body(headers: &HeaderMap, body: Body, max: u64) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    max: u64,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -3,6 +3,7 @@
 pub mod admission;
 mod error;
 mod functions;
+mod jobs;
 mod request_id;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use axum::routing::get;
 use imgfleet_resize::Limits;
 
 pub use error::ApiError;
+pub use jobs::job_message;
 
 use crate::completions::Completions;
 use crate::manifest::Manifest;
@@ -33,10 +35,27 @@ pub struct AppState {
     pub deadline: Duration,
     pub tenant_shards: usize,
     pub shard_counter: Arc<AtomicUsize>,
+    pub job_store: crate::job_store::JobStore,
+    /// How long an asynchronous job's input may wait for a worker.
+    pub async_input_ttl: Duration,
+}
+
+impl AppState {
+    /// Jobs of one tenant spread over `tenant_shards` groups: the queue serves groups round
+    /// robin, so a tenant can use that many slots at once and never starve the others.
+    pub fn next_shard(&self) -> usize {
+        self.shard_counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % self.tenant_shards
+    }
 }
 
 pub fn router(state: AppState) -> Router {
-    let mut router = Router::new().route("/healthz", get(healthz));
+    let mut router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/jobs", axum::routing::post(jobs::submit))
+        .route("/v1/jobs/{id}", get(jobs::status))
+        .route("/v1/jobs/{id}/output", get(jobs::output));
     for route in &state.manifest.routes {
         let path = match &route.pattern {
             crate::manifest::RoutePattern::Exact(p) => p.clone(),

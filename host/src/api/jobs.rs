@@ -1,0 +1,171 @@
+//! Asynchronous jobs: `POST /v1/jobs` accepts (202) once the job is durable, `GET
+//! /v1/jobs/{id}` tells its state, `GET /v1/jobs/{id}/output` returns the result until it
+//! expires. Another tenant's job answers 404, exactly like a job that does not exist.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::error::ApiError;
+use super::functions::{PUBLIC_TENANT, header_string, read_body, staging_error};
+use super::request_id::RequestId;
+use crate::job_store::{JobRecord, JobStatus};
+use crate::jobs::{Job, now_ms};
+use crate::queue::OutgoingMessage;
+use crate::staging::Keep;
+
+/// The function behind `/v1/jobs`: the one serving `/v1/resize`.
+const JOB_ROUTE: &str = "/v1/resize";
+
+fn store_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        e.to_string(),
+    )
+    .retry_after(1)
+}
+
+pub async fn submit(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let Some(function) = state.manifest.route(JOB_ROUTE).map(str::to_string) else {
+        return Err(ApiError::not_found(
+            "this deployment has no resize function",
+        ));
+    };
+    let id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let (parts, body) = req.into_parts();
+    let body = read_body(&parts.headers, body, state.limits.max_input_bytes).await?;
+    let input = state
+        .staging
+        .put(body, state.async_input_ttl, Keep::Durable)
+        .await
+        .map_err(staging_error)?;
+    let job = Job {
+        id: id.clone(),
+        tenant: PUBLIC_TENANT.to_string(),
+        function,
+        method: "POST".into(),
+        path_and_query: format!("{JOB_ROUTE}?{}", parts.uri.query().unwrap_or("")),
+        accept: header_string(&parts.headers, header::ACCEPT),
+        content_type: header_string(&parts.headers, header::CONTENT_TYPE),
+        input: input.clone(),
+        reply_to: None,
+        submitted_ms: now_ms(),
+    };
+    // The record first: if the process dies before the message is queued, start-up
+    // queues it again from the record.
+    if let Err(e) = state.job_store.insert(&job).await {
+        state.staging.remove(&input);
+        return Err(store_error(e));
+    }
+    if let Err(e) = state.jobs.send(job_message(&job, state.next_shard())).await {
+        tracing::warn!(error = %e, "queueing an accepted job failed; it is queued again at start-up");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_unavailable",
+            e.to_string(),
+        )
+        .retry_after(1));
+    }
+    let mut resp = (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "id": id, "status": "queued", "status_url": format!("/v1/jobs/{id}") })),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/jobs/{id}")) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+/// The queue message of an accepted job: durable, de-duplicated by job id.
+pub fn job_message(job: &Job, shard: usize) -> OutgoingMessage {
+    OutgoingMessage::new(serde_json::to_vec(job).expect("a job serialises"))
+        .group(format!("{}#{shard}", job.tenant))
+        .dedup_id(job.id.clone())
+}
+
+async fn find(state: &AppState, id: &str) -> Result<JobRecord, ApiError> {
+    state
+        .job_store
+        .get(id, PUBLIC_TENANT)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+}
+
+pub async fn status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let r = find(&state, &id).await?;
+    let expired = r.expires_ms.is_some_and(|e| e <= now_ms());
+    let mut body = serde_json::json!({
+        "id": r.job.id,
+        "status": r.status.as_str(),
+        "created_ms": r.created_ms,
+        "finished_ms": r.finished_ms,
+    });
+    match r.status {
+        JobStatus::Done => {
+            body["http_status"] = r.http_status.into();
+            body["output_url"] = format!("/v1/jobs/{}/output", r.job.id).into();
+            body["expires_ms"] = r.expires_ms.into();
+            body["expired"] = expired.into();
+        }
+        JobStatus::Failed => {
+            body["http_status"] = r.http_status.into();
+            body["error"] = serde_json::json!({ "code": r.error_code, "message": r.error_message });
+        }
+        JobStatus::Queued => {}
+    }
+    Ok(Json(body).into_response())
+}
+
+pub async fn output(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let r = find(&state, &id).await?;
+    match r.status {
+        JobStatus::Queued => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_ready",
+            "the job has not finished yet",
+        )),
+        JobStatus::Failed => Err(ApiError::new(
+            StatusCode::from_u16(r.http_status.unwrap_or(500))
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "job_failed",
+            r.error_message.unwrap_or_else(|| "the job failed".into()),
+        )),
+        JobStatus::Done => {
+            let gone = || {
+                ApiError::new(
+                    StatusCode::GONE,
+                    "output_expired",
+                    "the output has expired; submit the job again",
+                )
+            };
+            if r.expires_ms.is_some_and(|e| e <= now_ms()) {
+                return Err(gone());
+            }
+            let key = r.output.ok_or_else(gone)?;
+            let bytes = state.staging.get(&key).await.map_err(|_| gone())?;
+            let mut resp = Response::new(Body::from(bytes));
+            *resp.status_mut() =
+                StatusCode::from_u16(r.http_status.unwrap_or(200)).unwrap_or(StatusCode::OK);
+            if let Some(ct) = r.content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
+                resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+            }
+            Ok(resp)
+        }
+    }
+}
