@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::jobs::{Completion, Outcome};
-use crate::queue::{Queue, ReceiveRequest};
+use crate::queue::{Queue, ReceiveRequest, receive_or_pause};
 use crate::staging::Staging;
 
 #[derive(Clone)]
@@ -76,14 +76,7 @@ impl Completions {
                     wait: Duration::from_secs(20),
                     visibility: None,
                 };
-                let messages = match this.queue.receive(request).await {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "receiving completions failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                };
+                let messages = receive_or_pause(&*this.queue, request, "completions").await;
                 for m in messages {
                     match serde_json::from_slice::<Completion>(&m.body) {
                         Ok(c) => {

@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 use crate::job_store::{Finish, JobStatus, JobStore};
 use crate::jobs::{Completion, Job, Outcome, now_ms};
 use crate::queue::backend::QueueDirectory;
-use crate::queue::{Durability, Message, OutgoingMessage, Queue, ReceiveRequest};
+use crate::queue::{Durability, Message, OutgoingMessage, Queue, ReceiveRequest, receive_or_pause};
 use crate::runtime::InvokeRequest;
 use crate::slots::{Slots, SubmitError};
 use crate::staging::{Keep, Staging};
@@ -43,16 +43,8 @@ pub fn spawn_workers(ctx: Arc<WorkerContext>) {
                     wait: Duration::from_secs(20),
                     visibility: Some(ctx.visibility),
                 };
-                match ctx.jobs.receive(request).await {
-                    Ok(messages) => {
-                        for m in messages {
-                            handle(&ctx, m).await;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "receiving jobs failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
+                for m in receive_or_pause(&*ctx.jobs, request, "jobs").await {
+                    handle(&ctx, m).await;
                 }
             }
         });
@@ -197,14 +189,7 @@ pub fn spawn_dead_letter_watcher(ctx: Arc<WorkerContext>, dead_letters: Arc<dyn 
                 wait: Duration::from_secs(20),
                 visibility: None,
             };
-            let messages = match dead_letters.receive(request).await {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "receiving dead letters failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            };
+            let messages = receive_or_pause(&*dead_letters, request, "dead letters").await;
             for m in messages {
                 if let Ok(job) = serde_json::from_slice::<Job>(&m.body) {
                     let message = format!(

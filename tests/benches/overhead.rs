@@ -6,29 +6,11 @@
 
 use std::time::{Duration, Instant};
 
+use imgfleet_tests::bench::{arg, server_timing};
 use imgfleet_tests::host::Host;
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-/// Reads `name;dur=X` out of a Server-Timing header.
-fn timing(header: &str, name: &str) -> f64 {
-    header
-        .split(',')
-        .filter_map(|part| part.trim().split_once(";dur="))
-        .find(|(n, _)| *n == name)
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 fn main() {
@@ -68,7 +50,10 @@ fn main() {
                                     .to_string();
                                 let _ = resp.body_mut().read_to_vec();
                                 assert_eq!(resp.status(), 200);
-                                (t.elapsed().as_secs_f64() * 1e3, timing(&header, "wasm"))
+                                (
+                                    t.elapsed().as_secs_f64() * 1e3,
+                                    server_timing(&header, "wasm").unwrap_or(0.0),
+                                )
                             })
                             .collect::<Vec<_>>()
                     })

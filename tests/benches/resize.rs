@@ -10,6 +10,7 @@ use bytes::Bytes;
 use imgfleet_host::manifest::Manifest;
 use imgfleet_host::runtime::{InvokeRequest, Runtime, RuntimeConfig};
 use imgfleet_resize::{Limits, ResizeParams, resize};
+use imgfleet_tests::bench::{arg, server_timing};
 use imgfleet_tests::host::repo_root;
 use imgfleet_tests::photos::photo_set;
 
@@ -30,27 +31,8 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-/// Reads `name;dur=X` out of a Server-Timing header.
-fn timing(header: &str, name: &str) -> f64 {
-    header
-        .split(',')
-        .filter_map(|part| part.trim().split_once(";dur="))
-        .find(|(n, _)| *n == name)
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(f64::NAN)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -109,9 +91,12 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or("");
             wasm.total.push(ms(inv.wall));
             wasm.instantiate.push(ms(inv.instantiate));
-            wasm.decode.push(timing(header, "decode"));
-            wasm.resize.push(timing(header, "resize"));
-            wasm.encode.push(timing(header, "encode"));
+            wasm.decode
+                .push(server_timing(header, "decode").unwrap_or(f64::NAN));
+            wasm.resize
+                .push(server_timing(header, "resize").unwrap_or(f64::NAN));
+            wasm.encode
+                .push(server_timing(header, "encode").unwrap_or(f64::NAN));
         }
     }
 

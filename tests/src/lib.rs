@@ -2,6 +2,7 @@
 //! images generated on the spot (no binary fixtures to trust) and a real `imgfleet`
 //! process to talk to over HTTP.
 
+pub mod bench;
 pub mod host;
 pub mod images;
 pub mod photos;

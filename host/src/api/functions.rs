@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Limited};
 
 use super::AppState;
 use super::error::ApiError;
-use super::request_id::RequestId;
+use super::request_id;
 use crate::jobs::{Completion, Job, Outcome, now_ms};
 use crate::queue::{Durability, OutgoingMessage};
 use crate::staging::{Keep, StagingError};
@@ -35,11 +35,7 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
     let Some(function) = state.manifest.route(&path).map(str::to_string) else {
         return Err(ApiError::not_found(format!("no route for {path}")));
     };
-    let id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let id = request_id::of(&req);
     let (parts, body) = req.into_parts();
     let ticket = state.admission.admit().map_err(|wait| {
         ApiError::new(

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::error::ApiError;
 use super::functions::{PUBLIC_TENANT, header_string, read_body, staging_error};
-use super::request_id::RequestId;
+use super::request_id;
 use crate::job_store::{JobRecord, JobStatus};
 use crate::jobs::{Job, now_ms};
 use crate::queue::OutgoingMessage;
@@ -35,11 +35,7 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> Result<Respo
             "this deployment has no resize function",
         ));
     };
-    let id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let id = request_id::of(&req);
     let (parts, body) = req.into_parts();
     let body = read_body(&parts.headers, body, state.limits.max_input_bytes).await?;
     let input = state

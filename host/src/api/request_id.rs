@@ -12,6 +12,14 @@ pub const HEADER: &str = "x-request-id";
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+/// The id `assign` gave this request (a fresh one if the middleware did not run).
+pub fn of(req: &Request) -> String {
+    req.extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}
+
 fn acceptable(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id

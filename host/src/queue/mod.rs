@@ -192,6 +192,23 @@ pub trait Queue: Send + Sync {
     async fn depth(&self) -> Result<Depth, QueueError>;
 }
 
+/// Receives for a consumer loop: a failing backend is logged and retried after a pause
+/// (returning no messages), so callers only see messages.
+pub async fn receive_or_pause(
+    queue: &dyn Queue,
+    request: ReceiveRequest,
+    what: &str,
+) -> Vec<Message> {
+    match queue.receive(request).await {
+        Ok(messages) => messages,
+        Err(e) => {
+            tracing::warn!(error = %e, queue = queue.name(), "receiving {what} failed; retrying");
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            Vec::new()
+        }
+    }
+}
+
 pub(crate) fn validate_receive(request: &ReceiveRequest) -> Result<(), QueueError> {
     if !(1..=MAX_BATCH).contains(&request.max_messages) {
         return Err(QueueError::Invalid(format!(
