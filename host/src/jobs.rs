@@ -2,6 +2,8 @@
 //! function, on which staged input, where to reply) and its completion.
 
 use serde::{Deserialize, Serialize};
+
+use crate::queue::OutgoingMessage;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub fn now_ms() -> u64 {
@@ -29,6 +31,15 @@ pub struct Job {
     pub reply_to: Option<String>,
     /// When the API accepted it (ms since the epoch), for queue-wait accounting.
     pub submitted_ms: u64,
+}
+
+impl Job {
+    /// The job as a queue message in its tenant's shard group `<tenant>#<shard>`: the queue
+    /// serves groups round robin, which is what keeps tenants from starving each other.
+    pub fn to_message(&self, shard: usize) -> OutgoingMessage {
+        OutgoingMessage::new(serde_json::to_vec(self).expect("a job serialises"))
+            .group(format!("{}#{shard}", self.tenant))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

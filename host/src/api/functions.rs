@@ -15,7 +15,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::request_id;
 use crate::jobs::{Completion, Job, Outcome, now_ms};
-use crate::queue::{Durability, OutgoingMessage};
+use crate::queue::Durability;
 use crate::staging::{Keep, StagingError};
 
 const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
@@ -72,8 +72,8 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
     };
     let mut waiter = state.completions.wait_for(&id);
     let shard = state.next_shard();
-    let message = OutgoingMessage::new(serde_json::to_vec(&job).expect("a job serialises"))
-        .group(format!("{}#{shard}", job.tenant))
+    let message = job
+        .to_message(shard)
         // The client waits on this connection: if the host dies, the request dies with it.
         .durability(Durability::Buffered);
     if let Err(e) = state.jobs.send(message).await {

@@ -83,9 +83,7 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> Result<Respo
 
 /// The queue message of an accepted job: durable, de-duplicated by job id.
 pub fn job_message(job: &Job, shard: usize) -> OutgoingMessage {
-    OutgoingMessage::new(serde_json::to_vec(job).expect("a job serialises"))
-        .group(format!("{}#{shard}", job.tenant))
-        .dedup_id(job.id.clone())
+    job.to_message(shard).dedup_id(job.id.clone())
 }
 
 async fn find(state: &AppState, id: &str) -> Result<JobRecord, ApiError> {
