@@ -34,7 +34,81 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the API.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
+    /// Manage tenants in the identity store (a running host picks changes up within its SLA).
+    Tenants(TenantsArgs),
+    /// Manage API keys in the identity store.
+    Keys(KeysArgs),
+    /// Print the admin token of a data directory, creating it if there is none yet.
+    AdminToken(StoreArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct StoreArgs {
+    /// The host's data directory (the identity store is `identity.sqlite` in it).
+    #[arg(long, env = "IMGFLEET_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct TenantsArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(subcommand)]
+    pub action: TenantAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantAction {
+    Create {
+        id: String,
+    },
+    List,
+    Disable {
+        id: String,
+    },
+    Enable {
+        id: String,
+    },
+    /// Replace a tenant's quota (omitted limits become unlimited).
+    Quota {
+        id: String,
+        #[arg(long)]
+        requests_per_second: Option<f64>,
+        #[arg(long)]
+        monthly_bytes: Option<u64>,
+        #[arg(long)]
+        monthly_pixels: Option<u64>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(subcommand)]
+    pub action: KeyAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyAction {
+    /// Mint a key; its secret is printed once and never stored.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        /// resize, jobs or usage; repeat for several (default: all).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        #[arg(long)]
+        label: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    Revoke {
+        key_id: String,
+    },
 }
 
 #[derive(Debug, Args, Clone)]
@@ -85,6 +159,14 @@ pub struct UpArgs {
     /// Staging capacity (inputs and outputs waiting), in MiB.
     #[arg(long, env = "IMGFLEET_STAGING_MB", default_value_t = 2048)]
     pub staging_mb: u64,
+    /// The admin API's bearer token. Without one, `<data dir>/admin.token` is used (and
+    /// created with a random token on first start).
+    #[arg(long, env = "IMGFLEET_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Replication-lag SLA of the auth cache, in milliseconds: identity changes are in
+    /// force within this time, and a cache that has not synced for longer reports stale.
+    #[arg(long, env = "IMGFLEET_AUTH_SLA_MS", default_value_t = 1000)]
+    pub auth_sla_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -121,8 +203,8 @@ impl RuntimeArgs {
         crate::runtime::RuntimeConfig {
             deadline: std::time::Duration::from_millis(self.deadline_ms),
             memory_limit_bytes: self.memory_mb * 1024 * 1024,
-            // Slots plus headroom for instances still being torn down.
-            max_instances: (self.cores() as u32 * 2).max(8),
+            // Slots, as many warm auth-check instances, and headroom for teardown.
+            max_instances: (self.cores() as u32 * 3).max(8),
         }
     }
 }

@@ -2,12 +2,16 @@
 //! places invocations on the machine's cores and serves the HTTP API.
 
 pub mod api;
+pub mod audit;
+pub mod auth;
 pub mod cli;
 pub mod completions;
 pub mod cpu;
+pub mod identity;
 pub mod job_store;
 pub mod jobs;
 pub mod manifest;
+pub mod operator;
 pub mod queue;
 pub mod runtime;
 pub mod server;

@@ -16,6 +16,15 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Up(args) => rt.block_on(imgfleet_host::server::up(args)),
+        Command::Up(args) => rt.block_on(imgfleet_host::server::up(*args)),
+        Command::Tenants(a) => rt.block_on(imgfleet_host::operator::tenants(&a.store, a.action)),
+        Command::Keys(a) => rt.block_on(imgfleet_host::operator::keys(&a.store, a.action)),
+        Command::AdminToken(store) => {
+            println!(
+                "{}",
+                imgfleet_host::operator::admin_token_file(&store.data_dir)?
+            );
+            Ok(())
+        }
     }
 }

@@ -62,8 +62,17 @@ struct RawTriggers {
 
 #[derive(Deserialize)]
 struct RawHttpTrigger {
-    route: String,
+    route: RawRoute,
     component: String,
+}
+
+/// `route = "/path"`, or Spin's `route = { private = true }` for a component that is only
+/// called from inside (the host's auth-check).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawRoute {
+    Path(String),
+    Private { private: bool },
 }
 
 #[derive(Deserialize)]
@@ -97,15 +106,23 @@ impl Manifest {
         for t in raw.trigger.http {
             if !components.contains_key(&t.component) {
                 bail!(
-                    "route {} names component `{}`, which is not defined",
-                    t.route,
+                    "a route names component `{}`, which is not defined",
                     t.component
                 );
             }
-            routes.push(Route {
-                pattern: RoutePattern::parse(&t.route),
-                component: t.component,
-            });
+            match t.route {
+                RawRoute::Path(route) => routes.push(Route {
+                    pattern: RoutePattern::parse(&route),
+                    component: t.component,
+                }),
+                RawRoute::Private { private: true } => {}
+                RawRoute::Private { private: false } => {
+                    bail!(
+                        "component `{}`: a route table must say private = true",
+                        t.component
+                    )
+                }
+            }
         }
         Ok(Self { components, routes })
     }
@@ -198,5 +215,19 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../spin.toml");
         let m = Manifest::load(&path).unwrap();
         assert_eq!(m.route("/v1/resize"), Some("resize"));
+        assert!(m.components.contains_key("auth-check"));
+        assert!(m.routes.iter().all(|r| r.component != "auth-check"));
+    }
+
+    #[test]
+    fn private_components_are_loaded_but_not_routed() {
+        let text = format!(
+            "{TEXT}\n[[trigger.http]]\nroute = {{ private = true }}\ncomponent = \"auth\"\n[component.auth]\nsource = \"a.wasm\"\n"
+        );
+        let m = Manifest::parse(&text, Path::new("/app")).unwrap();
+        assert!(m.components.contains_key("auth"));
+        assert!(m.routes.iter().all(|r| r.component != "auth"));
+        let public = text.replace("private = true", "private = false");
+        assert!(Manifest::parse(&public, Path::new("/app")).is_err());
     }
 }

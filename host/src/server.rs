@@ -10,10 +10,16 @@ use tokio::net::TcpListener;
 
 use crate::api::admission::Admission;
 use crate::api::{self, AppState};
+use crate::audit::AuditLog;
+use crate::auth::Gate;
+use crate::auth::cache::AuthCache;
 use crate::cli::{QueueKind, UpArgs};
 use crate::completions::Completions;
+use crate::identity::IdentityStore;
+use crate::identity::sqlite::SqliteIdentityStore;
 use crate::job_store::JobStore;
 use crate::manifest::Manifest;
+use crate::operator;
 use crate::queue::QueueSpec;
 use crate::queue::backend::{QueueBackend, QueueDirectory};
 use crate::queue::embedded::EmbeddedStore;
@@ -45,7 +51,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let cores = args.runtime.cores();
     // One worker per slot takes at most one job at a time, so this queue only ever holds
     // what is already running; the capacity is a safety margin.
-    let slots = Slots::start(runtime, cores, cores * 4);
+    let slots = Slots::start(runtime.clone(), cores, cores * 4);
 
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
@@ -111,6 +117,36 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     spawn_workers(worker.clone());
     spawn_dead_letter_watcher(worker, dead_letters);
 
+    let identity: Arc<dyn IdentityStore> = Arc::new(
+        SqliteIdentityStore::open(&operator::identity_path(&args.data_dir))
+            .context("opening the identity store")?,
+    );
+    let cache = AuthCache::new(Duration::from_millis(args.auth_sla_ms));
+    cache
+        .sync(identity.as_ref())
+        .await
+        .context("loading identities from the identity store")?;
+    cache.spawn_follower(identity.clone());
+    let gate = Gate::new(runtime, cache, cores)?;
+    let audit =
+        AuditLog::open(&args.data_dir.join("audit.sqlite")).context("opening the audit log")?;
+    let now = crate::jobs::now_ms();
+    let month = imgfleet_auth::calendar::month_start_ms(now);
+    gate.usage.seed(
+        month,
+        audit
+            .totals_since(month)
+            .context("reading this month's usage")?,
+    );
+    let admin_token = match &args.admin_token {
+        Some(t) if !t.trim().is_empty() => t.trim().to_string(),
+        _ => {
+            let token = operator::admin_token_file(&args.data_dir)?;
+            tracing::info!(file = %args.data_dir.join("admin.token").display(), "admin token");
+            token
+        }
+    };
+
     let state = AppState {
         manifest: Arc::new(manifest),
         admission: Arc::new(Admission::new(cores, deadline)),
@@ -124,6 +160,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         shard_counter: Arc::new(AtomicUsize::new(0)),
         job_store: job_store.clone(),
         async_input_ttl: Duration::from_secs(3600),
+        gate: Arc::new(gate),
+        identity,
+        audit,
+        admin_token: Arc::new(admin_token),
     };
     // Accepted jobs whose message may not have reached the queue before a crash.
     let unfinished = job_store

@@ -1,4 +1,4 @@
-//! Host overhead with a function that does nothing: API → staging → jobs queue → worker →
+//! Host overhead with a function that does nothing: API → auth → staging → jobs queue → worker →
 //! slot → completions queue → API, measured from a client on the same machine.
 //!
 //! `cargo bench -p imgfleet-tests --bench overhead [-- --requests N]` (needs the built
@@ -17,6 +17,7 @@ fn main() {
     let requests = arg("--requests", 4000);
     let host = Host::start("tests/fixtures/hog.toml", &["--cores", "2"]);
     let url = host.url("/hog/noop");
+    let auth = format!("Bearer {}", host.key);
     println!(
         "no-op function through the whole queued path; host with 2 slots; client on the same 2 cores"
     );
@@ -32,6 +33,7 @@ fn main() {
             let handles: Vec<_> = (0..clients)
                 .map(|_| {
                     let url = url.clone();
+                    let auth = auth.clone();
                     s.spawn(move || {
                         let agent: ureq::Agent = ureq::Agent::config_builder()
                             .http_status_as_error(false)
@@ -41,7 +43,11 @@ fn main() {
                         (0..per)
                             .map(|_| {
                                 let t = Instant::now();
-                                let mut resp = agent.post(&url).send(&[][..]).expect("request");
+                                let mut resp = agent
+                                    .post(&url)
+                                    .header("authorization", &auth)
+                                    .send(&[][..])
+                                    .expect("request");
                                 let header = resp
                                     .headers()
                                     .get("server-timing")

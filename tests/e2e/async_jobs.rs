@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use imgfleet_tests::host::{Host, get, post};
+use imgfleet_tests::host::Host;
 use imgfleet_tests::images;
 
 fn submit(h: &Host, query: &str, body: &[u8]) -> String {
-    let r = post(&h.url(&format!("/v1/jobs?{query}")), body, &[]);
+    let r = h.post(&format!("/v1/jobs?{query}"), body, &[]);
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     let id = v["id"].as_str().unwrap().to_string();
@@ -22,7 +22,7 @@ fn submit(h: &Host, query: &str, body: &[u8]) -> String {
 fn settle(h: &Host, id: &str, within: Duration) -> serde_json::Value {
     let deadline = Instant::now() + within;
     loop {
-        let r = get(&h.url(&format!("/v1/jobs/{id}")));
+        let r = h.get(&format!("/v1/jobs/{id}"));
         assert_eq!(r.status, 200, "status of {id}");
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         if v["status"] != "queued" {
@@ -46,16 +46,16 @@ fn a_job_runs_and_its_output_can_be_fetched_until_it_expires() {
         (v["status"].as_str(), v["http_status"].as_u64()),
         (Some("done"), Some(200))
     );
-    let out = get(&h.url(&format!("/v1/jobs/{id}/output")));
+    let out = h.get(&format!("/v1/jobs/{id}/output"));
     assert_eq!(out.status, 200);
     assert_eq!(out.header("content-type"), Some("image/png"));
     let img = images::decode(&out.body);
     assert_eq!((img.width(), img.height()), (200, 150));
     // Unknown ids (and, once tenants exist, other tenants' ids) are simply not found.
-    let r = get(&h.url("/v1/jobs/no-such-job"));
+    let r = h.get("/v1/jobs/no-such-job");
     assert_eq!((r.status, r.error_code().as_str()), (404, "not_found"));
     std::thread::sleep(Duration::from_millis(2500));
-    let r = get(&h.url(&format!("/v1/jobs/{id}/output")));
+    let r = h.get(&format!("/v1/jobs/{id}/output"));
     assert_eq!((r.status, r.error_code().as_str()), (410, "output_expired"));
 }
 
@@ -68,7 +68,7 @@ fn bad_input_finishes_with_the_functions_error() {
         (v["status"].as_str(), v["http_status"].as_u64()),
         (Some("done"), Some(415))
     );
-    let r = get(&h.url(&format!("/v1/jobs/{id}/output")));
+    let r = h.get(&format!("/v1/jobs/{id}/output"));
     assert_eq!(
         (r.status, r.error_code().as_str()),
         (415, "unsupported_format")
@@ -89,7 +89,7 @@ fn a_poison_job_is_retried_then_fails_with_a_reason() {
         "gave up after {:?}",
         started.elapsed()
     );
-    let r = get(&h.url(&format!("/v1/jobs/{id}/output")));
+    let r = h.get(&format!("/v1/jobs/{id}/output"));
     assert_eq!((r.status, r.error_code().as_str()), (500, "job_failed"));
 }
 
@@ -113,7 +113,7 @@ fn kill_9_mid_flight_loses_no_job_and_finishes_none_twice() {
     for (i, id) in ids.iter().enumerate() {
         let v = settle(&h, id, Duration::from_secs(120));
         assert_eq!(v["status"], "done", "job {i}: {v}");
-        let out = get(&h.url(&format!("/v1/jobs/{id}/output")));
+        let out = h.get(&format!("/v1/jobs/{id}/output"));
         assert_eq!(out.status, 200, "job {i}");
         assert_eq!(images::decode(&out.body).width(), 100 + i as u32, "job {i}");
     }

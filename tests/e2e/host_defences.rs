@@ -3,21 +3,21 @@
 
 use std::time::{Duration, Instant};
 
-use imgfleet_tests::host::{Host, get, post};
+use imgfleet_tests::host::{Host, post};
 use imgfleet_tests::images;
 
 fn still_serves(h: &Host) {
     let src = images::jpeg(&images::photo(200, 100, 3), 80);
-    let r = post(&h.url("/v1/resize?w=50"), &src, &[]);
+    let r = h.post("/v1/resize?w=50", &src, &[]);
     assert_eq!(r.status, 200, "the host keeps serving resizes");
-    assert_eq!(get(&h.url("/healthz")).status, 200);
+    assert_eq!(h.get("/healthz").status, 200);
 }
 
 #[test]
 fn an_endless_loop_is_stopped_at_the_deadline() {
     let h = Host::start("tests/fixtures/hog.toml", &["--deadline-ms", "1000"]);
     let started = Instant::now();
-    let r = post(&h.url("/hog/spin"), b"", &[]);
+    let r = h.post("/hog/spin", b"", &[]);
     let took = started.elapsed();
     assert_eq!(
         (r.status, r.error_code().as_str()),
@@ -34,7 +34,7 @@ fn an_endless_loop_is_stopped_at_the_deadline() {
 #[test]
 fn a_memory_hog_hits_its_cap_and_the_host_survives() {
     let h = Host::start("tests/fixtures/hog.toml", &["--memory-mb", "64"]);
-    let r = post(&h.url("/hog/grow"), b"", &[]);
+    let r = h.post("/hog/grow", b"", &[]);
     assert_eq!(
         (r.status, r.error_code().as_str()),
         (422, "memory_limit_exceeded")
@@ -45,7 +45,7 @@ fn a_memory_hog_hits_its_cap_and_the_host_survives() {
 #[test]
 fn a_trapping_function_is_an_error_not_a_crash() {
     let mut h = Host::start("tests/fixtures/hog.toml", &[]);
-    let r = post(&h.url("/hog/panic"), b"", &[]);
+    let r = h.post("/hog/panic", b"", &[]);
     assert_eq!(
         (r.status, r.error_code().as_str()),
         (500, "function_failed")
@@ -63,7 +63,8 @@ fn a_trapping_function_is_an_error_not_a_crash() {
 fn sigterm_finishes_requests_in_flight() {
     let h = Host::start("tests/fixtures/hog.toml", &[]);
     let url = h.url("/hog/slow");
-    let in_flight = std::thread::spawn(move || post(&url, b"", &[]));
+    let auth = format!("Bearer {}", h.key);
+    let in_flight = std::thread::spawn(move || post(&url, b"", &[("authorization", &auth)]));
     std::thread::sleep(Duration::from_millis(400));
     assert!(h.terminate(), "imgfleet exits cleanly on SIGTERM");
     let r = in_flight.join().unwrap();

@@ -1,6 +1,6 @@
 //! The resize function through a real host over HTTP.
 
-use imgfleet_tests::host::{Host, Reply, get, post, raw_exchange};
+use imgfleet_tests::host::{Host, Reply, raw_exchange};
 use imgfleet_tests::images::{self, decode, has_metadata};
 
 fn host() -> Host {
@@ -8,7 +8,7 @@ fn host() -> Host {
 }
 
 fn resize(h: &Host, query: &str, body: &[u8]) -> Reply {
-    post(&h.url(&format!("/v1/resize?{query}")), body, &[])
+    h.post(&format!("/v1/resize?{query}"), body, &[])
 }
 
 #[test]
@@ -47,14 +47,10 @@ fn resizes_with_the_promised_headers_and_sizes() {
 fn keeps_a_sane_client_request_id() {
     let h = host();
     let src = images::jpeg(&images::photo(64, 64, 1), 80);
-    let r = post(
-        &h.url("/v1/resize?w=10"),
-        &src,
-        &[("x-request-id", "order-42.a_b")],
-    );
+    let r = h.post("/v1/resize?w=10", &src, &[("x-request-id", "order-42.a_b")]);
     assert_eq!(r.header("x-request-id"), Some("order-42.a_b"));
-    let r = post(
-        &h.url("/v1/resize?w=10"),
+    let r = h.post(
+        "/v1/resize?w=10",
         &src,
         &[("x-request-id", "no spaces allowed")],
     );
@@ -119,15 +115,15 @@ fn bad_input_gets_status_and_code() {
         );
         assert_eq!(r.header("content-type"), Some("application/json"));
     }
-    let r = get(&h.url("/v1/resize?w=10"));
+    let r = h.get("/v1/resize?w=10");
     assert_eq!(
         (r.status, r.error_code().as_str()),
         (405, "method_not_allowed")
     );
-    let r = get(&h.url("/nowhere"));
+    let r = h.get("/nowhere");
     assert_eq!((r.status, r.error_code().as_str()), (404, "not_found"));
     // The host is still healthy after all of that.
-    assert_eq!(get(&h.url("/healthz")).status, 200);
+    assert_eq!(h.get("/healthz").status, 200);
 }
 
 #[test]
@@ -168,8 +164,11 @@ fn sixty_four_concurrent_requests_are_all_correct() {
 fn oversized_bodies_are_refused_before_they_are_read() {
     let h = host();
     // Declared too large: refused on the header alone, without waiting for the body.
-    let head = "POST /v1/resize?w=10 HTTP/1.1\r\nHost: t\r\nContent-Length: 3000001\r\n\r\n";
-    let (status, body) = raw_exchange(&h.base, head, b"");
+    let head = format!(
+        "POST /v1/resize?w=10 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nContent-Length: 3000001\r\n\r\n",
+        h.key
+    );
+    let (status, body) = raw_exchange(&h.base, &head, b"");
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("input_too_large"), "{body}");
     // Streamed (chunked) past the limit: cut off once the limit is crossed.
@@ -180,9 +179,12 @@ fn oversized_bodies_are_refused_before_they_are_read() {
         chunked.extend_from_slice(b"\r\n");
     }
     chunked.extend_from_slice(b"0\r\n\r\n");
-    let head = "POST /v1/resize?w=10 HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n";
-    let (status, body) = raw_exchange(&h.base, head, &chunked);
+    let head = format!(
+        "POST /v1/resize?w=10 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nTransfer-Encoding: chunked\r\n\r\n",
+        h.key
+    );
+    let (status, body) = raw_exchange(&h.base, &head, &chunked);
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("input_too_large"), "{body}");
-    assert_eq!(get(&h.url("/healthz")).status, 200);
+    assert_eq!(h.get("/healthz").status, 200);
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use imgfleet_tests::host::{Host, post};
+use imgfleet_tests::host::Host;
 use imgfleet_tests::images;
 
 /// One slot, 1.5 s jobs, a 2 s deadline: once the service time is known, the host admits
@@ -16,16 +16,16 @@ fn overload_is_refused_early_not_queued_to_time_out() {
     );
     // Teach the host how long a job takes.
     for _ in 0..3 {
-        assert_eq!(post(&h.url("/hog/slow"), b"", &[]).status, 200);
+        assert_eq!(h.post("/hog/slow", b"", &[]).status, 200);
     }
     let results: Vec<(u16, Duration, Option<String>)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..10)
             .map(|i| {
-                let url = h.url("/hog/slow");
+                let h = &h;
                 s.spawn(move || {
                     std::thread::sleep(Duration::from_millis(20 * i));
                     let started = Instant::now();
-                    let r = post(&url, b"", &[]);
+                    let r = h.post("/hog/slow", b"", &[]);
                     (
                         r.status,
                         started.elapsed(),
@@ -85,12 +85,12 @@ fn resizes_with_sqs_between_api_and_workers() {
     );
     let src = images::jpeg(&images::photo(640, 480, 5), 85);
     for w in [100, 200, 320] {
-        let r = post(&h.url(&format!("/v1/resize?w={w}")), &src, &[]);
+        let r = h.post(&format!("/v1/resize?w={w}"), &src, &[]);
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         let img = images::decode(&r.body);
         assert_eq!((img.width(), img.height()), (w, w * 3 / 4));
     }
-    let r = post(&h.url("/v1/resize?w=10&fit=banana"), &src, &[]);
+    let r = h.post("/v1/resize?w=10&fit=banana", &src, &[]);
     assert_eq!(
         (r.status, r.error_code().as_str()),
         (400, "invalid_parameter")

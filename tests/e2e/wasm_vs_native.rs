@@ -6,7 +6,7 @@
 //! differently by a level.
 
 use imgfleet_resize::{Limits, ResizeParams, resize};
-use imgfleet_tests::host::{Host, post};
+use imgfleet_tests::host::Host;
 use imgfleet_tests::images::{self, decode};
 use imgfleet_tests::quality::{max_abs_diff, psnr};
 
@@ -33,7 +33,7 @@ fn wasm_and_native_agree() {
         ] {
             let params = ResizeParams::from_query(query).unwrap();
             let native = resize(input, &params, None, &Limits::default()).unwrap();
-            let wasm = post(&h.url(&format!("/v1/resize?{query}")), input, &[]);
+            let wasm = h.post(&format!("/v1/resize?{query}"), input, &[]);
             assert_eq!(wasm.status, 200, "{name} {query}");
             let (n, w) = (decode(&native.bytes), decode(&wasm.body));
             assert_eq!(
@@ -55,7 +55,7 @@ fn wasm_and_native_agree() {
         &Limits::default(),
     )
     .unwrap();
-    let wasm = post(&h.url(&format!("/v1/resize?{query}")), &inputs[0].1, &[]);
+    let wasm = h.post(&format!("/v1/resize?{query}"), &inputs[0].1, &[]);
     let db = psnr(&decode(&native.bytes), &decode(&wasm.body));
     assert!(db >= 40.0, "JPEG outputs differ: PSNR {db:.1} dB");
 }

@@ -33,11 +33,18 @@ pub fn binary() -> PathBuf {
     bin
 }
 
+/// The admin token every test host is started with.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// The tenant every test host has from the start; [`Host::key`] is its API key.
+pub const DEFAULT_TENANT: &str = "tenant-a";
+
 pub struct Host {
     child: Child,
     pub base: String,
     /// The host's own data directory (queue log, staging), removed with the host.
     pub data: tempfile::TempDir,
+    /// An API key of [`DEFAULT_TENANT`].
+    pub key: String,
 }
 
 impl Host {
@@ -65,6 +72,7 @@ impl Host {
         env: &[(&str, &str)],
     ) -> Self {
         let mut child = Command::new(binary())
+            .env("IMGFLEET_ADMIN_TOKEN", ADMIN_TOKEN)
             .envs(env.iter().copied())
             .current_dir(repo_root())
             .args(["up", "--listen", "127.0.0.1:0", "--manifest", manifest])
@@ -92,11 +100,81 @@ impl Host {
                 panic!("imgfleet did not start within 120 s (see its log above)");
             }
         };
-        Self { child, base, data }
+        let mut host = Self {
+            child,
+            base,
+            data,
+            key: String::new(),
+        };
+        host.key = host.tenant_key(DEFAULT_TENANT);
+        host
     }
 
     pub fn url(&self, path_and_query: &str) -> String {
         format!("{}{}", self.base, path_and_query)
+    }
+
+    /// A request to the admin API with the admin token; `body` is JSON.
+    pub fn admin(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> Reply {
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        request(
+            method,
+            &self.url(path),
+            body.as_bytes(),
+            &[("authorization", &auth)],
+        )
+    }
+
+    /// Creates `tenant` if it does not exist yet and returns a new API key of it.
+    pub fn tenant_key(&self, tenant: &str) -> String {
+        let r = self.admin(
+            "POST",
+            "/admin/tenants",
+            Some(serde_json::json!({ "id": tenant })),
+        );
+        assert!(
+            r.status == 201 || r.status == 409,
+            "creating tenant {tenant}: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+        let r = self.admin("POST", &format!("/admin/tenants/{tenant}/keys"), None);
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        r.json()["api_key"].as_str().expect("api_key").to_string()
+    }
+
+    /// `POST` with this host's default API key.
+    pub fn post(&self, path_and_query: &str, body: &[u8], headers: &[(&str, &str)]) -> Reply {
+        self.post_as(&self.key, path_and_query, body, headers)
+    }
+
+    /// `GET` with this host's default API key.
+    pub fn get(&self, path_and_query: &str) -> Reply {
+        self.get_as(&self.key, path_and_query)
+    }
+
+    pub fn post_as(
+        &self,
+        key: &str,
+        path_and_query: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let auth = format!("Bearer {key}");
+        let mut all = vec![("authorization", auth.as_str())];
+        all.extend_from_slice(headers);
+        post(&self.url(path_and_query), body, &all)
+    }
+
+    pub fn get_as(&self, key: &str, path_and_query: &str) -> Reply {
+        let auth = format!("Bearer {key}");
+        request(
+            "GET",
+            &self.url(path_and_query),
+            b"",
+            &[("authorization", &auth)],
+        )
     }
 
     /// Whether the process is still running.
@@ -154,6 +232,16 @@ impl Reply {
             .map(|(_, v)| v.as_str())
     }
 
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| {
+            panic!(
+                "not JSON (status {}): {:?}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
     /// The stable error code of a JSON error body.
     pub fn error_code(&self) -> String {
         let v: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_else(|_| {
@@ -208,6 +296,29 @@ pub fn post(url: &str, body: &[u8], headers: &[(&str, &str)]) -> Reply {
 
 pub fn get(url: &str) -> Reply {
     reply(agent().get(url).call().expect("GET reached the server"))
+}
+
+/// Any method, with a body for the methods that carry one.
+pub fn request(method: &str, url: &str, body: &[u8], headers: &[(&str, &str)]) -> Reply {
+    let agent = agent();
+    macro_rules! with_headers {
+        ($req:expr) => {{
+            let mut req = $req;
+            for (n, v) in headers {
+                req = req.header(*n, *v);
+            }
+            req
+        }};
+    }
+    let sent = match method {
+        "GET" => with_headers!(agent.get(url)).call(),
+        "DELETE" => with_headers!(agent.delete(url)).call(),
+        "POST" => with_headers!(agent.post(url)).send(body),
+        "PUT" => with_headers!(agent.put(url)).send(body),
+        "PATCH" => with_headers!(agent.patch(url)).send(body),
+        other => panic!("unsupported method {other}"),
+    };
+    reply(sent.expect("the request reached the server"))
 }
 
 /// Sends raw HTTP/1.1 bytes and returns the status code and body of the reply. Write

@@ -3,6 +3,10 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+/// The stable code of an error response, for the audit log.
+#[derive(Debug, Clone)]
+pub struct ErrorCode(pub String);
+
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -40,6 +44,8 @@ impl IntoResponse for ApiError {
             body,
         )
             .into_response();
+        resp.extensions_mut()
+            .insert(ErrorCode(self.code.to_string()));
         if let Some(secs) = self.retry_after_secs {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));

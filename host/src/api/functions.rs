@@ -12,16 +12,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 
 use super::AppState;
+use super::audit::Metered;
 use super::error::ApiError;
-use super::request_id;
 use crate::jobs::{Completion, Job, Outcome, now_ms};
 use crate::queue::Durability;
 use crate::staging::{Keep, StagingError};
 
-const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
-
-/// Until authentication names tenants, every request belongs to this one.
-pub const PUBLIC_TENANT: &str = "public";
+pub(super) const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
 pub(super) fn header_string(headers: &HeaderMap, name: HeaderName) -> Option<String> {
     headers
@@ -35,7 +32,10 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
     let Some(function) = state.manifest.route(&path).map(str::to_string) else {
         return Err(ApiError::not_found(format!("no route for {path}")));
     };
-    let id = request_id::of(&req);
+    let principal = super::auth::principal(&req)?;
+    // Job ids are always the host's own: a client-chosen id (the request id may be one)
+    // could collide with another tenant's job or completion.
+    let id = uuid::Uuid::now_v7().to_string();
     let (parts, body) = req.into_parts();
     let ticket = state.admission.admit().map_err(|wait| {
         ApiError::new(
@@ -49,6 +49,7 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
         .retry_after(wait.as_secs().max(1))
     })?;
     let body = read_body(&parts.headers, body, state.limits.max_input_bytes).await?;
+    let input_bytes = body.len() as u64;
     let input = state
         .staging
         .put(body, state.deadline * 3, Keep::Volatile)
@@ -56,7 +57,7 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
         .map_err(staging_error)?;
     let job = Job {
         id: id.clone(),
-        tenant: PUBLIC_TENANT.to_string(),
+        tenant: principal.tenant,
         function,
         method: parts.method.to_string(),
         path_and_query: parts
@@ -95,7 +96,13 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
         ));
     };
     drop(ticket);
-    respond(&state, completion).await
+    let mut resp = respond(&state, completion).await?;
+    let pixels = resp.extensions().get::<Metered>().map_or(0, |m| m.pixels);
+    resp.extensions_mut().insert(Metered {
+        input_bytes,
+        pixels,
+    });
+    Ok(resp)
 }
 
 async fn respond(state: &AppState, completion: Completion) -> Result<Response, ApiError> {
@@ -137,7 +144,25 @@ async fn respond(state: &AppState, completion: Completion) -> Result<Response, A
                 facts = facts.as_deref().unwrap_or(""),
                 "served"
             );
+            let pixels = facts
+                .as_deref()
+                .and_then(imgfleet_resize::http::Facts::parse)
+                .map_or(0, |f| {
+                    u64::from(f.output.width) * u64::from(f.output.height)
+                });
+            // A function's own error body carries its stable code; the audit log keeps it.
+            let code = (status >= 400)
+                .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
+                .flatten()
+                .and_then(|v| v["error"]["code"].as_str().map(str::to_string));
             let mut resp = Response::new(Body::from(body));
+            if let Some(code) = code {
+                resp.extensions_mut().insert(super::error::ErrorCode(code));
+            }
+            resp.extensions_mut().insert(Metered {
+                input_bytes: 0,
+                pixels,
+            });
             *resp.status_mut() =
                 StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut inner_timing = None;

@@ -2,16 +2,17 @@
 //! /v1/jobs/{id}` tells its state, `GET /v1/jobs/{id}/output` returns the result until it
 //! expires. Another tenant's job answers 404, exactly like a job that does not exist.
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 
 use super::AppState;
+use super::audit::Metered;
+use super::auth::{Principal, principal};
 use super::error::ApiError;
-use super::functions::{PUBLIC_TENANT, header_string, read_body, staging_error};
-use super::request_id;
+use super::functions::{header_string, read_body, staging_error};
 use crate::job_store::{JobRecord, JobStatus};
 use crate::jobs::{Job, now_ms};
 use crate::queue::OutgoingMessage;
@@ -35,9 +36,12 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> Result<Respo
             "this deployment has no resize function",
         ));
     };
-    let id = request_id::of(&req);
+    let principal = principal(&req)?;
+    // Never the client's request id: job ids must not be choosable (see functions.rs).
+    let id = uuid::Uuid::now_v7().to_string();
     let (parts, body) = req.into_parts();
     let body = read_body(&parts.headers, body, state.limits.max_input_bytes).await?;
+    let input_bytes = body.len() as u64;
     let input = state
         .staging
         .put(body, state.async_input_ttl, Keep::Durable)
@@ -45,7 +49,7 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> Result<Respo
         .map_err(staging_error)?;
     let job = Job {
         id: id.clone(),
-        tenant: PUBLIC_TENANT.to_string(),
+        tenant: principal.tenant,
         function,
         method: "POST".into(),
         path_and_query: format!("{JOB_ROUTE}?{}", parts.uri.query().unwrap_or("")),
@@ -78,6 +82,10 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> Result<Respo
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/jobs/{id}")) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
+    resp.extensions_mut().insert(Metered {
+        input_bytes,
+        pixels: 0,
+    });
     Ok(resp)
 }
 
@@ -86,10 +94,11 @@ pub fn job_message(job: &Job, shard: usize) -> OutgoingMessage {
     job.to_message(shard).dedup_id(job.id.clone())
 }
 
-async fn find(state: &AppState, id: &str) -> Result<JobRecord, ApiError> {
+/// The caller's own job; another tenant's is reported exactly like a missing one.
+async fn find(state: &AppState, id: &str, tenant: &str) -> Result<JobRecord, ApiError> {
     state
         .job_store
-        .get(id, PUBLIC_TENANT)
+        .get(id, tenant)
         .await
         .map_err(store_error)?
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
@@ -97,9 +106,10 @@ async fn find(state: &AppState, id: &str) -> Result<JobRecord, ApiError> {
 
 pub async fn status(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let r = find(&state, &id).await?;
+    let r = find(&state, &id, &who.tenant).await?;
     let expired = r.expires_ms.is_some_and(|e| e <= now_ms());
     let mut body = serde_json::json!({
         "id": r.job.id,
@@ -125,9 +135,10 @@ pub async fn status(
 
 pub async fn output(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let r = find(&state, &id).await?;
+    let r = find(&state, &id, &who.tenant).await?;
     match r.status {
         JobStatus::Queued => Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -1,10 +1,14 @@
 //! The HTTP tier: request ids, health, and the manifest's function routes.
 
+mod admin;
 pub mod admission;
+mod audit;
+pub mod auth;
 mod error;
 mod functions;
 mod jobs;
 mod request_id;
+mod usage;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -38,6 +42,10 @@ pub struct AppState {
     pub job_store: crate::job_store::JobStore,
     /// How long an asynchronous job's input may wait for a worker.
     pub async_input_ttl: Duration,
+    pub gate: Arc<crate::auth::Gate>,
+    pub identity: Arc<dyn crate::identity::IdentityStore>,
+    pub audit: crate::audit::AuditLog,
+    pub admin_token: Arc<String>,
 }
 
 impl AppState {
@@ -51,24 +59,36 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let mut router = Router::new()
-        .route("/healthz", get(healthz))
+    use axum::middleware::{from_fn, from_fn_with_state};
+    let mut v1 = Router::new()
         .route("/v1/jobs", axum::routing::post(jobs::submit))
         .route("/v1/jobs/{id}", get(jobs::status))
-        .route("/v1/jobs/{id}/output", get(jobs::output));
+        .route("/v1/jobs/{id}/output", get(jobs::output))
+        .route("/v1/usage", get(usage::usage));
     for route in &state.manifest.routes {
         let path = match &route.pattern {
             crate::manifest::RoutePattern::Exact(p) => p.clone(),
             crate::manifest::RoutePattern::Prefix(p) => format!("{p}/{{*rest}}"),
         };
-        router = router.route(&path, axum::routing::any(functions::invoke));
+        v1 = v1.route(&path, axum::routing::any(functions::invoke));
         if let crate::manifest::RoutePattern::Prefix(p) = &route.pattern {
-            router = router.route(p, axum::routing::any(functions::invoke));
+            v1 = v1.route(p, axum::routing::any(functions::invoke));
         }
     }
-    router
+    // Authentication before anything else on every customer route.
+    let v1 = v1.route_layer(from_fn_with_state(state.clone(), auth::require));
+    let admin =
+        admin::routes().route_layer(from_fn_with_state(state.clone(), admin::require_admin));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(v1)
+        .merge(admin)
         .fallback(functions::not_found)
-        .layer(axum::middleware::from_fn(request_id::assign))
+        .layer(from_fn(auth::challenge))
+        .layer(from_fn_with_state(state.clone(), audit::record))
+        .layer(from_fn(request_id::assign))
         .with_state(state)
 }
 
@@ -82,5 +102,72 @@ async fn healthz(
         "queued": state.slots.queued(),
         "pending": state.admission.pending(),
         "staging_bytes": state.staging.used_bytes(),
+        "auth_cache": auth_cache(&state),
     }))
+}
+
+fn auth_cache(state: &AppState) -> serde_json::Value {
+    let cache = &state.gate.cache;
+    serde_json::json!({
+        "version": cache.version(),
+        "lag_ms": cache.lag().map(|l| l.as_millis() as u64),
+        "stale": cache.stale(),
+    })
+}
+
+/// Ready to take traffic: the auth cache is within its SLA of the identity store. A stale
+/// host still serves (cached identities), but a load balancer should prefer fresh ones.
+async fn readyz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let stale = state.gate.cache.stale();
+    let status = if stale {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        axum::http::StatusCode::OK
+    };
+    let body = serde_json::json!({
+        "status": if stale { "stale" } else { "ready" },
+        "auth_cache": auth_cache(&state),
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+/// Prometheus text exposition of the host's gauges.
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let cache = &state.gate.cache;
+    let lag = cache.lag().map_or(f64::INFINITY, |l| l.as_secs_f64());
+    let text = format!(
+        "# HELP imgfleet_auth_cache_lag_seconds Time since the auth cache last matched the identity store.\n\
+         # TYPE imgfleet_auth_cache_lag_seconds gauge\n\
+         imgfleet_auth_cache_lag_seconds {lag}\n\
+         # HELP imgfleet_auth_cache_stale Whether the auth cache is past its replication-lag SLA.\n\
+         # TYPE imgfleet_auth_cache_stale gauge\n\
+         imgfleet_auth_cache_stale {}\n\
+         # HELP imgfleet_auth_cache_version Last identity change applied to the auth cache.\n\
+         # TYPE imgfleet_auth_cache_version gauge\n\
+         imgfleet_auth_cache_version {}\n\
+         # HELP imgfleet_slots Function slots (cores) of this host.\n\
+         # TYPE imgfleet_slots gauge\n\
+         imgfleet_slots {}\n\
+         # HELP imgfleet_slots_busy Slots running a function now.\n\
+         # TYPE imgfleet_slots_busy gauge\n\
+         imgfleet_slots_busy {}\n",
+        u8::from(cache.stale()),
+        cache.version(),
+        state.slots.count(),
+        state.slots.busy(),
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response()
 }

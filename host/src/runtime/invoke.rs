@@ -114,35 +114,12 @@ async fn exchange(
     config: &RuntimeConfig,
     request: InvokeRequest,
 ) -> Result<Exchanged, InvokeError> {
-    let host = |e: wasmtime::Error| InvokeError::Host(format!("{e:#}"));
     let mut store = Store::new(engine, StoreState::new(config.memory_limit_bytes));
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(config.deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64);
     store.epoch_deadline_trap();
 
-    let mut builder = http::Request::builder()
-        .method(request.method)
-        .uri(format!("http://localhost{}", request.path_and_query));
-    if let Some(h) = builder.headers_mut() {
-        *h = request.headers;
-    }
-    let hyper_req = builder
-        .body(
-            Full::new(request.body)
-                .map_err(|never| -> wasmtime_wasi_http::Error { match never {} }),
-        )
-        .map_err(|e| InvokeError::Host(e.to_string()))?;
-    let (sender, receiver) = tokio::sync::oneshot::channel();
-    let req = store
-        .data_mut()
-        .http()
-        .new_incoming_request(Scheme::Http, hyper_req)
-        .map_err(host)?;
-    let out = store
-        .data_mut()
-        .http()
-        .new_response_outparam(sender)
-        .map_err(host)?;
+    let (req, out, receiver) = incoming(&mut store, request)?;
 
     let instantiating = Instant::now();
     let limit = config.memory_limit_bytes;
@@ -190,6 +167,53 @@ async fn exchange(
     Ok((status, headers, body, instantiate))
 }
 
+/// The request and response-outparam resources for one call of `handle`, and where the
+/// response will arrive.
+pub(super) fn incoming(
+    store: &mut Store<StoreState>,
+    request: InvokeRequest,
+) -> Result<
+    (
+        wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostIncomingRequest>,
+        wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostResponseOutparam>,
+        ResponseReceiver,
+    ),
+    InvokeError,
+> {
+    let host = |e: wasmtime::Error| InvokeError::Host(format!("{e:#}"));
+    let mut builder = http::Request::builder()
+        .method(request.method)
+        .uri(format!("http://localhost{}", request.path_and_query));
+    if let Some(h) = builder.headers_mut() {
+        *h = request.headers;
+    }
+    let hyper_req = builder
+        .body(
+            Full::new(request.body)
+                .map_err(|never| -> wasmtime_wasi_http::Error { match never {} }),
+        )
+        .map_err(|e| InvokeError::Host(e.to_string()))?;
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let req = store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, hyper_req)
+        .map_err(host)?;
+    let out = store
+        .data_mut()
+        .http()
+        .new_response_outparam(sender)
+        .map_err(host)?;
+    Ok((req, out, receiver))
+}
+
+pub(super) type ResponseReceiver = tokio::sync::oneshot::Receiver<
+    Result<
+        http::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>,
+        wasmtime_wasi_http::p2::bindings::http::types::ErrorCode,
+    >,
+>;
+
 async fn pre_instantiate(
     store: &mut Store<StoreState>,
     pre: &ProxyPre<StoreState>,
@@ -197,7 +221,7 @@ async fn pre_instantiate(
     pre.instantiate_async(store).await
 }
 
-fn classify(
+pub(super) fn classify(
     e: wasmtime::Error,
     memory_refused: bool,
     limit: usize,

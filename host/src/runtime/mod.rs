@@ -5,6 +5,7 @@ mod engine;
 mod invoke;
 mod loader;
 mod state;
+mod warm;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::manifest::Manifest;
 
 pub use invoke::{Invocation, InvokeError, InvokeRequest};
 use state::StoreState;
+pub use warm::WarmInstance;
 
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -77,5 +79,14 @@ impl Runtime {
             .get(function)
             .ok_or_else(|| InvokeError::UnknownFunction(function.to_string()))?;
         invoke::run(&self.engine, pre, &self.config, request).await
+    }
+
+    /// An instance of `function` kept for many calls (see [`WarmInstance`]).
+    pub async fn warm(&self, function: &str) -> Result<WarmInstance, InvokeError> {
+        let pre = self
+            .functions
+            .get(function)
+            .ok_or_else(|| InvokeError::UnknownFunction(function.to_string()))?;
+        WarmInstance::new(&self.engine, pre, self.config.memory_limit_bytes).await
     }
 }

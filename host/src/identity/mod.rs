@@ -1,0 +1,90 @@
+//! Identity, management plane: the authoritative store of tenants, API keys and quotas, and
+//! its change log. Every write appends one versioned change; hosts follow the log into their
+//! auth caches (`crate::auth`). The store is a port so other deployments can bring their own
+//! (DynamoDB on AWS, PostgreSQL on a fleet); `sqlite` is the embedded default.
+
+pub mod admin;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use imgfleet_auth::{KeyRecord, Quota, TenantRecord};
+use serde::{Deserialize, Serialize};
+
+/// One entry of the change log: the full new state of one record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "record", rename_all = "lowercase")]
+pub enum Change {
+    Tenant(TenantRecord),
+    Key(KeyRecord),
+}
+
+impl Change {
+    pub fn version(&self) -> u64 {
+        match self {
+            Change::Tenant(t) => t.version,
+            Change::Key(k) => k.version,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or is locked; reads fall back to the cache.
+    #[error("the identity store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A key as the store receives it: the secret is already reduced to its hash.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub key_id: String,
+    pub tenant: String,
+    pub secret_hash: String,
+    pub scopes: Vec<imgfleet_auth::Scope>,
+    pub label: Option<String>,
+    pub created_ms: u64,
+}
+
+#[async_trait]
+pub trait IdentityStore: Send + Sync {
+    async fn create_tenant(&self, id: &str) -> Result<TenantRecord, StoreError>;
+    async fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError>;
+    async fn set_disabled(&self, id: &str, disabled: bool) -> Result<TenantRecord, StoreError>;
+    async fn set_quota(&self, id: &str, quota: Quota) -> Result<TenantRecord, StoreError>;
+    /// Fails with `NotFound` when the tenant does not exist.
+    async fn insert_key(&self, key: NewKey) -> Result<KeyRecord, StoreError>;
+    async fn keys(&self, tenant: &str) -> Result<Vec<KeyRecord>, StoreError>;
+    async fn revoke_key(&self, key_id: &str) -> Result<KeyRecord, StoreError>;
+    /// Changes with a version above `version`, oldest first, at most `limit`.
+    async fn changes_since(&self, version: u64, limit: usize) -> Result<Vec<Change>, StoreError>;
+}
+
+/// Tenant ids appear in URLs, queue groups and logs: short, lower-case, unambiguous.
+pub fn valid_tenant_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id.as_bytes()[0].is_ascii_alphanumeric()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_ids_are_short_lower_case_words() {
+        for ok in ["acme", "a", "team-7", "x_y", &"a".repeat(64)] {
+            assert!(valid_tenant_id(ok), "{ok}");
+        }
+        for bad in ["", "Acme", "-a", "a b", "a/b", "a#1", "é", &"a".repeat(65)] {
+            assert!(!valid_tenant_id(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! The embedded identity store: one SQLite file (WAL, synchronous=FULL). Records are kept
+//! as JSON next to their key columns; every write and its change-log entry commit together.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use imgfleet_auth::{KeyRecord, Quota, TenantRecord};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::{Change, IdentityStore, NewKey, StoreError, valid_tenant_id};
+use crate::jobs::now_ms;
+
+/// How long an operation waits for a lock held by someone else before the store counts as
+/// unavailable: short, so a stuck store degrades requests to the cache instead of hanging.
+const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
+
+#[derive(Clone)]
+pub struct SqliteIdentityStore {
+    path: PathBuf,
+    conn: Arc<Mutex<Opened>>,
+}
+
+struct Opened {
+    conn: Connection,
+    /// Device and inode of the file the connection has open.
+    file: (u64, u64),
+}
+
+fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
+impl SqliteIdentityStore {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(Self {
+            path: path.to_path_buf(),
+            conn: Arc::new(Mutex::new(Self::connect(path)?)),
+        })
+    }
+
+    fn connect(path: &Path) -> Result<Opened, StoreError> {
+        let conn = Connection::open(path).map_err(unavailable)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(unavailable)?;
+        // A revocation that was acknowledged must survive a power cut.
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(unavailable)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS tenants (id TEXT PRIMARY KEY, record TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS keys (
+                key_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, record TEXT NOT NULL);
+             CREATE INDEX IF NOT EXISTS keys_by_tenant ON keys(tenant);
+             CREATE TABLE IF NOT EXISTS changes (
+                version INTEGER PRIMARY KEY AUTOINCREMENT,
+                at_ms INTEGER NOT NULL,
+                change TEXT NOT NULL);",
+        )
+        .map_err(unavailable)?;
+        let file = file_id(path).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(Opened { conn, file })
+    }
+
+    /// The connection, provided the file it has open is still the store's file: writes to a
+    /// removed (unlinked) file would vanish, and a file swapped underneath a WAL connection
+    /// cannot be trusted, so either makes the store unavailable until it is put back (or the
+    /// host restarted on the new file).
+    fn checked<'a>(&self, opened: &'a mut Opened) -> Result<&'a mut Connection, StoreError> {
+        match file_id(&self.path) {
+            Ok(id) if id == opened.file => Ok(&mut opened.conn),
+            Ok(_) => Err(StoreError::Unavailable(format!(
+                "{} was replaced while open; restart to use the new file",
+                self.path.display()
+            ))),
+            Err(e) => Err(StoreError::Unavailable(format!(
+                "{}: {e}",
+                self.path.display()
+            ))),
+        }
+    }
+
+    async fn with<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut opened = this.conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(this.checked(&mut opened)?)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    }
+
+    /// Applies `update` to a tenant (or creates it) and logs the change, atomically.
+    async fn write_tenant(
+        &self,
+        id: &str,
+        update: impl FnOnce(Option<TenantRecord>) -> Result<TenantRecord, StoreError> + Send + 'static,
+    ) -> Result<TenantRecord, StoreError> {
+        let id = id.to_string();
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let current =
+                read_json::<TenantRecord>(&tx, "SELECT record FROM tenants WHERE id = ?1", &id)?;
+            let mut record = update(current)?;
+            record.version = log_change(&tx, |v| {
+                record.version = v;
+                Change::Tenant(record.clone())
+            })?;
+            tx.execute(
+                "INSERT INTO tenants (id, record) VALUES (?1, ?2)
+                 ON CONFLICT(id) DO UPDATE SET record = excluded.record",
+                params![record.id, to_json(&record)],
+            )
+            .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(record)
+        })
+        .await
+    }
+}
+
+/// Appends a change; `build` receives its version. Returns the version.
+fn log_change(
+    tx: &rusqlite::Transaction<'_>,
+    build: impl FnOnce(u64) -> Change,
+) -> Result<u64, StoreError> {
+    tx.execute(
+        "INSERT INTO changes (at_ms, change) VALUES (?1, '')",
+        params![now_ms() as i64],
+    )
+    .map_err(unavailable)?;
+    let version = tx.last_insert_rowid() as u64;
+    let change = build(version);
+    tx.execute(
+        "UPDATE changes SET change = ?1 WHERE version = ?2",
+        params![to_json(&change), version as i64],
+    )
+    .map_err(unavailable)?;
+    Ok(version)
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(
+    c: &Connection,
+    sql: &str,
+    arg: &str,
+) -> Result<Option<T>, StoreError> {
+    let text: Option<String> = c
+        .query_row(sql, params![arg], |r| r.get(0))
+        .optional()
+        .map_err(unavailable)?;
+    text.map(|t| from_json(&t)).transpose()
+}
+
+fn read_all<T: serde::de::DeserializeOwned>(
+    c: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = c.prepare_cached(sql).map_err(unavailable)?;
+    let rows = stmt
+        .query_map(args, |r| r.get::<_, String>(0))
+        .map_err(unavailable)?;
+    rows.map(|r| from_json(&r.map_err(unavailable)?)).collect()
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("identity records serialise")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Unavailable(format!("corrupt record: {e}")))
+}
+
+fn unavailable(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+#[async_trait]
+impl IdentityStore for SqliteIdentityStore {
+    async fn create_tenant(&self, id: &str) -> Result<TenantRecord, StoreError> {
+        if !valid_tenant_id(id) {
+            return Err(StoreError::Invalid(format!(
+                "tenant id `{id}`: use 1-64 of a-z, 0-9, '-' and '_', starting with a letter or digit"
+            )));
+        }
+        let owned = id.to_string();
+        self.write_tenant(id, move |current| match current {
+            Some(_) => Err(StoreError::Conflict(format!(
+                "tenant `{owned}` already exists"
+            ))),
+            None => Ok(TenantRecord {
+                id: owned,
+                disabled: false,
+                quota: Quota::default(),
+                version: 0,
+            }),
+        })
+        .await
+    }
+
+    async fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        self.with(|c| read_all(c, "SELECT record FROM tenants ORDER BY id", []))
+            .await
+    }
+
+    async fn set_disabled(&self, id: &str, disabled: bool) -> Result<TenantRecord, StoreError> {
+        let owned = id.to_string();
+        self.write_tenant(id, move |current| {
+            let mut t =
+                current.ok_or_else(|| StoreError::NotFound(format!("no tenant `{owned}`")))?;
+            t.disabled = disabled;
+            Ok(t)
+        })
+        .await
+    }
+
+    async fn set_quota(&self, id: &str, quota: Quota) -> Result<TenantRecord, StoreError> {
+        if let Some(r) = quota.requests_per_second
+            && !(r.is_finite() && r >= 0.0)
+        {
+            return Err(StoreError::Invalid(
+                "requests_per_second must be a number ≥ 0".into(),
+            ));
+        }
+        let owned = id.to_string();
+        self.write_tenant(id, move |current| {
+            let mut t =
+                current.ok_or_else(|| StoreError::NotFound(format!("no tenant `{owned}`")))?;
+            t.quota = quota;
+            Ok(t)
+        })
+        .await
+    }
+
+    async fn insert_key(&self, key: NewKey) -> Result<KeyRecord, StoreError> {
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let tenant = read_json::<TenantRecord>(
+                &tx,
+                "SELECT record FROM tenants WHERE id = ?1",
+                &key.tenant,
+            )?;
+            if tenant.is_none() {
+                return Err(StoreError::NotFound(format!("no tenant `{}`", key.tenant)));
+            }
+            let mut record = KeyRecord {
+                key_id: key.key_id,
+                tenant: key.tenant,
+                secret_hash: key.secret_hash,
+                scopes: key.scopes,
+                revoked: false,
+                label: key.label,
+                created_ms: key.created_ms,
+                version: 0,
+            };
+            record.version = log_change(&tx, |v| {
+                record.version = v;
+                Change::Key(record.clone())
+            })?;
+            let inserted = tx
+                .execute(
+                    "INSERT INTO keys (key_id, tenant, record) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(key_id) DO NOTHING",
+                    params![record.key_id, record.tenant, to_json(&record)],
+                )
+                .map_err(unavailable)?;
+            if inserted == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "key id {} is taken",
+                    record.key_id
+                )));
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok(record)
+        })
+        .await
+    }
+
+    async fn keys(&self, tenant: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        let tenant = tenant.to_string();
+        self.with(move |c| {
+            read_all(
+                c,
+                "SELECT record FROM keys WHERE tenant = ?1 ORDER BY key_id",
+                params![tenant],
+            )
+        })
+        .await
+    }
+
+    async fn revoke_key(&self, key_id: &str) -> Result<KeyRecord, StoreError> {
+        let key_id = key_id.to_string();
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let mut record =
+                read_json::<KeyRecord>(&tx, "SELECT record FROM keys WHERE key_id = ?1", &key_id)?
+                    .ok_or_else(|| StoreError::NotFound(format!("no key `{key_id}`")))?;
+            if record.revoked {
+                return Ok(record);
+            }
+            record.revoked = true;
+            record.version = log_change(&tx, |v| {
+                record.version = v;
+                Change::Key(record.clone())
+            })?;
+            tx.execute(
+                "UPDATE keys SET record = ?1 WHERE key_id = ?2",
+                params![to_json(&record), record.key_id],
+            )
+            .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(record)
+        })
+        .await
+    }
+
+    async fn changes_since(&self, version: u64, limit: usize) -> Result<Vec<Change>, StoreError> {
+        self.with(move |c| {
+            read_all(
+                c,
+                "SELECT change FROM changes WHERE version > ?1 ORDER BY version LIMIT ?2",
+                params![version as i64, limit as i64],
+            )
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_key(id: &str, tenant: &str) -> NewKey {
+        NewKey {
+            key_id: id.into(),
+            tenant: tenant.into(),
+            secret_hash: "h".into(),
+            scopes: imgfleet_auth::Scope::ALL.to_vec(),
+            label: None,
+            created_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_write_is_versioned_in_the_change_log_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("identity.sqlite");
+        let store = SqliteIdentityStore::open(&path).unwrap();
+        let t = store.create_tenant("acme").await.unwrap();
+        assert_eq!(t.version, 1);
+        let k = store.insert_key(new_key("k1", "acme")).await.unwrap();
+        assert_eq!(k.version, 2);
+        store
+            .set_quota(
+                "acme",
+                Quota {
+                    requests_per_second: Some(3.0),
+                    ..Quota::default()
+                },
+            )
+            .await
+            .unwrap();
+        store.revoke_key("k1").await.unwrap();
+        store.set_disabled("acme", true).await.unwrap();
+        drop(store);
+
+        let store = SqliteIdentityStore::open(&path).unwrap();
+        let changes = store.changes_since(0, 100).await.unwrap();
+        let versions: Vec<u64> = changes.iter().map(Change::version).collect();
+        assert_eq!(versions, [1, 2, 3, 4, 5]);
+        assert!(matches!(&changes[3], Change::Key(k) if k.revoked));
+        assert!(
+            matches!(&changes[4], Change::Tenant(t) if t.disabled && t.quota.requests_per_second == Some(3.0))
+        );
+        assert_eq!(store.changes_since(3, 100).await.unwrap().len(), 2);
+        assert_eq!(store.changes_since(0, 2).await.unwrap().len(), 2);
+        let tenants = store.tenants().await.unwrap();
+        assert_eq!(tenants.len(), 1);
+        assert_eq!(tenants[0].version, 5);
+        assert!(store.keys("acme").await.unwrap()[0].revoked);
+    }
+
+    #[tokio::test]
+    async fn bad_writes_are_refused_without_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteIdentityStore::open(&dir.path().join("i.sqlite")).unwrap();
+        store.create_tenant("acme").await.unwrap();
+        assert!(matches!(
+            store.create_tenant("acme").await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            store.create_tenant("Bad Id").await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            store.insert_key(new_key("k", "ghost")).await,
+            Err(StoreError::NotFound(_))
+        ));
+        store.insert_key(new_key("k", "acme")).await.unwrap();
+        assert!(matches!(
+            store.insert_key(new_key("k", "acme")).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            store.revoke_key("nope").await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.set_disabled("ghost", true).await,
+            Err(StoreError::NotFound(_))
+        ));
+        let nan = Quota {
+            requests_per_second: Some(f64::NAN),
+            ..Quota::default()
+        };
+        assert!(matches!(
+            store.set_quota("acme", nan).await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert_eq!(store.changes_since(0, 100).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_removed_store_is_unavailable_and_recovers_when_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.sqlite");
+        let store = SqliteIdentityStore::open(&path).unwrap();
+        store.create_tenant("acme").await.unwrap();
+        let aside = dir.path().join("aside.sqlite");
+        std::fs::rename(&path, &aside).unwrap();
+        assert!(matches!(
+            store.create_tenant("other").await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            store.changes_since(0, 10).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        std::fs::rename(&aside, &path).unwrap();
+        store.create_tenant("other").await.unwrap();
+        assert_eq!(store.changes_since(0, 10).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_store_file_replaced_underneath_is_not_written_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.sqlite");
+        let store = SqliteIdentityStore::open(&path).unwrap();
+        store.create_tenant("old").await.unwrap();
+        std::fs::rename(&path, dir.path().join("old.sqlite")).unwrap();
+        std::fs::write(&path, b"").unwrap();
+        assert!(matches!(
+            store.create_tenant("new").await,
+            Err(StoreError::Unavailable(_))
+        ));
+    }
+}

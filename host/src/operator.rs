@@ -1,0 +1,112 @@
+//! The operator's commands (`imgfleet tenants …`, `imgfleet keys …`, `imgfleet
+//! admin-token`): the management plane from a shell, straight on the identity store.
+//! Output is JSON, for scripts.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use imgfleet_auth::{Quota, Scope};
+
+use crate::cli::{KeyAction, StoreArgs, TenantAction};
+use crate::identity::IdentityStore;
+use crate::identity::admin::{PublicKey, create_key, new_admin_token};
+use crate::identity::sqlite::SqliteIdentityStore;
+
+pub fn identity_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("identity.sqlite")
+}
+
+fn open(store: &StoreArgs) -> anyhow::Result<SqliteIdentityStore> {
+    std::fs::create_dir_all(&store.data_dir)
+        .with_context(|| format!("creating {}", store.data_dir.display()))?;
+    Ok(SqliteIdentityStore::open(&identity_path(&store.data_dir))?)
+}
+
+fn print(value: impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
+}
+
+pub async fn tenants(store: &StoreArgs, action: TenantAction) -> anyhow::Result<()> {
+    let s = open(store)?;
+    match action {
+        TenantAction::Create { id } => print(s.create_tenant(&id).await?),
+        TenantAction::List => print(s.tenants().await?),
+        TenantAction::Disable { id } => print(s.set_disabled(&id, true).await?),
+        TenantAction::Enable { id } => print(s.set_disabled(&id, false).await?),
+        TenantAction::Quota {
+            id,
+            requests_per_second,
+            monthly_bytes,
+            monthly_pixels,
+        } => print(
+            s.set_quota(
+                &id,
+                Quota {
+                    requests_per_second,
+                    monthly_bytes,
+                    monthly_pixels,
+                },
+            )
+            .await?,
+        ),
+    }
+}
+
+pub async fn keys(store: &StoreArgs, action: KeyAction) -> anyhow::Result<()> {
+    let s = open(store)?;
+    match action {
+        KeyAction::Create {
+            tenant,
+            scopes,
+            label,
+        } => {
+            let scopes = if scopes.is_empty() {
+                None
+            } else {
+                Some(
+                    scopes
+                        .iter()
+                        .map(|x| {
+                            Scope::parse(x).with_context(|| {
+                                format!("unknown scope `{x}` (resize, jobs or usage)")
+                            })
+                        })
+                        .collect::<anyhow::Result<Vec<_>>>()?,
+                )
+            };
+            print(create_key(&s, &tenant, scopes, label).await?)
+        }
+        KeyAction::List { tenant } => print(
+            s.keys(&tenant)
+                .await?
+                .into_iter()
+                .map(PublicKey::from)
+                .collect::<Vec<_>>(),
+        ),
+        KeyAction::Revoke { key_id } => print(PublicKey::from(s.revoke_key(&key_id).await?)),
+    }
+}
+
+/// The admin token kept in the data directory, created (mode 0600) on first use.
+pub fn admin_token_file(data_dir: &Path) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("admin.token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        let token = token.trim().to_string();
+        anyhow::ensure!(!token.is_empty(), "{} is empty", path.display());
+        return Ok(token);
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let token = new_admin_token();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{token}")?;
+    f.sync_all()?;
+    Ok(token)
+}
