@@ -124,6 +124,19 @@ build_host() {
     cargo build --release -j "$JOBS" -p imgfleet-host
 }
 
+# A fresh data directory gets a `demo` tenant and an API key in <data>/demo.key, so the
+# README's curl works right away. Operators manage real tenants with `imgfleet tenants|keys`.
+demo_key() {
+    local data="${IMGFLEET_DATA_DIR:-data}" bin="$CARGO_TARGET_DIR/release/imgfleet"
+    [ -s "$data/demo.key" ] && return 0
+    if [ "$("$bin" tenants --data-dir "$data" list)" = "[]" ]; then
+        "$bin" tenants --data-dir "$data" create demo >/dev/null
+        (umask 077; "$bin" keys --data-dir "$data" create --tenant demo --label demo |
+            python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])' >"$data/demo.key")
+        log "tenant 'demo' created; its API key is in $data/demo.key (admin token: $data/admin.token)"
+    fi
+}
+
 cmd="${1:-}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -131,6 +144,7 @@ case "$cmd" in
     up)
         build_wasm
         build_host
+        demo_key
         exec "$CARGO_TARGET_DIR/release/imgfleet" up "$@"
         ;;
     test)

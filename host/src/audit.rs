@@ -56,6 +56,7 @@ pub struct UsageBucket {
 
 pub const MAX_QUERY_LIMIT: usize = 10_000;
 const GROUP: usize = 512;
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 type Pending = (AuditRecord, oneshot::Sender<bool>);
 
@@ -95,6 +96,23 @@ impl AuditLog {
             CREATE INDEX IF NOT EXISTS audit_by_time ON audit(at_ms);
             CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit(tenant, at_ms);",
         )?;
+        // Checkpoints (which fsync) run on their own thread, never inside a request's commit.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = Connection::open(path)?;
+        checkpointer.busy_timeout(Duration::from_secs(5))?;
+        std::thread::Builder::new()
+            .name("audit-checkpoint".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(CHECKPOINT_EVERY);
+                    if let Err(e) =
+                        checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(error = %e, "audit checkpoint");
+                    }
+                }
+            })
+            .expect("spawning the audit checkpointer");
         let reader = Connection::open(path)?;
         reader.busy_timeout(Duration::from_secs(5))?;
         let (tx, rx) = crossbeam_channel::unbounded::<Pending>();
