@@ -20,7 +20,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 WASM_OUT="$ROOT/target/wasm"
 JOBS="${JOBS:-2}"
 # crate name -> component file name, for every component the manifests refer to.
-WASM_CRATES=(resize-spin:resize auth-check-spin:auth-check hog:hog)
+WASM_CRATES=(resize-spin:resize auth-check-spin:auth-check metering-spin:metering hog:hog)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -153,11 +153,11 @@ case "$cmd" in
         build_host
         start_moto
         log "running the test suite"
-        cargo test --release -j "$JOBS" --workspace --exclude resize-spin --exclude auth-check-spin --exclude hog "$@"
+        cargo test --release -j "$JOBS" --workspace --exclude resize-spin --exclude auth-check-spin --exclude metering-spin --exclude hog "$@"
         ;;
     lint)
         cargo fmt --all --check
-        cargo clippy --release -j "$JOBS" --workspace --exclude resize-spin --exclude auth-check-spin --exclude hog --all-targets -- -D warnings
+        cargo clippy --release -j "$JOBS" --workspace --exclude resize-spin --exclude auth-check-spin --exclude metering-spin --exclude hog --all-targets -- -D warnings
         ;;
     bench)
         build_wasm

@@ -1,14 +1,16 @@
-//! The audit log: one durable record per API request (who, what, outcome, sizes), in its own
-//! SQLite file so audit writes never wait on job or identity writes. A writer thread commits
-//! in groups; a request's response waits for its record's commit, so every answered request
-//! is on disk (WAL, synchronous=NORMAL: it survives the process being killed; a power cut
-//! may lose the last group).
+//! The request log: one durable audit record per API request (who, what, outcome, sizes)
+//! and, for authenticated requests, its usage record in the outbox that `usage::shipper`
+//! empties onto the usage queue. Its own SQLite file, so these writes never wait on job or
+//! identity writes. A writer thread commits in groups; a request's response waits for its
+//! records' commit, so every answered request is on disk (WAL, synchronous=NORMAL: it
+//! survives the process being killed; a power cut may lose the last group).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use imgfleet_auth::Usage;
+use imgfleet_metering::UsageRecord;
 use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -45,20 +47,11 @@ pub struct AuditQuery {
     pub limit: Option<usize>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct UsageBucket {
-    pub start_ms: u64,
-    pub requests: u64,
-    pub input_bytes: u64,
-    pub output_bytes: u64,
-    pub pixels: u64,
-}
-
 pub const MAX_QUERY_LIMIT: usize = 10_000;
 const GROUP: usize = 512;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
-type Pending = (AuditRecord, oneshot::Sender<bool>);
+type Pending = (AuditRecord, Option<String>, oneshot::Sender<bool>);
 
 #[derive(Clone)]
 pub struct AuditLog {
@@ -94,6 +87,10 @@ impl AuditLog {
                 duration_ms REAL NOT NULL
             );
             CREATE INDEX IF NOT EXISTS audit_by_time ON audit(at_ms);
+            CREATE TABLE IF NOT EXISTS usage_outbox (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                record TEXT NOT NULL
+            );
             CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit(tenant, at_ms);",
         )?;
         // Checkpoints (which fsync) run on their own thread, never inside a request's commit.
@@ -126,13 +123,55 @@ impl AuditLog {
         })
     }
 
-    /// Records one request; returns once it is committed (false if it could not be).
-    pub async fn record(&self, record: AuditRecord) -> bool {
+    /// Records one request (and its usage, if metered); returns once both are committed
+    /// (false if they could not be).
+    pub async fn record(&self, record: AuditRecord, usage: Option<&UsageRecord>) -> bool {
+        let usage = match usage.map(serde_json::to_string).transpose() {
+            Ok(u) => u,
+            Err(_) => return false,
+        };
         let (done, committed) = oneshot::channel();
-        if self.tx.send((record, done)).is_err() {
+        if self.tx.send((record, usage, done)).is_err() {
             return false;
         }
         committed.await.unwrap_or(false)
+    }
+
+    /// The oldest usage records not yet shipped, with their sequence numbers.
+    pub async fn outbox(&self, limit: usize) -> Result<Vec<(i64, UsageRecord)>, AuditError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
+            let mut stmt =
+                conn.prepare_cached("SELECT seq, record FROM usage_outbox ORDER BY seq LIMIT ?1")?;
+            let rows = stmt.query_map(params![limit as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, text) = row?;
+                match serde_json::from_str(&text) {
+                    Ok(rec) => out.push((seq, rec)),
+                    // Cannot happen short of disk corruption; keep the rest flowing.
+                    Err(e) => tracing::error!(seq, error = %e, "unreadable usage record skipped"),
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .expect("outbox task")
+    }
+
+    /// Forgets shipped usage records (all up to and including `seq`).
+    pub async fn shipped(&self, seq: i64) -> Result<(), AuditError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
+            conn.execute("DELETE FROM usage_outbox WHERE seq <= ?1", params![seq])?;
+            Ok(())
+        })
+        .await
+        .expect("outbox task")
     }
 
     pub async fn query(&self, q: AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {
@@ -178,49 +217,6 @@ impl AuditLog {
         .expect("audit query task")
     }
 
-    /// One tenant's successful work requests (POSTs) in `[from_ms, to_ms)`, in buckets of
-    /// `bucket_ms` (aligned to the Unix epoch, so hours and UTC days).
-    pub async fn usage(
-        &self,
-        tenant: String,
-        from_ms: u64,
-        to_ms: u64,
-        bucket_ms: u64,
-    ) -> Result<Vec<UsageBucket>, AuditError> {
-        let reader = self.reader.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
-            let mut stmt = conn.prepare_cached(
-                "SELECT (at_ms / ?4) * ?4 AS start, COUNT(*), SUM(input_bytes), SUM(output_bytes),
-                        SUM(pixels)
-                 FROM audit
-                 WHERE tenant = ?1 AND at_ms >= ?2 AND at_ms < ?3 AND status < 400
-                   AND method = 'POST'
-                 GROUP BY start ORDER BY start",
-            )?;
-            let rows = stmt.query_map(
-                params![
-                    tenant,
-                    from_ms as i64,
-                    to_ms.min(i64::MAX as u64) as i64,
-                    bucket_ms.max(1) as i64
-                ],
-                |r| {
-                    Ok(UsageBucket {
-                        start_ms: r.get::<_, i64>(0)? as u64,
-                        requests: r.get::<_, i64>(1)? as u64,
-                        input_bytes: r.get::<_, i64>(2)? as u64,
-                        output_bytes: r.get::<_, i64>(3)? as u64,
-                        pixels: r.get::<_, i64>(4)? as u64,
-                    })
-                },
-            )?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(AuditError)
-        })
-        .await
-        .expect("audit usage task")
-    }
-
     /// Per-tenant usage of successful requests since `from_ms` (monthly quotas at start-up).
     pub fn totals_since(&self, from_ms: u64) -> Result<Vec<(String, Usage)>, AuditError> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
@@ -257,7 +253,7 @@ fn write_loop(mut conn: Connection, rx: crossbeam_channel::Receiver<Pending>) {
                 false
             }
         };
-        for (_, done) in group {
+        for (_, _, done) in group {
             let _ = done.send(ok);
         }
     }
@@ -271,7 +267,11 @@ fn write_group(conn: &mut Connection, group: &[Pending]) -> rusqlite::Result<()>
                                 code, input_bytes, output_bytes, pixels, duration_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
-        for (r, _) in group {
+        let mut outbox = tx.prepare_cached("INSERT INTO usage_outbox (record) VALUES (?1)")?;
+        for (r, usage, _) in group {
+            if let Some(u) = usage {
+                outbox.execute(params![u])?;
+            }
             stmt.execute(params![
                 r.request_id,
                 r.at_ms as i64,
@@ -323,15 +323,15 @@ mod tests {
             let log = log.clone();
             let tenant = if i % 2 == 0 { "a" } else { "b" };
             async move {
-                log.record(record(&format!("r{i}"), Some(tenant), 1000 + i, 200))
+                log.record(record(&format!("r{i}"), Some(tenant), 1000 + i, 200), None)
                     .await
             }
         });
         for ok in futures_join_all(writes).await {
             assert!(ok);
         }
-        assert!(log.record(record("anon", None, 2000, 401)).await);
-        assert!(log.record(record("bad", Some("a"), 2001, 400)).await);
+        assert!(log.record(record("anon", None, 2000, 401), None).await);
+        assert!(log.record(record("bad", Some("a"), 2001, 400), None).await);
         drop(log);
 
         let log = AuditLog::open(&path).unwrap();
@@ -381,6 +381,43 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn usage_records_wait_in_the_outbox_until_shipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.sqlite");
+        let log = AuditLog::open(&path).unwrap();
+        let usage = |id: &str| UsageRecord {
+            id: id.into(),
+            tenant: "a".into(),
+            key_id: "k".into(),
+            at_ms: 5,
+            route: "/v1/resize".into(),
+            status: 200,
+            input: Default::default(),
+            output: Default::default(),
+            cpu_ns: 1,
+            wall_ns: 2,
+            queue_ns: 3,
+        };
+        for id in ["u1", "u2", "u3"] {
+            assert!(
+                log.record(record(id, Some("a"), 1, 200), Some(&usage(id)))
+                    .await
+            );
+        }
+        assert!(log.record(record("anon", None, 1, 401), None).await);
+        drop(log);
+        let log = AuditLog::open(&path).unwrap();
+        let pending = log.outbox(10).await.unwrap();
+        let ids: Vec<&str> = pending.iter().map(|(_, r)| r.id.as_str()).collect();
+        assert_eq!(ids, ["u1", "u2", "u3"]);
+        assert_eq!(pending[1].1, usage("u2"));
+        log.shipped(pending[1].0).await.unwrap();
+        let left = log.outbox(10).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].1.id, "u3");
     }
 
     async fn futures_join_all<F: std::future::Future<Output = bool> + Send + 'static>(

@@ -41,12 +41,50 @@ pub enum Command {
     Keys(KeysArgs),
     /// Print the admin token of a data directory, creating it if there is none yet.
     AdminToken(StoreArgs),
+    /// Export or compact metered usage (the usage store in the data directory).
+    Usage(UsageArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(subcommand)]
+    pub action: UsageAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsageAction {
+    /// Print one tenant's usage records (for billing), compressed segments included.
+    Export {
+        #[arg(long)]
+        tenant: String,
+        /// Unix milliseconds, inclusive (default: the beginning).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Unix milliseconds, exclusive (default: now).
+        #[arg(long)]
+        to: Option<u64>,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+    },
+    /// Pack raw records older than the given age into compressed segments now.
+    Compact {
+        #[arg(long, default_value_t = 7)]
+        older_than_days: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+    Csv,
 }
 
 #[derive(Debug, Args, Clone)]
 pub struct StoreArgs {
     /// The host's data directory (the identity store is `identity.sqlite` in it).
-    #[arg(long, env = "IMGFLEET_DATA_DIR", default_value = "data")]
+    #[arg(long, env = "IMGFLEET_DATA_DIR", default_value = "data", global = true)]
     pub data_dir: PathBuf,
 }
 
@@ -167,6 +205,10 @@ pub struct UpArgs {
     /// force within this time, and a cache that has not synced for longer reports stale.
     #[arg(long, env = "IMGFLEET_AUTH_SLA_MS", default_value_t = 1000)]
     pub auth_sla_ms: u64,
+    /// Usage records older than this many days are packed into compressed segments
+    /// (hourly check). Must outlast the usage queue's retention (4 days).
+    #[arg(long, env = "IMGFLEET_USAGE_RAW_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u64).range(5..))]
+    pub usage_raw_days: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

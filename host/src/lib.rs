@@ -17,4 +17,5 @@ pub mod runtime;
 pub mod server;
 pub mod slots;
 pub mod staging;
+pub mod usage;
 pub mod worker;

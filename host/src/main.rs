@@ -19,6 +19,7 @@ fn main() -> anyhow::Result<()> {
         Command::Up(args) => rt.block_on(imgfleet_host::server::up(*args)),
         Command::Tenants(a) => rt.block_on(imgfleet_host::operator::tenants(&a.store, a.action)),
         Command::Keys(a) => rt.block_on(imgfleet_host::operator::keys(&a.store, a.action)),
+        Command::Usage(a) => rt.block_on(imgfleet_host::operator::usage(&a.store, a.action)),
         Command::AdminToken(store) => {
             println!(
                 "{}",

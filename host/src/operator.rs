@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use imgfleet_auth::{Quota, Scope};
 
-use crate::cli::{KeyAction, StoreArgs, TenantAction};
+use crate::cli::{ExportFormat, KeyAction, StoreArgs, TenantAction, UsageAction};
 use crate::identity::IdentityStore;
 use crate::identity::admin::{PublicKey, create_key, new_admin_token};
 use crate::identity::sqlite::SqliteIdentityStore;
+use crate::usage::UsageStore;
+use crate::usage::sqlite::SqliteUsageStore;
 
 pub fn identity_path(data_dir: &Path) -> PathBuf {
     data_dir.join("identity.sqlite")
@@ -109,4 +111,74 @@ pub fn admin_token_file(data_dir: &Path) -> anyhow::Result<String> {
     writeln!(f, "{token}")?;
     f.sync_all()?;
     Ok(token)
+}
+
+pub fn usage_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("usage.sqlite")
+}
+
+pub async fn usage(store: &StoreArgs, action: UsageAction) -> anyhow::Result<()> {
+    let s = SqliteUsageStore::open(&usage_path(&store.data_dir))?;
+    match action {
+        UsageAction::Export {
+            tenant,
+            from,
+            to,
+            format,
+        } => {
+            let records = s
+                .records(
+                    &tenant,
+                    from.unwrap_or(0),
+                    to.unwrap_or(crate::jobs::now_ms() + 1),
+                )
+                .await?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            use std::io::Write;
+            match format {
+                ExportFormat::Jsonl => {
+                    for r in &records {
+                        serde_json::to_writer(&mut out, r)?;
+                        writeln!(out)?;
+                    }
+                }
+                ExportFormat::Csv => {
+                    writeln!(
+                        out,
+                        "id,tenant,key_id,at_ms,route,status,in_bytes,in_format,in_width,in_height,out_bytes,out_format,out_width,out_height,cpu_ns,wall_ns,queue_ns"
+                    )?;
+                    for r in &records {
+                        // Every field is an id, a number or a format name: nothing to quote.
+                        writeln!(
+                            out,
+                            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                            r.id,
+                            r.tenant,
+                            r.key_id,
+                            r.at_ms,
+                            r.route,
+                            r.status,
+                            r.input.bytes,
+                            r.input.format.as_deref().unwrap_or(""),
+                            r.input.width,
+                            r.input.height,
+                            r.output.bytes,
+                            r.output.format.as_deref().unwrap_or(""),
+                            r.output.width,
+                            r.output.height,
+                            r.cpu_ns,
+                            r.wall_ns,
+                            r.queue_ns
+                        )?;
+                    }
+                }
+            }
+            out.flush()?;
+            Ok(())
+        }
+        UsageAction::Compact { older_than_days } => {
+            let before = crate::jobs::now_ms().saturating_sub(older_than_days * 86_400_000);
+            print(serde_json::json!({ "packed": s.compact(before).await? }))
+        }
+    }
 }

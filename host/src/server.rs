@@ -25,11 +25,17 @@ use crate::queue::backend::{QueueBackend, QueueDirectory};
 use crate::queue::embedded::EmbeddedStore;
 use crate::queue::sqs::{SqsConfig, client};
 use crate::runtime::Runtime;
+use crate::runtime::WarmPool;
 use crate::slots::Slots;
 use crate::staging::{Staging, StagingConfig};
+use crate::usage::UsageStore;
+use crate::usage::meter::{METERING_COMPONENT, Meter};
+use crate::usage::shipper::{self, ShipperConfig};
+use crate::usage::sqlite::SqliteUsageStore;
 use crate::worker::{WorkerContext, spawn_dead_letter_watcher, spawn_workers};
 
 pub const JOBS_QUEUE: &str = "jobs";
+pub const USAGE_QUEUE: &str = "usage";
 /// Deliveries of a job before it is dead-lettered.
 pub const JOB_MAX_RECEIVES: u32 = 3;
 
@@ -87,6 +93,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .open(jobs_spec.clone())
         .await
         .context("opening the jobs queue")?;
+    let mut usage_spec = QueueSpec::new(USAGE_QUEUE);
+    usage_spec.max_receives = Some(5);
+    usage_spec.visibility_timeout = Duration::from_secs(60);
+    let usage_queue = backend
+        .open(usage_spec)
+        .await
+        .context("opening the usage queue")?;
     let directory = Arc::new(QueueDirectory::new(backend, completions_spec));
     let completions_queue = directory
         .get(&format!("completions-{}", args.host_id))
@@ -127,7 +140,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .await
         .context("loading identities from the identity store")?;
     cache.spawn_follower(identity.clone());
-    let gate = Gate::new(runtime, cache, cores)?;
+    let gate = Gate::new(runtime.clone(), cache, cores)?;
     let audit =
         AuditLog::open(&args.data_dir.join("audit.sqlite")).context("opening the audit log")?;
     let now = crate::jobs::now_ms();
@@ -147,6 +160,25 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
     };
 
+    let usage: Arc<dyn UsageStore> = Arc::new(
+        SqliteUsageStore::open(&operator::usage_path(&args.data_dir))
+            .context("opening the usage store")?,
+    );
+    spawn_compaction(
+        usage.clone(),
+        Duration::from_secs(args.usage_raw_days * 86_400),
+    );
+    anyhow::ensure!(
+        runtime.has_function(METERING_COMPONENT),
+        "the manifest has no `{METERING_COMPONENT}` component; usage is folded by it"
+    );
+    let meter = Arc::new(Meter {
+        store: usage.clone(),
+        function: WarmPool::new(runtime.clone(), METERING_COMPONENT, 1),
+    });
+    meter.spawn(usage_queue.clone());
+    shipper::spawn(audit.clone(), usage_queue, ShipperConfig::default());
+
     let state = AppState {
         manifest: Arc::new(manifest),
         admission: Arc::new(Admission::new(cores, deadline)),
@@ -164,6 +196,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         identity,
         audit,
         admin_token: Arc::new(admin_token),
+        usage,
     };
     // Accepted jobs whose message may not have reached the queue before a crash.
     let unfinished = job_store
@@ -195,6 +228,21 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Packs old raw usage records into compressed segments, hourly.
+fn spawn_compaction(usage: Arc<dyn UsageStore>, raw_age: Duration) {
+    tokio::spawn(async move {
+        loop {
+            let before = crate::jobs::now_ms().saturating_sub(raw_age.as_millis() as u64);
+            match usage.compact(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(records = n, "usage records packed into segments"),
+                Err(e) => tracing::warn!(error = %e, "usage compaction"),
+            }
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    });
 }
 
 async fn shutdown_signal() {

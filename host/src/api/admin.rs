@@ -29,6 +29,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/tenants/{id}/keys", post(new_key).get(list_keys))
         .route("/admin/keys/{key_id}/revoke", post(revoke))
         .route("/admin/audit", get(audit))
+        .route("/admin/usage", get(super::usage::admin_usage))
 }
 
 /// Only the admin credential passes; a tenant's API key is refused outright.

@@ -1,13 +1,15 @@
-//! Writes one audit record per API request once its response is known, and counts a
-//! tenant's successful requests towards its monthly quotas.
+//! Writes one audit record per API request once its response is known — and, for an
+//! authenticated request, its usage record — before the response leaves; counts a tenant's
+//! successful requests towards its monthly quotas.
 
 use std::time::Instant;
 
 use axum::body::HttpBody as _;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
+use imgfleet_metering::{ImageSide, UsageRecord};
 
 use super::AppState;
 use super::auth::Principal;
@@ -16,11 +18,14 @@ use super::request_id;
 use crate::audit::AuditRecord;
 use crate::jobs::now_ms;
 
-/// Sizes a handler measured itself (a streamed body has no Content-Length).
-#[derive(Debug, Clone, Copy, Default)]
+/// What a handler measured about its request: image facts and the invocation's times.
+#[derive(Debug, Clone, Default)]
 pub struct Metered {
-    pub input_bytes: u64,
-    pub pixels: u64,
+    pub input: ImageSide,
+    pub output: ImageSide,
+    pub cpu_ns: u64,
+    pub wall_ns: u64,
+    pub queue_ns: u64,
 }
 
 /// Probes and scrapes are not customer requests.
@@ -46,10 +51,19 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         .unwrap_or(0);
     let resp = next.run(req).await;
     let principal = resp.extensions().get::<Principal>().cloned();
-    let metered = resp.extensions().get::<Metered>().copied();
+    let mut metered = resp
+        .extensions()
+        .get::<Metered>()
+        .cloned()
+        .unwrap_or_default();
+    if metered.input.bytes == 0 {
+        metered.input.bytes = declared;
+    }
+    let output_bytes = resp.body().size_hint().exact().unwrap_or(0);
+    metered.output.bytes = output_bytes;
     let status = resp.status().as_u16();
-    let input_bytes = metered.map_or(declared, |m| m.input_bytes);
-    let pixels = metered.map_or(0, |m| m.pixels);
+    let input_bytes = metered.input.bytes;
+    let pixels = metered.output.pixels();
     if let Some(p) = &principal
         && status < 400
     {
@@ -59,18 +73,35 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         request_id,
         at_ms,
         tenant: principal.as_ref().map(|p| p.tenant.clone()),
-        key_id: principal.map(|p| p.key_id),
+        key_id: principal.as_ref().map(|p| p.key_id.clone()),
         method,
         path,
         query,
         status,
         code: resp.extensions().get::<ErrorCode>().map(|c| c.0.clone()),
         input_bytes,
-        output_bytes: resp.body().size_hint().exact().unwrap_or(0),
+        output_bytes,
         pixels,
         duration_ms: started.elapsed().as_secs_f64() * 1e3,
     };
-    if !state.audit.record(record).await {
+    let usage = principal.as_ref().map(|p| UsageRecord {
+        // The host's own id: request ids may come from clients and need not be unique.
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant: p.tenant.clone(),
+        key_id: p.key_id.clone(),
+        at_ms,
+        route: resp
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or_else(|| record.path.clone(), |m| m.as_str().to_string()),
+        status,
+        input: metered.input.clone(),
+        output: metered.output.clone(),
+        cpu_ns: metered.cpu_ns,
+        wall_ns: metered.wall_ns,
+        queue_ns: metered.queue_ns,
+    });
+    if !state.audit.record(record, usage.as_ref()).await {
         tracing::error!("an audit record could not be written");
     }
     resp

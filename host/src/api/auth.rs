@@ -65,8 +65,16 @@ pub async fn require(
         key_id: grant.key_id,
     };
     req.extensions_mut().insert(principal.clone());
+    // The route template (`/v1/jobs/{id}`), for usage records: routing has happened here.
+    let matched = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .cloned();
     let mut resp = next.run(req).await;
     resp.extensions_mut().insert(principal);
+    if let Some(m) = matched {
+        resp.extensions_mut().insert(m);
+    }
     let timing = match resp.headers().get(super::functions::SERVER_TIMING) {
         Some(inner) => format!("auth;dur={auth_ms:.3}, {}", inner.to_str().unwrap_or("")),
         None => format!("auth;dur={auth_ms:.3}"),

@@ -17,6 +17,7 @@ use super::error::ApiError;
 use crate::jobs::{Completion, Job, Outcome, now_ms};
 use crate::queue::Durability;
 use crate::staging::{Keep, StagingError};
+use imgfleet_metering::ImageSide;
 
 pub(super) const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
@@ -97,11 +98,13 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
     };
     drop(ticket);
     let mut resp = respond(&state, completion).await?;
-    let pixels = resp.extensions().get::<Metered>().map_or(0, |m| m.pixels);
-    resp.extensions_mut().insert(Metered {
-        input_bytes,
-        pixels,
-    });
+    let mut metered = resp
+        .extensions()
+        .get::<Metered>()
+        .cloned()
+        .unwrap_or_default();
+    metered.input.bytes = input_bytes;
+    resp.extensions_mut().insert(metered);
     Ok(resp)
 }
 
@@ -144,12 +147,23 @@ async fn respond(state: &AppState, completion: Completion) -> Result<Response, A
                 facts = facts.as_deref().unwrap_or(""),
                 "served"
             );
-            let pixels = facts
+            let facts = facts
                 .as_deref()
-                .and_then(imgfleet_resize::http::Facts::parse)
-                .map_or(0, |f| {
-                    u64::from(f.output.width) * u64::from(f.output.height)
-                });
+                .and_then(imgfleet_resize::http::Facts::parse);
+            let side = |f: &imgfleet_resize::pipeline::ImageFacts| ImageSide {
+                bytes: f.bytes,
+                format: Some(f.format.name().to_string()),
+                width: f.width,
+                height: f.height,
+            };
+            let ns = |ms: f64| (ms * 1e6) as u64;
+            let metered = Metered {
+                input: facts.as_ref().map(|f| side(&f.input)).unwrap_or_default(),
+                output: facts.as_ref().map(|f| side(&f.output)).unwrap_or_default(),
+                cpu_ns: ns(cpu_ms),
+                wall_ns: ns(wall_ms),
+                queue_ns: ns(queue_ms),
+            };
             // A function's own error body carries its stable code; the audit log keeps it.
             let code = (status >= 400)
                 .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
@@ -159,10 +173,7 @@ async fn respond(state: &AppState, completion: Completion) -> Result<Response, A
             if let Some(code) = code {
                 resp.extensions_mut().insert(super::error::ErrorCode(code));
             }
-            resp.extensions_mut().insert(Metered {
-                input_bytes: 0,
-                pixels,
-            });
+            resp.extensions_mut().insert(metered);
             *resp.status_mut() =
                 StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut inner_timing = None;

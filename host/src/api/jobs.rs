@@ -82,10 +82,9 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> Result<Respo
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/jobs/{id}")) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
-    resp.extensions_mut().insert(Metered {
-        input_bytes,
-        pixels: 0,
-    });
+    let mut metered = Metered::default();
+    metered.input.bytes = input_bytes;
+    resp.extensions_mut().insert(metered);
     Ok(resp)
 }
 

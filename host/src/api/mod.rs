@@ -46,6 +46,7 @@ pub struct AppState {
     pub identity: Arc<dyn crate::identity::IdentityStore>,
     pub audit: crate::audit::AuditLog,
     pub admin_token: Arc<String>,
+    pub usage: Arc<dyn crate::usage::UsageStore>,
 }
 
 impl AppState {

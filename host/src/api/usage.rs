@@ -1,11 +1,14 @@
-//! `GET /v1/usage`: the caller's own usage, from the audit log. There is no way to name
-//! another tenant: the tenant is the one the API key belongs to.
+//! Usage queries, from the usage store's hourly rollups: `GET /v1/usage` for the caller's
+//! own tenant (there is no way to name another), `GET /admin/usage` for any. Usage is
+//! eventual: a request shows up once its batch has been folded (seconds).
 
+use axum::Extension;
+use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
-use serde::Deserialize;
+use imgfleet_metering::Rollup;
+use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::auth::Principal;
@@ -28,50 +31,143 @@ pub struct UsageQuery {
     granularity: Option<String>,
 }
 
-pub async fn usage(
-    State(state): State<AppState>,
-    Extension(who): Extension<Principal>,
-    query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ApiError> {
-    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", m);
-    let Query(q) = query.map_err(|e| bad(e.body_text()))?;
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUsageQuery {
+    tenant: Option<String>,
+    from: Option<u64>,
+    to: Option<u64>,
+    granularity: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Bucket {
+    start_ms: u64,
+    requests: u64,
+    errors: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    pixels_in: u64,
+    pixels_out: u64,
+    cpu_ms: f64,
+}
+
+impl From<Rollup> for Bucket {
+    fn from(r: Rollup) -> Self {
+        Self {
+            start_ms: r.hour_ms,
+            requests: r.requests,
+            errors: r.errors,
+            bytes_in: r.bytes_in,
+            bytes_out: r.bytes_out,
+            pixels_in: r.pixels_in,
+            pixels_out: r.pixels_out,
+            cpu_ms: r.cpu_ns as f64 / 1e6,
+        }
+    }
+}
+
+struct Range {
+    from: u64,
+    to: u64,
+    granularity: &'static str,
+    bucket_ms: u64,
+}
+
+fn bad(m: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", m)
+}
+
+fn range(from: Option<u64>, to: Option<u64>, granularity: Option<&str>) -> Result<Range, ApiError> {
     let now = now_ms();
-    let from = q
-        .from
-        .unwrap_or_else(|| imgfleet_auth::calendar::month_start_ms(now));
-    let to = q.to.unwrap_or(now + 1);
-    let (granularity, bucket) = match q.granularity.as_deref().unwrap_or("day") {
+    let from = from.unwrap_or_else(|| imgfleet_auth::calendar::month_start_ms(now));
+    let to = to.unwrap_or(now + 1);
+    let (granularity, bucket_ms) = match granularity.unwrap_or("day") {
         "hour" => ("hour", HOUR_MS),
         "day" => ("day", DAY_MS),
         other => return Err(bad(format!("granularity `{other}`: use hour or day"))),
     };
     if to <= from {
-        return Err(bad("`to` must be after `from`".into()));
+        return Err(bad("`to` must be after `from`"));
     }
-    if (to - from) / bucket > MAX_BUCKETS {
+    if (to - from) / bucket_ms > MAX_BUCKETS {
         return Err(bad(format!(
             "at most {MAX_BUCKETS} buckets per request; narrow from/to or use days"
         )));
     }
-    let buckets = state
-        .audit
-        .usage(who.tenant.clone(), from, to, bucket)
+    Ok(Range {
+        from,
+        to,
+        granularity,
+        bucket_ms,
+    })
+}
+
+fn unavailable(e: crate::usage::UsageError) -> ApiError {
+    tracing::error!(error = %e, "usage query");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "usage_unavailable",
+        "usage cannot be read right now",
+    )
+    .retry_after(1)
+}
+
+async fn buckets(state: &AppState, tenant: &str, r: &Range) -> Result<Vec<Bucket>, ApiError> {
+    // Rollups are hourly: widen `from` to its hour so the first hour is whole.
+    let hourly = state
+        .usage
+        .rollups(tenant, r.from - r.from % HOUR_MS, r.to)
         .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "usage query");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "usage_unavailable",
-                "usage cannot be read right now",
-            )
-            .retry_after(1)
-        })?;
+        .map_err(unavailable)?;
+    Ok(crate::usage::bucket(&hourly, r.bucket_ms)
+        .into_iter()
+        .map(Bucket::from)
+        .collect())
+}
+
+pub async fn usage(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| bad(e.body_text()))?;
+    let r = range(q.from, q.to, q.granularity.as_deref())?;
+    let buckets = buckets(&state, &who.tenant, &r).await?;
     Ok(Json(serde_json::json!({
         "tenant": who.tenant,
-        "from": from,
-        "to": to,
-        "granularity": granularity,
+        "from": r.from,
+        "to": r.to,
+        "granularity": r.granularity,
         "buckets": buckets,
+    }))
+    .into_response())
+}
+
+pub async fn admin_usage(
+    State(state): State<AppState>,
+    query: Result<Query<AdminUsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| bad(e.body_text()))?;
+    let r = range(q.from, q.to, q.granularity.as_deref())?;
+    let tenants = match q.tenant {
+        Some(t) => vec![t],
+        None => state
+            .usage
+            .tenants(r.from - r.from % HOUR_MS, r.to)
+            .await
+            .map_err(unavailable)?,
+    };
+    let mut out = Vec::new();
+    for tenant in tenants {
+        let buckets = buckets(&state, &tenant, &r).await?;
+        out.push(serde_json::json!({ "tenant": tenant, "buckets": buckets }));
+    }
+    Ok(Json(serde_json::json!({
+        "from": r.from,
+        "to": r.to,
+        "granularity": r.granularity,
+        "tenants": out,
     }))
     .into_response())
 }

@@ -156,3 +156,80 @@ impl AuthCache {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::NewKey;
+    use crate::identity::sqlite::SqliteIdentityStore;
+
+    fn key(id: &str, tenant: &str) -> NewKey {
+        NewKey {
+            key_id: id.into(),
+            tenant: tenant.into(),
+            secret_hash: "h".into(),
+            scopes: imgfleet_auth::Scope::ALL.to_vec(),
+            label: None,
+            created_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_cache_follows_the_change_log_and_never_goes_backwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteIdentityStore::open(&dir.path().join("i.sqlite")).unwrap();
+        let cache = AuthCache::new(Duration::from_secs(1));
+        assert!(cache.stale(), "never synced");
+        store.create_tenant("acme").await.unwrap();
+        store.insert_key(key("k1", "acme")).await.unwrap();
+        cache.sync(&store).await.unwrap();
+        assert!(!cache.stale());
+        assert_eq!(cache.version(), 2);
+        let (k, t) = cache.lookup("k1");
+        assert_eq!(
+            (k.unwrap().revoked, t.unwrap().id),
+            (false, "acme".to_string())
+        );
+        assert_eq!(cache.lookup("k2"), (None, None));
+
+        store.revoke_key("k1").await.unwrap();
+        cache.sync(&store).await.unwrap();
+        assert!(cache.lookup("k1").0.unwrap().revoked);
+        // Replaying an older change (as a re-read log would) does not undo the revocation.
+        let old = store.changes_since(0, 10).await.unwrap();
+        cache.apply(&old[..2]);
+        assert!(cache.lookup("k1").0.unwrap().revoked);
+        assert_eq!(cache.version(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_follower_picks_changes_up_and_waiters_see_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteIdentityStore::open(&dir.path().join("i.sqlite")).unwrap());
+        let cache = AuthCache::new(Duration::from_secs(1));
+        cache.spawn_follower(store.clone());
+        let t = store.create_tenant("acme").await.unwrap();
+        assert!(cache.wait_for(t.version, Duration::from_secs(2)).await);
+        assert!(
+            !cache
+                .wait_for(t.version + 1, Duration::from_millis(200))
+                .await
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cache_that_cannot_sync_keeps_its_data_and_turns_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.sqlite");
+        let store = SqliteIdentityStore::open(&path).unwrap();
+        store.create_tenant("acme").await.unwrap();
+        store.insert_key(key("k1", "acme")).await.unwrap();
+        let cache = AuthCache::new(Duration::from_millis(50));
+        cache.sync(&store).await.unwrap();
+        std::fs::rename(&path, dir.path().join("away")).unwrap();
+        assert!(cache.sync(&store).await.is_err());
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(cache.stale());
+        assert!(cache.lookup("k1").0.is_some());
+    }
+}

@@ -16,7 +16,7 @@ use imgfleet_auth::rate::TokenBucket;
 use imgfleet_auth::{CheckRequest, Decision, Denial, Grant, Scope, parse_authorization};
 
 use crate::jobs::now_ms;
-use crate::runtime::{InvokeRequest, Runtime, WarmInstance};
+use crate::runtime::{Runtime, WarmPool};
 use cache::AuthCache;
 use usage::MonthUsage;
 
@@ -24,8 +24,6 @@ use usage::MonthUsage;
 pub const AUTH_COMPONENT: &str = "auth-check";
 /// Budget of one decision; it normally takes microseconds.
 const CHECK_DEADLINE: Duration = Duration::from_millis(250);
-/// A warm instance is retired after this many calls, bounding whatever it might accumulate.
-const CALLS_PER_INSTANCE: u64 = 100_000;
 
 /// Why a request was not let in.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,13 +38,9 @@ pub enum Refusal {
 }
 
 pub struct Gate {
-    runtime: Arc<Runtime>,
     pub cache: Arc<AuthCache>,
     pub usage: MonthUsage,
-    warm: Mutex<Vec<WarmInstance>>,
-    max_warm: usize,
-    /// Bounds the instances in use at once (they come from the runtime's fixed pool).
-    permits: tokio::sync::Semaphore,
+    warm: WarmPool,
     rates: Mutex<HashMap<String, TokenBucket>>,
 }
 
@@ -61,12 +55,9 @@ impl Gate {
             "the manifest has no `{AUTH_COMPONENT}` component; every request is authenticated by it"
         );
         Ok(Self {
-            runtime,
             cache,
             usage: MonthUsage::default(),
-            warm: Mutex::new(Vec::new()),
-            max_warm: max_warm.max(1),
-            permits: tokio::sync::Semaphore::new(max_warm.max(1)),
+            warm: WarmPool::new(runtime.clone(), AUTH_COMPONENT, max_warm),
             rates: Mutex::default(),
         })
     }
@@ -114,31 +105,14 @@ impl Gate {
 
     async fn decide(&self, request: &CheckRequest) -> Result<Decision, Refusal> {
         let body = serde_json::to_vec(request).map_err(|e| Refusal::Unavailable(e.to_string()))?;
-        let _permit = self
-            .permits
-            .acquire()
+        let (status, body) = self
+            .warm
+            .post(Bytes::from(body), CHECK_DEADLINE)
             .await
-            .map_err(|e| Refusal::Unavailable(e.to_string()))?;
-        let mut instance = self.take_instance().await?;
-        let answer = instance
-            .call(
-                InvokeRequest {
-                    method: http::Method::POST,
-                    path_and_query: "/".into(),
-                    headers: http::HeaderMap::new(),
-                    body: Bytes::from(body),
-                },
-                CHECK_DEADLINE,
-            )
-            .await;
-        let (status, body) = match answer {
-            Ok(a) => a,
-            Err(e) => {
+            .map_err(|e| {
                 tracing::error!(error = %e, "auth-check failed; instance retired");
-                return Err(Refusal::Unavailable(e.to_string()));
-            }
-        };
-        self.put_back(instance);
+                Refusal::Unavailable(e.to_string())
+            })?;
         if status != http::StatusCode::OK {
             return Err(Refusal::Unavailable(format!(
                 "auth-check answered {status}: {}",
@@ -149,27 +123,5 @@ impl Gate {
             .ok()
             .and_then(WireDecision::into_decision)
             .ok_or_else(|| Refusal::Unavailable("auth-check gave an unreadable decision".into()))
-    }
-
-    async fn take_instance(&self) -> Result<WarmInstance, Refusal> {
-        let pooled = self.warm.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        match pooled {
-            Some(i) => Ok(i),
-            None => self
-                .runtime
-                .warm(AUTH_COMPONENT)
-                .await
-                .map_err(|e| Refusal::Unavailable(e.to_string())),
-        }
-    }
-
-    fn put_back(&self, instance: WarmInstance) {
-        if instance.calls() >= CALLS_PER_INSTANCE {
-            return;
-        }
-        let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
-        if warm.len() < self.max_warm {
-            warm.push(instance);
-        }
     }
 }

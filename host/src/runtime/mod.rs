@@ -19,7 +19,7 @@ use crate::manifest::Manifest;
 
 pub use invoke::{Invocation, InvokeError, InvokeRequest};
 use state::StoreState;
-pub use warm::WarmInstance;
+pub use warm::{WarmInstance, WarmPool};
 
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {

@@ -78,6 +78,63 @@ impl WarmInstance {
     }
 }
 
+/// A few warm instances of one function, shared by many callers: at most `max` exist, each
+/// used by one caller at a time, retired after `CALLS_PER_INSTANCE` calls or any failure.
+pub struct WarmPool {
+    runtime: std::sync::Arc<super::Runtime>,
+    function: String,
+    idle: std::sync::Mutex<Vec<WarmInstance>>,
+    permits: tokio::sync::Semaphore,
+}
+
+/// Bounds whatever an instance might accumulate over its life.
+pub const CALLS_PER_INSTANCE: u64 = 100_000;
+
+impl WarmPool {
+    pub fn new(runtime: std::sync::Arc<super::Runtime>, function: &str, max: usize) -> Self {
+        Self {
+            runtime,
+            function: function.to_string(),
+            idle: std::sync::Mutex::new(Vec::new()),
+            // The instances come from the runtime's fixed pool: never more than `max`.
+            permits: tokio::sync::Semaphore::new(max.max(1)),
+        }
+    }
+
+    /// `POST /` with `body` to the function; its status and body.
+    pub async fn post(
+        &self,
+        body: Bytes,
+        deadline: Duration,
+    ) -> Result<(http::StatusCode, Bytes), InvokeError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| InvokeError::Host(e.to_string()))?;
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut instance = match pooled {
+            Some(i) => i,
+            None => self.runtime.warm(&self.function).await?,
+        };
+        let request = InvokeRequest {
+            method: http::Method::POST,
+            path_and_query: "/".into(),
+            headers: http::HeaderMap::new(),
+            body,
+        };
+        // On error the instance is dropped: its state is unknown.
+        let answer = instance.call(request, deadline).await?;
+        if instance.calls() < CALLS_PER_INSTANCE {
+            self.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(instance);
+        }
+        Ok(answer)
+    }
+}
+
 fn ticks(d: Duration) -> u64 {
     d.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64
 }

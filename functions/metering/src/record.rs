@@ -1,0 +1,47 @@
+//! A usage record: everything billing may ever want to know about one request.
+
+use serde::{Deserialize, Serialize};
+
+/// One side (input or output) of a request. Zero / `None` when there was no image (an
+/// error before decoding, a job status poll).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageSide {
+    pub bytes: u64,
+    #[serde(default)]
+    pub format: Option<String>,
+    #[serde(default)]
+    pub width: u32,
+    #[serde(default)]
+    pub height: u32,
+}
+
+impl ImageSide {
+    pub fn pixels(&self) -> u64 {
+        u64::from(self.width) * u64::from(self.height)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    /// Unique per request, chosen by the host (never by the client).
+    pub id: String,
+    pub tenant: String,
+    pub key_id: String,
+    pub at_ms: u64,
+    /// The route that was called, e.g. `/v1/resize`.
+    pub route: String,
+    pub status: u16,
+    pub input: ImageSide,
+    pub output: ImageSide,
+    /// CPU time of the function invocation, measured by the host.
+    pub cpu_ns: u64,
+    pub wall_ns: u64,
+    pub queue_ns: u64,
+}
+
+/// What travels on the usage queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    pub id: String,
+    pub records: Vec<UsageRecord>,
+}

@@ -1,0 +1,63 @@
+//! Usage metering: every authenticated request leaves a usage record in the host's local
+//! durable log (with its audit record, before the response); `shipper` sends them in
+//! batches to the `usage` queue; `meter` folds each batch with the metering function and
+//! stores records and hourly rollups in the usage store, counting each record once.
+
+pub mod meter;
+pub mod shipper;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use imgfleet_metering::{Folded, Rollup, UsageRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    #[error("the usage store is unavailable: {0}")]
+    Unavailable(String),
+    /// Some records were stored by someone else since the fold: fold again.
+    #[error("records of this batch were counted concurrently")]
+    Raced,
+}
+
+#[async_trait]
+pub trait UsageStore: Send + Sync {
+    /// Which of `ids` are already counted.
+    async fn known(&self, ids: Vec<String>) -> Result<Vec<String>, UsageError>;
+    /// Stores a fold's records and adds its rollups, all or nothing.
+    async fn apply(&self, folded: Folded) -> Result<(), UsageError>;
+    /// One tenant's hourly rollups with `from_ms <= hour < to_ms`, oldest first.
+    async fn rollups(
+        &self,
+        tenant: &str,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<Rollup>, UsageError>;
+    /// Tenants with any usage in the range (for admins).
+    async fn tenants(&self, from_ms: u64, to_ms: u64) -> Result<Vec<String>, UsageError>;
+    /// One tenant's raw records in `[from_ms, to_ms)`, compressed segments included, by time.
+    async fn records(
+        &self,
+        tenant: &str,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<UsageRecord>, UsageError>;
+    /// Packs raw records older than `before_ms` into compressed per-tenant, per-day segments.
+    /// Returns how many records were packed.
+    async fn compact(&self, before_ms: u64) -> Result<u64, UsageError>;
+}
+
+/// Sums hourly rollups into buckets of `bucket_ms` (hours or UTC days).
+pub fn bucket(rollups: &[Rollup], bucket_ms: u64) -> Vec<Rollup> {
+    let mut out: Vec<Rollup> = Vec::new();
+    for r in rollups {
+        let start = r.hour_ms - r.hour_ms % bucket_ms;
+        match out.last_mut() {
+            Some(last) if last.hour_ms == start && last.tenant == r.tenant => last.merge(r),
+            _ => out.push(Rollup {
+                hour_ms: start,
+                ..r.clone()
+            }),
+        }
+    }
+    out
+}
