@@ -51,7 +51,12 @@ pub const MAX_QUERY_LIMIT: usize = 10_000;
 const GROUP: usize = 512;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
-type Pending = (AuditRecord, Option<String>, oneshot::Sender<bool>);
+/// What the writer thread commits: requests, and the outbox records already shipped (the
+/// deletion rides along in the next group instead of contending for the write lock).
+enum Pending {
+    Request(Box<AuditRecord>, Option<String>, oneshot::Sender<bool>),
+    Shipped(i64, oneshot::Sender<bool>),
+}
 
 #[derive(Clone)]
 pub struct AuditLog {
@@ -68,6 +73,8 @@ impl AuditLog {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "cache_size", -65_536)?;
+        conn.pragma_update(None, "mmap_size", 1_i64 << 30)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS audit (
@@ -131,7 +138,11 @@ impl AuditLog {
             Err(_) => return false,
         };
         let (done, committed) = oneshot::channel();
-        if self.tx.send((record, usage, done)).is_err() {
+        if self
+            .tx
+            .send(Pending::Request(Box::new(record), usage, done))
+            .is_err()
+        {
             return false;
         }
         committed.await.unwrap_or(false)
@@ -164,14 +175,16 @@ impl AuditLog {
 
     /// Forgets shipped usage records (all up to and including `seq`).
     pub async fn shipped(&self, seq: i64) -> Result<(), AuditError> {
-        let reader = self.reader.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
-            conn.execute("DELETE FROM usage_outbox WHERE seq <= ?1", params![seq])?;
+        let (done, committed) = oneshot::channel();
+        let gone = || AuditError(rusqlite::Error::InvalidQuery);
+        self.tx
+            .send(Pending::Shipped(seq, done))
+            .map_err(|_| gone())?;
+        if committed.await.unwrap_or(false) {
             Ok(())
-        })
-        .await
-        .expect("outbox task")
+        } else {
+            Err(gone())
+        }
     }
 
     pub async fn query(&self, q: AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {
@@ -253,7 +266,8 @@ fn write_loop(mut conn: Connection, rx: crossbeam_channel::Receiver<Pending>) {
                 false
             }
         };
-        for (_, _, done) in group {
+        for p in group {
+            let (Pending::Request(_, _, done) | Pending::Shipped(_, done)) = p;
             let _ = done.send(ok);
         }
     }
@@ -268,7 +282,15 @@ fn write_group(conn: &mut Connection, group: &[Pending]) -> rusqlite::Result<()>
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
         let mut outbox = tx.prepare_cached("INSERT INTO usage_outbox (record) VALUES (?1)")?;
-        for (r, usage, _) in group {
+        let mut forget = tx.prepare_cached("DELETE FROM usage_outbox WHERE seq <= ?1")?;
+        for p in group {
+            let (r, usage) = match p {
+                Pending::Request(r, usage, _) => (r, usage),
+                Pending::Shipped(seq, _) => {
+                    forget.execute(params![seq])?;
+                    continue;
+                }
+            };
             if let Some(u) = usage {
                 outbox.execute(params![u])?;
             }

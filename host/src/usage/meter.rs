@@ -33,68 +33,81 @@ pub struct Meter {
 }
 
 impl Meter {
-    /// Folds and stores one batch; returns what the fold said.
-    pub async fn ingest(&self, batch: Batch) -> Result<Folded, MeterError> {
-        // Another meter may store some of these records between our read and our write;
-        // the store then refuses the fold whole and we fold again.
+    /// The metering function's fold of `batch`, given what the store has already counted.
+    pub async fn fold(&self, batch: &Batch) -> Result<Folded, MeterError> {
+        let ids = batch.records.iter().map(|r| r.id.clone()).collect();
+        let known = self.store.known(ids).await?;
+        let request = FoldRequest {
+            batch: batch.clone(),
+            known,
+        };
+        let body =
+            serde_json::to_vec(&request).map_err(|e| MeterError::Unreadable(e.to_string()))?;
+        let (status, body) = self
+            .function
+            .post(Bytes::from(body), FOLD_DEADLINE)
+            .await
+            .map_err(|e| MeterError::Function(e.to_string()))?;
+        if status != http::StatusCode::OK {
+            return Err(MeterError::Function(format!(
+                "answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            )));
+        }
+        serde_json::from_slice(&body).map_err(|e| MeterError::Function(e.to_string()))
+    }
+
+    /// Stores a fold; if some of its records were counted in the meantime (a redelivery
+    /// racing its original), folds again against the store and retries.
+    pub async fn store(&self, batch: &Batch, mut folded: Folded) -> Result<Folded, MeterError> {
         for _ in 0..5 {
-            let ids = batch.records.iter().map(|r| r.id.clone()).collect();
-            let known = self.store.known(ids).await?;
-            let request = FoldRequest {
-                batch: batch.clone(),
-                known,
-            };
-            let body =
-                serde_json::to_vec(&request).map_err(|e| MeterError::Unreadable(e.to_string()))?;
-            let (status, body) = self
-                .function
-                .post(Bytes::from(body), FOLD_DEADLINE)
-                .await
-                .map_err(|e| MeterError::Function(e.to_string()))?;
-            if status != http::StatusCode::OK {
-                return Err(MeterError::Function(format!(
-                    "answered {status}: {}",
-                    String::from_utf8_lossy(&body)
-                )));
-            }
-            let folded: Folded =
-                serde_json::from_slice(&body).map_err(|e| MeterError::Function(e.to_string()))?;
             match self.store.apply(folded.clone()).await {
                 Ok(()) => return Ok(folded),
-                Err(UsageError::Raced) => continue,
+                Err(UsageError::Raced) => folded = self.fold(batch).await?,
                 Err(e) => return Err(e.into()),
             }
         }
         Err(UsageError::Raced.into())
     }
 
-    async fn handle(&self, queue: &dyn Queue, message: Message) {
-        let outcome = match serde_json::from_slice::<Batch>(&message.body) {
-            Ok(batch) => self.ingest(batch).await,
-            Err(e) => Err(MeterError::Unreadable(e.to_string())),
-        };
-        match outcome {
-            Ok(folded) => {
-                for r in &folded.rejected {
-                    tracing::error!(record = %r.id, reason = %r.reason, "usage record rejected");
-                }
-            }
-            Err(MeterError::Unreadable(e)) => {
-                // Redelivering cannot help; the dead-letter queue keeps it for a look.
-                tracing::error!(error = %e, "unreadable usage batch");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "usage batch not stored; it will be redelivered");
-                return;
-            }
-        }
-        if let Err(e) = queue.delete(&message.receipt).await {
-            tracing::warn!(error = %e, "deleting a stored usage batch (a redelivery counts nothing)");
-        }
+    /// Folds and stores one batch; returns what the fold said.
+    pub async fn ingest(&self, batch: Batch) -> Result<Folded, MeterError> {
+        let folded = self.fold(&batch).await?;
+        self.store(&batch, folded).await
     }
 
+    /// The batches of one receive as one batch (one fold, one commit), and their messages.
+    fn gather(messages: Vec<Message>) -> Option<(Batch, Vec<Message>)> {
+        let mut records = Vec::new();
+        let mut readable = Vec::new();
+        for message in messages {
+            match serde_json::from_slice::<Batch>(&message.body) {
+                Ok(batch) => {
+                    records.extend(batch.records);
+                    readable.push(message);
+                }
+                // Redelivering cannot help; the dead-letter queue keeps it for a look.
+                Err(e) => tracing::error!(error = %e, "unreadable usage batch"),
+            }
+        }
+        if readable.is_empty() {
+            return None;
+        }
+        let id = readable
+            .iter()
+            .map(|m| m.id.as_str())
+            .collect::<Vec<_>>()
+            .join("+");
+        Some((Batch { id, records }, readable))
+    }
+
+    /// Runs until the process ends, in two stages side by side: receiving and folding the
+    /// next batches while the previous fold is being stored. A message is deleted only
+    /// after its records are committed.
     pub fn spawn(self: Arc<Self>, queue: Arc<dyn Queue>) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Batch, Vec<Message>, Folded)>(1);
+        let folder = self.clone();
+        let source = queue.clone();
         tokio::spawn(async move {
             loop {
                 let request = ReceiveRequest {
@@ -102,8 +115,39 @@ impl Meter {
                     wait: Duration::from_secs(5),
                     visibility: None,
                 };
-                for message in receive_or_pause(queue.as_ref(), request, "usage batches").await {
-                    self.handle(queue.as_ref(), message).await;
+                let messages = receive_or_pause(source.as_ref(), request, "usage batches").await;
+                let Some((batch, messages)) = Self::gather(messages) else {
+                    continue;
+                };
+                match folder.fold(&batch).await {
+                    Ok(folded) => {
+                        if tx.send((batch, messages, folded)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "usage batches not folded; they will be redelivered")
+                    }
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some((batch, messages, folded)) = rx.recv().await {
+                match self.store(&batch, folded).await {
+                    Ok(folded) => {
+                        for r in &folded.rejected {
+                            tracing::error!(record = %r.id, reason = %r.reason, "usage record rejected");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "usage batches not stored; they will be redelivered");
+                        continue;
+                    }
+                }
+                for message in messages {
+                    if let Err(e) = queue.delete(&message.receipt).await {
+                        tracing::warn!(error = %e, "deleting a stored usage batch (a redelivery counts nothing)");
+                    }
                 }
             }
         });

@@ -28,9 +28,10 @@ impl Default for ShipperConfig {
 }
 
 const IDLE_POLL: Duration = Duration::from_millis(50);
+const ROUND_BATCHES: usize = 10;
 
-/// Splits records into batches whose JSON stays under `max_bytes`.
-pub fn batches(records: Vec<UsageRecord>, max_bytes: usize) -> Vec<Batch> {
+/// Splits records into batches of at most `max_records` whose JSON stays under `max_bytes`.
+pub fn batches(records: Vec<UsageRecord>, max_records: usize, max_bytes: usize) -> Vec<Batch> {
     // Room for the envelope; a record is far smaller than the limit.
     let budget = max_bytes.saturating_sub(256);
     let mut out = Vec::new();
@@ -38,7 +39,7 @@ pub fn batches(records: Vec<UsageRecord>, max_bytes: usize) -> Vec<Batch> {
     let mut size = 0;
     for r in records {
         let len = serde_json::to_vec(&r).map(|v| v.len() + 1).unwrap_or(0);
-        if !current.is_empty() && size + len > budget {
+        if !current.is_empty() && (size + len > budget || current.len() >= max_records) {
             out.push(std::mem::take(&mut current));
             size = 0;
         }
@@ -59,7 +60,8 @@ pub fn batches(records: Vec<UsageRecord>, max_bytes: usize) -> Vec<Batch> {
 pub fn spawn(log: AuditLog, queue: Arc<dyn Queue>, config: ShipperConfig) {
     tokio::spawn(async move {
         loop {
-            let pending = match log.outbox(config.max_records).await {
+            // A backlog goes out several batches per round.
+            let pending = match log.outbox(config.max_records * ROUND_BATCHES).await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the usage outbox");
@@ -78,17 +80,30 @@ pub fn spawn(log: AuditLog, queue: Arc<dyn Queue>, config: ShipperConfig) {
             }
             let last_seq = pending.last().map(|(seq, _)| *seq).unwrap_or_default();
             let records = pending.into_iter().map(|(_, r)| r).collect();
+            // Sent side by side, so the queue's group commit covers them together.
+            let sends = batches(records, config.max_records, queue.max_message_bytes())
+                .into_iter()
+                .map(|batch| {
+                    let body = serde_json::to_vec(&batch).expect("a batch serialises");
+                    // Batches need no order among themselves: one group each.
+                    let message = OutgoingMessage::new(body)
+                        .group(batch.id)
+                        .durability(Durability::Synced);
+                    let queue = queue.clone();
+                    tokio::spawn(async move { queue.send(message).await })
+                });
             let mut sent_all = true;
-            for batch in batches(records, queue.max_message_bytes()) {
-                let body = serde_json::to_vec(&batch).expect("a batch serialises");
-                // Batches need no order among themselves: one group each.
-                let message = OutgoingMessage::new(body)
-                    .group(batch.id.clone())
-                    .durability(Durability::Synced);
-                if let Err(e) = queue.send(message).await {
-                    tracing::warn!(error = %e, "shipping usage; retrying");
-                    sent_all = false;
-                    break;
+            for send in sends.collect::<Vec<_>>() {
+                match send.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "shipping usage; retrying");
+                        sent_all = false;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "shipping usage; retrying");
+                        sent_all = false;
+                    }
                 }
             }
             if !sent_all {
@@ -125,7 +140,7 @@ mod tests {
                 queue_ns: 0,
             })
             .collect();
-        let out = batches(records, 16 * 1024);
+        let out = batches(records, 1000, 16 * 1024);
         assert!(out.len() > 1);
         assert!(
             out.iter()
@@ -138,5 +153,14 @@ mod tests {
         assert_eq!(ids.len(), 500);
         assert_eq!(ids[0], "r0");
         assert_eq!(ids[499], "r499");
+        let by_count = batches(
+            out.into_iter().flat_map(|b| b.records).collect(),
+            100,
+            1 << 20,
+        );
+        assert_eq!(
+            by_count.iter().map(|b| b.records.len()).collect::<Vec<_>>(),
+            [100; 5]
+        );
     }
 }
