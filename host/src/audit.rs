@@ -412,6 +412,7 @@ mod tests {
         let log = AuditLog::open(&path).unwrap();
         let usage = |id: &str| UsageRecord {
             id: id.into(),
+            request_id: String::new(),
             tenant: "a".into(),
             key_id: "k".into(),
             at_ms: 5,

@@ -145,14 +145,15 @@ pub async fn usage(store: &StoreArgs, action: UsageAction) -> anyhow::Result<()>
                 ExportFormat::Csv => {
                     writeln!(
                         out,
-                        "id,tenant,key_id,at_ms,route,status,in_bytes,in_format,in_width,in_height,out_bytes,out_format,out_width,out_height,cpu_ns,wall_ns,queue_ns"
+                        "id,request_id,tenant,key_id,at_ms,route,status,in_bytes,in_format,in_width,in_height,out_bytes,out_format,out_width,out_height,cpu_ns,wall_ns,queue_ns"
                     )?;
                     for r in &records {
                         // Every field is an id, a number or a format name: nothing to quote.
                         writeln!(
                             out,
-                            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                             r.id,
+                            r.request_id,
                             r.tenant,
                             r.key_id,
                             r.at_ms,

@@ -28,6 +28,7 @@ const WRITERS: usize = 256;
 fn usage(i: usize, tenant: usize, at_ms: u64) -> UsageRecord {
     UsageRecord {
         id: format!("{at_ms:x}-{i}"),
+        request_id: String::new(),
         tenant: format!("tenant-{tenant}"),
         key_id: "0123456789abcdef".into(),
         at_ms,

@@ -219,12 +219,13 @@ fn rollups_agree_with_the_raw_records_also_once_compressed() {
     ]))
     .unwrap();
     assert_eq!(csv.lines().count(), 22);
-    assert!(csv.starts_with("id,tenant,key_id,at_ms,route,status,"));
+    assert!(csv.starts_with("id,request_id,tenant,key_id,at_ms,route,status,"));
 }
 
 fn record(id: usize) -> UsageRecord {
     UsageRecord {
         id: format!("rec-{id}"),
+        request_id: String::new(),
         tenant: "acme".into(),
         key_id: "k".into(),
         at_ms: 1_795_874_073_000 + id as u64,

@@ -129,6 +129,7 @@ mod tests {
     fn rec(id: &str, tenant: &str, at_ms: u64, status: u16) -> UsageRecord {
         UsageRecord {
             id: id.into(),
+            request_id: String::new(),
             tenant: tenant.into(),
             key_id: "k".into(),
             at_ms,

@@ -23,8 +23,11 @@ impl ImageSide {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageRecord {
-    /// Unique per request, chosen by the host (never by the client).
+    /// Unique per request, chosen by the host (never by the client): the de-duplication key.
     pub id: String,
+    /// The request's `X-Request-Id` (possibly the client's), to join with logs and audit.
+    #[serde(default)]
+    pub request_id: String,
     pub tenant: String,
     pub key_id: String,
     pub at_ms: u64,

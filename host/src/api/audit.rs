@@ -87,6 +87,7 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
     let usage = principal.as_ref().map(|p| UsageRecord {
         // The host's own id: request ids may come from clients and need not be unique.
         id: uuid::Uuid::now_v7().to_string(),
+        request_id: record.request_id.clone(),
         tenant: p.tenant.clone(),
         key_id: p.key_id.clone(),
         at_ms,

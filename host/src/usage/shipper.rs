@@ -128,6 +128,7 @@ mod tests {
         let records: Vec<UsageRecord> = (0..500)
             .map(|i| UsageRecord {
                 id: format!("r{i}"),
+                request_id: String::new(),
                 tenant: "a".into(),
                 key_id: "k".into(),
                 at_ms: 1,

@@ -394,6 +394,7 @@ mod tests {
     fn rec(id: usize, tenant: &str, at_ms: u64, status: u16) -> UsageRecord {
         UsageRecord {
             id: format!("r{id}"),
+            request_id: String::new(),
             tenant: tenant.into(),
             key_id: "k".into(),
             at_ms,
