@@ -56,6 +56,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 enum Pending {
     Request(Box<AuditRecord>, Option<String>, oneshot::Sender<bool>),
     Shipped(i64, oneshot::Sender<bool>),
+    /// A usage record that is not a request's (an asynchronous job's run).
+    Usage(String, oneshot::Sender<bool>),
 }
 
 #[derive(Clone)]
@@ -143,6 +145,18 @@ impl AuditLog {
             .send(Pending::Request(Box::new(record), usage, done))
             .is_err()
         {
+            return false;
+        }
+        committed.await.unwrap_or(false)
+    }
+
+    /// Puts a usage record in the outbox on its own; returns once it is committed.
+    pub async fn usage(&self, usage: &UsageRecord) -> bool {
+        let Ok(json) = serde_json::to_string(usage) else {
+            return false;
+        };
+        let (done, committed) = oneshot::channel();
+        if self.tx.send(Pending::Usage(json, done)).is_err() {
             return false;
         }
         committed.await.unwrap_or(false)
@@ -267,7 +281,9 @@ fn write_loop(mut conn: Connection, rx: crossbeam_channel::Receiver<Pending>) {
             }
         };
         for p in group {
-            let (Pending::Request(_, _, done) | Pending::Shipped(_, done)) = p;
+            let (Pending::Request(_, _, done)
+            | Pending::Shipped(_, done)
+            | Pending::Usage(_, done)) = p;
             let _ = done.send(ok);
         }
     }
@@ -288,6 +304,10 @@ fn write_group(conn: &mut Connection, group: &[Pending]) -> rusqlite::Result<()>
                 Pending::Request(r, usage, _) => (r, usage),
                 Pending::Shipped(seq, _) => {
                     forget.execute(params![seq])?;
+                    continue;
+                }
+                Pending::Usage(u, _) => {
+                    outbox.execute(params![u])?;
                     continue;
                 }
             };

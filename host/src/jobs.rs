@@ -17,6 +17,9 @@ pub fn now_ms() -> u64 {
 pub struct Job {
     pub id: String,
     pub tenant: String,
+    /// The API key it came with (for usage records).
+    #[serde(default)]
+    pub key_id: String,
     /// Component id from the manifest.
     pub function: String,
     /// HTTP method the function is invoked with.

@@ -108,6 +108,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let completions = Completions::new(completions_queue);
     completions.spawn_dispatcher(staging.clone());
 
+    let audit =
+        AuditLog::open(&args.data_dir.join("audit.sqlite")).context("opening the audit log")?;
     let job_store =
         JobStore::open(&args.data_dir.join("jobs.sqlite")).context("opening the job store")?;
     let dead_letters = directory
@@ -126,6 +128,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         async_output_ttl: Duration::from_secs(args.job_output_ttl_secs),
         max_receives: JOB_MAX_RECEIVES,
         job_store: job_store.clone(),
+        usage_log: audit.clone(),
     });
     spawn_workers(worker.clone());
     spawn_dead_letter_watcher(worker, dead_letters);
@@ -141,8 +144,6 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .context("loading identities from the identity store")?;
     cache.spawn_follower(identity.clone());
     let gate = Gate::new(runtime.clone(), cache, cores)?;
-    let audit =
-        AuditLog::open(&args.data_dir.join("audit.sqlite")).context("opening the audit log")?;
     let now = crate::jobs::now_ms();
     let month = imgfleet_auth::calendar::month_start_ms(now);
     gate.usage.seed(

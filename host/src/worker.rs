@@ -30,6 +30,8 @@ pub struct WorkerContext {
     /// Deliveries of a job before it is given up (the jobs queue's `max_receives`).
     pub max_receives: u32,
     pub job_store: JobStore,
+    /// Where an asynchronous job's run is metered (its submission was metered as a request).
+    pub usage_log: crate::audit::AuditLog,
 }
 
 /// Starts one worker per slot.
@@ -114,7 +116,22 @@ async fn finish_async(ctx: &WorkerContext, m: Message, job: Job) {
             return;
         }
     }
+    let started_ms = now_ms();
     let outcome = run(ctx, &job, Keep::Durable, ctx.async_output_ttl).await;
+    let final_failure = matches!(&outcome, Outcome::Failed { status, code, .. }
+        if !(*status >= 500 && code != "input_lost" && m.receive_count < ctx.max_receives));
+    if matches!(outcome, Outcome::Answered { .. }) || final_failure {
+        // Before the job is finished: a crash in between meters it again under the same
+        // id, which counts once.
+        if !ctx
+            .usage_log
+            .usage(&run_usage(&job, &outcome, started_ms))
+            .await
+        {
+            tracing::warn!("could not meter the job's run; it will run again");
+            return;
+        }
+    }
     let finish = match outcome {
         Outcome::Failed {
             status,
@@ -177,6 +194,39 @@ async fn record(ctx: &WorkerContext, m: &Message, job: &Job, finish: Finish) {
         }
     }
     done_with(ctx, m, job).await;
+}
+
+/// The usage record of an asynchronous job's final run, under an id derived from the job's
+/// (so it is counted once however often it is written).
+fn run_usage(job: &Job, outcome: &Outcome, started_ms: u64) -> imgfleet_metering::UsageRecord {
+    let (status, input, output, cpu_ns, wall_ns) = match outcome {
+        Outcome::Answered {
+            status,
+            wall_ms,
+            cpu_ms,
+            facts,
+            ..
+        } => {
+            let (input, output) = crate::usage::image_sides(facts.as_deref());
+            let (ns, ms) = (crate::usage::ns(*cpu_ms), crate::usage::ns(*wall_ms));
+            (*status, input, output, ns, ms)
+        }
+        Outcome::Failed { status, .. } => (*status, Default::default(), Default::default(), 0, 0),
+    };
+    imgfleet_metering::UsageRecord {
+        id: format!("run-{}", job.id),
+        request_id: job.id.clone(),
+        tenant: job.tenant.clone(),
+        key_id: job.key_id.clone(),
+        at_ms: started_ms,
+        route: "/v1/jobs/{id}/run".into(),
+        status,
+        input,
+        output,
+        cpu_ns,
+        wall_ns,
+        queue_ns: started_ms.saturating_sub(job.submitted_ms) * 1_000_000,
+    }
 }
 
 /// Jobs the queue gave up on (delivered `max_receives` times without finishing, e.g.

@@ -1,5 +1,6 @@
-//! Usage metering end to end: every authenticated request is counted exactly once, also
-//! across kill -9 and redelivered batches, and rollups agree with the raw records.
+//! Usage metering end to end: every authenticated request (and every asynchronous job's
+//! run) is counted exactly once, also across kill -9 and redelivered batches, and rollups
+//! agree with the raw records.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -95,6 +96,8 @@ fn served_requests_equal_metered_requests_exactly() {
     }
     let r = h.post("/v1/jobs?w=8", &src, &[]);
     count("tenant-a", r.status, src.len());
+    // The job's run is metered too, once, when it finishes (with the input it read).
+    count("tenant-a", 200, src.len());
     let id = r.json()["id"].as_str().unwrap().to_string();
     let r = h.get(&format!("/v1/jobs/{id}"));
     count("tenant-a", r.status, 0);

@@ -17,7 +17,6 @@ use super::error::ApiError;
 use crate::jobs::{Completion, Job, Outcome, now_ms};
 use crate::queue::Durability;
 use crate::staging::{Keep, StagingError};
-use imgfleet_metering::ImageSide;
 
 pub(super) const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
@@ -59,6 +58,7 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
     let job = Job {
         id: id.clone(),
         tenant: principal.tenant,
+        key_id: principal.key_id,
         function,
         method: parts.method.to_string(),
         path_and_query: parts
@@ -147,19 +147,11 @@ async fn respond(state: &AppState, completion: Completion) -> Result<Response, A
                 facts = facts.as_deref().unwrap_or(""),
                 "served"
             );
-            let facts = facts
-                .as_deref()
-                .and_then(imgfleet_resize::http::Facts::parse);
-            let side = |f: &imgfleet_resize::pipeline::ImageFacts| ImageSide {
-                bytes: f.bytes,
-                format: Some(f.format.name().to_string()),
-                width: f.width,
-                height: f.height,
-            };
-            let ns = |ms: f64| (ms * 1e6) as u64;
+            let (input, output) = crate::usage::image_sides(facts.as_deref());
+            let ns = crate::usage::ns;
             let metered = Metered {
-                input: facts.as_ref().map(|f| side(&f.input)).unwrap_or_default(),
-                output: facts.as_ref().map(|f| side(&f.output)).unwrap_or_default(),
+                input,
+                output,
                 cpu_ns: ns(cpu_ms),
                 wall_ns: ns(wall_ms),
                 queue_ns: ns(queue_ms),

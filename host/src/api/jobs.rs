@@ -50,6 +50,7 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> Result<Respo
     let job = Job {
         id: id.clone(),
         tenant: principal.tenant,
+        key_id: principal.key_id,
         function,
         method: "POST".into(),
         path_and_query: format!("{JOB_ROUTE}?{}", parts.uri.query().unwrap_or("")),

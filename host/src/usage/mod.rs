@@ -8,7 +8,7 @@ pub mod shipper;
 pub mod sqlite;
 
 use async_trait::async_trait;
-use imgfleet_metering::{Folded, Rollup, UsageRecord};
+use imgfleet_metering::{Folded, ImageSide, Rollup, UsageRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UsageError {
@@ -44,6 +44,25 @@ pub trait UsageStore: Send + Sync {
     /// Packs raw records older than `before_ms` into compressed per-tenant, per-day segments.
     /// Returns how many records were packed.
     async fn compact(&self, before_ms: u64) -> Result<u64, UsageError>;
+}
+
+/// The input and output sides of a function's `imgfleet-facts` header (empty when absent).
+pub fn image_sides(facts: Option<&str>) -> (ImageSide, ImageSide) {
+    let side = |f: &imgfleet_resize::ImageFacts| ImageSide {
+        bytes: f.bytes,
+        format: Some(f.format.name().to_string()),
+        width: f.width,
+        height: f.height,
+    };
+    match facts.and_then(imgfleet_resize::http::Facts::parse) {
+        Some(f) => (side(&f.input), side(&f.output)),
+        None => Default::default(),
+    }
+}
+
+/// Milliseconds (as the host measures them) to nanoseconds (as records keep them).
+pub fn ns(ms: f64) -> u64 {
+    (ms * 1e6) as u64
 }
 
 /// Sums hourly rollups into buckets of `bucket_ms` (hours or UTC days).
