@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use imgfleet_auth::Usage;
 use imgfleet_metering::UsageRecord;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -182,6 +182,29 @@ impl AuditLog {
                 }
             }
             Ok(out)
+        })
+        .await
+        .expect("outbox task")
+    }
+
+    /// Usage records waiting to be shipped, and the time of the oldest.
+    pub async fn outbox_stats(&self) -> Result<(u64, Option<u64>), AuditError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
+            let count: i64 =
+                conn.query_row("SELECT COUNT(*) FROM usage_outbox", [], |r| r.get(0))?;
+            let oldest: Option<String> = conn
+                .query_row(
+                    "SELECT record FROM usage_outbox ORDER BY seq LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let oldest_ms = oldest
+                .and_then(|t| serde_json::from_str::<UsageRecord>(&t).ok())
+                .map(|r| r.at_ms);
+            Ok((count as u64, oldest_ms))
         })
         .await
         .expect("outbox task")

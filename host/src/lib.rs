@@ -17,5 +17,6 @@ pub mod runtime;
 pub mod server;
 pub mod slots;
 pub mod staging;
+pub mod telemetry;
 pub mod usage;
 pub mod worker;

@@ -47,6 +47,8 @@ fn completions_spec(name: &str) -> QueueSpec {
 }
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    // First, so that nothing recorded during start-up is lost.
+    let metrics = crate::telemetry::install().context("installing the metrics recorder")?;
     let mut manifest = Manifest::load(&args.manifest)?;
     if let Some(dir) = &args.component_dir {
         manifest = manifest.with_component_dir(dir);
@@ -178,7 +180,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         function: WarmPool::new(runtime.clone(), METERING_COMPONENT, 1),
     });
     meter.spawn(usage_queue.clone());
-    shipper::spawn(audit.clone(), usage_queue, ShipperConfig::default());
+    shipper::spawn(audit.clone(), usage_queue.clone(), ShipperConfig::default());
 
     let state = AppState {
         manifest: Arc::new(manifest),
@@ -198,6 +200,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         audit,
         admin_token: Arc::new(admin_token),
         usage,
+        usage_queue: usage_queue.clone(),
+        metrics,
     };
     // Accepted jobs whose message may not have reached the queue before a crash.
     let unfinished = job_store

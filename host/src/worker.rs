@@ -13,6 +13,7 @@ use crate::queue::{Durability, Message, OutgoingMessage, Queue, ReceiveRequest, 
 use crate::runtime::InvokeRequest;
 use crate::slots::{Slots, SubmitError};
 use crate::staging::{Keep, Staging};
+use crate::telemetry;
 
 pub struct WorkerContext {
     pub jobs: Arc<dyn Queue>,
@@ -353,6 +354,11 @@ async fn run(ctx: &WorkerContext, job: &Job, keep: Keep, output_ttl: Duration) -
         Ok(k) => k,
         Err(e) => return failed(503, "staging_full", e.to_string()),
     };
+    let function = [("function", job.function.clone())];
+    metrics::histogram!(telemetry::FUNCTION_CPU, &function).record(inv.cpu.as_secs_f64());
+    metrics::histogram!(telemetry::FUNCTION_WALL, &function).record(inv.wall.as_secs_f64());
+    metrics::histogram!(telemetry::FUNCTION_INSTANTIATE, &function)
+        .record(inv.instantiate.as_secs_f64());
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     Outcome::Answered {
         status: inv.status.as_u16(),

@@ -68,7 +68,15 @@ pub async fn require_admin(
             "the admin token is not valid",
         ));
     }
-    Ok(next.run(req).await)
+    let matched = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .cloned();
+    let mut resp = next.run(req).await;
+    if let Some(m) = matched {
+        resp.extensions_mut().insert(m);
+    }
+    Ok(resp)
 }
 
 fn store_error(e: StoreError) -> ApiError {

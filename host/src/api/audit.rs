@@ -17,6 +17,7 @@ use super::error::ErrorCode;
 use super::request_id;
 use crate::audit::AuditRecord;
 use crate::jobs::now_ms;
+use crate::telemetry;
 
 /// What a handler measured about its request: image facts and the invocation's times.
 #[derive(Debug, Clone, Default)]
@@ -84,6 +85,14 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         pixels,
         duration_ms: started.elapsed().as_secs_f64() * 1e3,
     };
+    let route = resp
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_string();
+    let labels = [("route", route.clone()), ("status", status.to_string())];
+    metrics::counter!(telemetry::HTTP_REQUESTS, &labels).increment(1);
+    metrics::histogram!(telemetry::HTTP_DURATION, &labels).record(started.elapsed().as_secs_f64());
     let usage = principal.as_ref().map(|p| UsageRecord {
         // The host's own id: request ids may come from clients and need not be unique.
         id: uuid::Uuid::now_v7().to_string(),
@@ -91,10 +100,11 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         tenant: p.tenant.clone(),
         key_id: p.key_id.clone(),
         at_ms,
-        route: resp
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or_else(|| record.path.clone(), |m| m.as_str().to_string()),
+        route: if route == "unmatched" {
+            record.path.clone()
+        } else {
+            route.clone()
+        },
         status,
         input: metered.input.clone(),
         output: metered.output.clone(),

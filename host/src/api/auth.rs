@@ -7,7 +7,7 @@ use std::time::Instant;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use imgfleet_auth::Scope;
 
 use super::AppState;
@@ -54,22 +54,27 @@ pub async fn require(
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    let grant = state
-        .gate
-        .check(authorization, scope)
-        .await
-        .map_err(refusal)?;
+    // The route template (`/v1/jobs/{id}`), for metrics and usage: routing has happened.
+    let matched = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .cloned();
+    let grant = match state.gate.check(authorization, scope).await {
+        Ok(g) => g,
+        Err(r) => {
+            let mut resp = refusal(r).into_response();
+            if let Some(m) = matched {
+                resp.extensions_mut().insert(m);
+            }
+            return Ok(resp);
+        }
+    };
     let auth_ms = started.elapsed().as_secs_f64() * 1e3;
     let principal = Principal {
         tenant: grant.tenant,
         key_id: grant.key_id,
     };
     req.extensions_mut().insert(principal.clone());
-    // The route template (`/v1/jobs/{id}`), for usage records: routing has happened here.
-    let matched = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .cloned();
     let mut resp = next.run(req).await;
     resp.extensions_mut().insert(principal);
     if let Some(m) = matched {

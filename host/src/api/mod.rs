@@ -7,6 +7,7 @@ pub mod auth;
 mod error;
 mod functions;
 mod jobs;
+mod metrics;
 mod request_id;
 mod usage;
 
@@ -47,6 +48,8 @@ pub struct AppState {
     pub audit: crate::audit::AuditLog,
     pub admin_token: Arc<String>,
     pub usage: Arc<dyn crate::usage::UsageStore>,
+    pub usage_queue: Arc<dyn Queue>,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 impl AppState {
@@ -83,7 +86,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::render))
         .merge(v1)
         .merge(admin)
         .fallback(functions::not_found)
@@ -133,42 +136,4 @@ async fn readyz(
         "auth_cache": auth_cache(&state),
     });
     (status, axum::Json(body)).into_response()
-}
-
-/// Prometheus text exposition of the host's gauges.
-async fn metrics(
-    axum::extract::State(state): axum::extract::State<AppState>,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let cache = &state.gate.cache;
-    let lag = cache.lag().map_or(f64::INFINITY, |l| l.as_secs_f64());
-    let text = format!(
-        "# HELP imgfleet_auth_cache_lag_seconds Time since the auth cache last matched the identity store.\n\
-         # TYPE imgfleet_auth_cache_lag_seconds gauge\n\
-         imgfleet_auth_cache_lag_seconds {lag}\n\
-         # HELP imgfleet_auth_cache_stale Whether the auth cache is past its replication-lag SLA.\n\
-         # TYPE imgfleet_auth_cache_stale gauge\n\
-         imgfleet_auth_cache_stale {}\n\
-         # HELP imgfleet_auth_cache_version Last identity change applied to the auth cache.\n\
-         # TYPE imgfleet_auth_cache_version gauge\n\
-         imgfleet_auth_cache_version {}\n\
-         # HELP imgfleet_slots Function slots (cores) of this host.\n\
-         # TYPE imgfleet_slots gauge\n\
-         imgfleet_slots {}\n\
-         # HELP imgfleet_slots_busy Slots running a function now.\n\
-         # TYPE imgfleet_slots_busy gauge\n\
-         imgfleet_slots_busy {}\n",
-        u8::from(cache.stale()),
-        cache.version(),
-        state.slots.count(),
-        state.slots.busy(),
-    );
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        text,
-    )
-        .into_response()
 }

@@ -10,8 +10,10 @@ use imgfleet_metering::http::FoldRequest;
 use imgfleet_metering::{Batch, Folded};
 
 use super::{UsageError, UsageStore};
+use crate::jobs::now_ms;
 use crate::queue::{Message, Queue, ReceiveRequest, receive_or_pause};
 use crate::runtime::WarmPool;
+use crate::telemetry;
 
 /// The manifest component that folds batches.
 pub const METERING_COMPONENT: &str = "metering";
@@ -62,7 +64,16 @@ impl Meter {
     pub async fn store(&self, batch: &Batch, mut folded: Folded) -> Result<Folded, MeterError> {
         for _ in 0..5 {
             match self.store.apply(folded.clone()).await {
-                Ok(()) => return Ok(folded),
+                Ok(()) => {
+                    metrics::counter!(telemetry::USAGE_RECORDS_STORED)
+                        .increment(folded.accepted.len() as u64);
+                    if let Some(oldest) = folded.accepted.iter().map(|r| r.at_ms).min() {
+                        // From the oldest request's time to its usage being counted.
+                        let lag = now_ms().saturating_sub(oldest) as f64 / 1e3;
+                        metrics::histogram!(telemetry::USAGE_INGEST_LAG).record(lag);
+                    }
+                    return Ok(folded);
+                }
                 Err(UsageError::Raced) => folded = self.fold(batch).await?,
                 Err(e) => return Err(e.into()),
             }
