@@ -81,12 +81,6 @@ impl Meter {
         Err(UsageError::Raced.into())
     }
 
-    /// Folds and stores one batch; returns what the fold said.
-    pub async fn ingest(&self, batch: Batch) -> Result<Folded, MeterError> {
-        let folded = self.fold(&batch).await?;
-        self.store(&batch, folded).await
-    }
-
     /// The batches of one receive as one batch (one fold, one commit), and their messages.
     fn gather(messages: Vec<Message>) -> Option<(Batch, Vec<Message>)> {
         let mut records = Vec::new();
