@@ -20,6 +20,9 @@ pub struct Job {
     /// The API key it came with (for usage records).
     #[serde(default)]
     pub key_id: String,
+    /// The request that created it, so the worker's logs join the API's.
+    #[serde(default)]
+    pub request_id: String,
     /// Component id from the manifest.
     pub function: String,
     /// HTTP method the function is invoked with.

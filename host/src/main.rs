@@ -1,12 +1,19 @@
 use clap::Parser;
 use imgfleet_host::cli::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::FmtSpan;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_env("IMGFLEET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let spans = if cli.log_spans {
+        FmtSpan::CLOSE
+    } else {
+        FmtSpan::NONE
+    };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_span_events(spans)
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => logs.init(),

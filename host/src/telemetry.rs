@@ -87,6 +87,11 @@ fn describe() {
         "Messages received and not yet deleted"
     );
     describe_gauge!(
+        "imgfleet_queue_oldest_message_seconds",
+        Unit::Seconds,
+        "Age of the oldest message not yet deleted (embedded queue; SQS reports it to CloudWatch)"
+    );
+    describe_gauge!(
         "imgfleet_usage_outbox_records",
         "Usage records not yet shipped to the usage queue"
     );

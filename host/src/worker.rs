@@ -63,8 +63,14 @@ async fn handle(ctx: &WorkerContext, m: Message) {
             return;
         }
     };
-    let span =
-        tracing::info_span!("job", id = %job.id, tenant = %job.tenant, attempt = m.receive_count);
+    let span = tracing::info_span!(
+        "job",
+        id = %job.id,
+        request_id = %job.request_id,
+        tenant = %job.tenant,
+        function = %job.function,
+        attempt = m.receive_count,
+    );
     tracing::Instrument::instrument(finish(ctx, m, job), span).await;
 }
 
@@ -216,7 +222,12 @@ fn run_usage(job: &Job, outcome: &Outcome, started_ms: u64) -> imgfleet_metering
     };
     imgfleet_metering::UsageRecord {
         id: format!("run-{}", job.id),
-        request_id: job.id.clone(),
+        // The submitting request's (jobs queued before request ids were kept: the job's).
+        request_id: if job.request_id.is_empty() {
+            job.id.clone()
+        } else {
+            job.request_id.clone()
+        },
         tenant: job.tenant.clone(),
         key_id: job.key_id.clone(),
         at_ms: started_ms,
@@ -328,8 +339,18 @@ async fn run(ctx: &WorkerContext, job: &Job, keep: Keep, output_ttl: Duration) -
         Err(e @ SubmitError::Full { .. }) => return failed(503, "overloaded", e.to_string()),
         Err(e @ SubmitError::Closed) => return failed(503, "shutting_down", e.to_string()),
     };
-    let inv = match reply.await {
-        Ok(Ok((inv, _))) => inv,
+    let invoking = tracing::info_span!(
+        "invoke",
+        function = %job.function,
+        status = tracing::field::Empty,
+        cpu_ms = tracing::field::Empty,
+    );
+    let inv = match tracing::Instrument::instrument(reply, invoking.clone()).await {
+        Ok(Ok((inv, _))) => {
+            invoking.record("status", inv.status.as_u16());
+            invoking.record("cpu_ms", inv.cpu.as_secs_f64() * 1e3);
+            inv
+        }
         Ok(Err(e)) => {
             let (status, code) = e.status_and_code();
             if status >= 500 {

@@ -342,3 +342,28 @@ async fn oversized_bodies_travel_by_claim_check() {
         "deleting the message frees its blob"
     );
 }
+
+#[tokio::test]
+async fn depth_reports_the_age_of_the_oldest_undeleted_message() {
+    let (q, _) = fresh(QueueSpec::new("aging")).await;
+    assert_eq!(
+        q.depth().await.unwrap().oldest_age,
+        Some(Duration::ZERO),
+        "empty queue"
+    );
+    q.send(OutgoingMessage::new("first")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    q.send(OutgoingMessage::new("second")).await.unwrap();
+    let age = q.depth().await.unwrap().oldest_age.expect("an age");
+    assert!(age >= Duration::from_millis(400), "the first one: {age:?}");
+    let got = receive(q.as_ref(), 1, 0, None).await;
+    assert_eq!(&got[0].body[..], b"first");
+    let age = q.depth().await.unwrap().oldest_age.expect("an age");
+    assert!(
+        age >= Duration::from_millis(400),
+        "in flight still counts: {age:?}"
+    );
+    q.delete(&got[0].receipt).await.unwrap();
+    let age = q.depth().await.unwrap().oldest_age.expect("an age");
+    assert!(age < Duration::from_millis(400), "now the second: {age:?}");
+}

@@ -86,9 +86,98 @@ fn metrics_count_requests_function_time_queues_and_metering() {
         )
         .is_some()
     );
+    assert_eq!(
+        sample(
+            &text,
+            "imgfleet_queue_oldest_message_seconds",
+            &[r#"queue="jobs""#]
+        ),
+        Some(0.0),
+        "every job is done and deleted"
+    );
     assert_eq!(sample(&text, "imgfleet_auth_cache_stale", &[]), Some(0.0));
     assert!(sample(&text, "imgfleet_auth_cache_lag_seconds", &[]) < Some(1.0));
     assert!(sample(&text, "imgfleet_usage_outbox_oldest_seconds", &[]).is_some());
     assert!(sample(&text, "imgfleet_process_resident_bytes", &[]) > Some(1e6));
     assert_eq!(sample(&text, "imgfleet_slots_busy", &[]), Some(0.0));
+}
+
+/// The JSON log lines that mention `needle`, parsed.
+fn log_lines(path: &std::path::Path, needle: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Names of the spans a line was logged in: its own and its parents'.
+fn span_names(line: &serde_json::Value) -> Vec<String> {
+    let own = line["span"]["name"].as_str().map(str::to_string);
+    let parents = line["spans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["name"].as_str().map(str::to_string));
+    own.into_iter().chain(parents).collect()
+}
+
+#[test]
+fn one_request_id_follows_a_request_through_every_hop() {
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("host.log");
+    let h = Host::start_logging_to(
+        &log,
+        "spin.toml",
+        &["--log-format", "json", "--log-spans"],
+        &[("IMGFLEET_LOG", "info,imgfleet_host::usage=debug")],
+    );
+    let src = images::jpeg(&images::photo(64, 48, 9), 80);
+    let sync_id = "trace-sync-0001";
+    let r = h.post("/v1/resize?w=8", &src, &[("x-request-id", sync_id)]);
+    assert_eq!(r.status, 200);
+    let async_id = "trace-async-0001";
+    let r = h.post("/v1/jobs?w=8", &src, &[("x-request-id", async_id)]);
+    assert_eq!(r.status, 202);
+    let job = r.json()["id"].as_str().unwrap().to_string();
+
+    // Every hop, each within the 5 s the pipeline needs at most on a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for id in [sync_id, async_id] {
+        let wanted = ["request", "auth", "job", "invoke", "meter"];
+        loop {
+            let seen: std::collections::BTreeSet<String> =
+                log_lines(&log, id).iter().flat_map(span_names).collect();
+            let missing: Vec<_> = wanted.iter().filter(|w| !seen.contains(**w)).collect();
+            if missing.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id}: no {missing:?} span carries the request id; seen {seen:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    // The API's span names the job, and the worker's job span names the request: the two
+    // halves of a queued request can be joined either way.
+    let lines = log_lines(&log, async_id);
+    let request = lines
+        .iter()
+        .find(|l| l["span"]["name"] == "request" && l["span"]["id"] == async_id)
+        .expect("the request span");
+    assert_eq!(request["span"]["job"], job.as_str());
+    assert_eq!(request["span"]["tenant"], "tenant-a");
+    assert_eq!(request["span"]["status"], 202);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["span"]["name"] == "job" && l["span"]["id"] == job.as_str())
+    );
+    let counted = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "usage counted")
+        .count();
+    assert_eq!(counted, 2, "the submission and the run are both metered");
 }

@@ -71,17 +71,44 @@ impl Host {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        Self::spawn(data, manifest, extra, env, Stdio::inherit())
+    }
+
+    /// As [`Host::start_with_env`], with the host's log (stderr) written to `log`.
+    pub fn start_logging_to(
+        log: &Path,
+        manifest: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let file = std::fs::File::create(log).expect("a log file");
+        Self::spawn(
+            tempfile::tempdir().expect("a data directory"),
+            manifest,
+            extra,
+            env,
+            Stdio::from(file),
+        )
+    }
+
+    fn spawn(
+        data: tempfile::TempDir,
+        manifest: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Self {
         let mut child = Command::new(binary())
             .env("IMGFLEET_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("IMGFLEET_LOG", "warn")
             .envs(env.iter().copied())
             .current_dir(repo_root())
             .args(["up", "--listen", "127.0.0.1:0", "--manifest", manifest])
             .arg("--data-dir")
             .arg(data.path())
             .args(extra)
-            .env("IMGFLEET_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("starting imgfleet");
         let stdout = child.stdout.take().expect("piped stdout");

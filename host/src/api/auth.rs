@@ -59,7 +59,15 @@ pub async fn require(
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .cloned();
-    let grant = match state.gate.check(authorization, scope).await {
+    let checking = tracing::info_span!("auth", scope = ?scope, tenant = tracing::field::Empty);
+    let checked =
+        tracing::Instrument::instrument(state.gate.check(authorization, scope), checking.clone())
+            .await;
+    if let Ok(g) = &checked {
+        checking.record("tenant", g.tenant.as_str());
+        tracing::Span::current().record("tenant", g.tenant.as_str());
+    }
+    let grant = match checked {
         Ok(g) => g,
         Err(r) => {
             let mut resp = refusal(r).into_response();

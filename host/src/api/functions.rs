@@ -36,6 +36,8 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
     // Job ids are always the host's own: a client-chosen id (the request id may be one)
     // could collide with another tenant's job or completion.
     let id = uuid::Uuid::now_v7().to_string();
+    let request_id = super::request_id::of(&req);
+    tracing::Span::current().record("job", id.as_str());
     let (parts, body) = req.into_parts();
     let ticket = state.admission.admit().map_err(|wait| {
         ApiError::new(
@@ -59,6 +61,7 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
         id: id.clone(),
         tenant: principal.tenant,
         key_id: principal.key_id,
+        request_id: request_id.clone(),
         function,
         method: parts.method.to_string(),
         path_and_query: parts

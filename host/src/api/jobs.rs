@@ -39,6 +39,8 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> Result<Respo
     let principal = principal(&req)?;
     // Never the client's request id: job ids must not be choosable (see functions.rs).
     let id = uuid::Uuid::now_v7().to_string();
+    let request_id = super::request_id::of(&req);
+    tracing::Span::current().record("job", id.as_str());
     let (parts, body) = req.into_parts();
     let body = read_body(&parts.headers, body, state.limits.max_input_bytes).await?;
     let input_bytes = body.len() as u64;
@@ -51,6 +53,7 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> Result<Respo
         id: id.clone(),
         tenant: principal.tenant,
         key_id: principal.key_id,
+        request_id: request_id.clone(),
         function,
         method: "POST".into(),
         path_and_query: format!("{JOB_ROUTE}?{}", parts.uri.query().unwrap_or("")),

@@ -16,7 +16,10 @@ async fn queue_gauges(queue: &dyn Queue) {
         gauge!("imgfleet_queue_visible_messages", "queue" => name.clone()).set(d.visible as f64);
         gauge!("imgfleet_queue_in_flight_messages", "queue" => name.clone())
             .set(d.in_flight as f64);
-        gauge!("imgfleet_queue_delayed_messages", "queue" => name).set(d.delayed as f64);
+        gauge!("imgfleet_queue_delayed_messages", "queue" => name.clone()).set(d.delayed as f64);
+        if let Some(age) = d.oldest_age {
+            gauge!("imgfleet_queue_oldest_message_seconds", "queue" => name).set(age.as_secs_f64());
+        }
     }
 }
 

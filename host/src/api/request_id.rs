@@ -36,8 +36,18 @@ pub async fn assign(mut req: Request, next: Next) -> Response {
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", id = %id);
-    let mut resp = tracing::Instrument::instrument(next.run(req), span).await;
+    // Handlers fill in who asked and which job carried it; the status when it is known.
+    let span = tracing::info_span!(
+        "request",
+        id = %id,
+        method = %req.method(),
+        path = %req.uri().path(),
+        tenant = tracing::field::Empty,
+        job = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
+    let mut resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    span.record("status", resp.status().as_u16());
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(HEADER, v);
     }

@@ -131,6 +131,9 @@ pub struct Depth {
     pub in_flight: usize,
     /// Waiting out their delay.
     pub delayed: usize,
+    /// Age of the oldest message not yet deleted (zero when there is none), when the
+    /// backend can tell: SQS keeps it in CloudWatch only, not in the queue's attributes.
+    pub oldest_age: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -342,6 +342,7 @@ impl Queue for SqsQueue {
             visible: get(QueueAttributeName::ApproximateNumberOfMessages),
             in_flight: get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
             delayed: get(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+            oldest_age: None,
         })
     }
 }

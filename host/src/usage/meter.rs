@@ -67,6 +67,16 @@ impl Meter {
                 Ok(()) => {
                     metrics::counter!(telemetry::USAGE_RECORDS_STORED)
                         .increment(folded.accepted.len() as u64);
+                    // The last hop of a request: its usage is counted (joined on request_id).
+                    for r in &folded.accepted {
+                        tracing::debug!(
+                            batch = %batch.id,
+                            request_id = %r.request_id,
+                            tenant = %r.tenant,
+                            usage_id = %r.id,
+                            "usage counted"
+                        );
+                    }
                     if let Some(oldest) = folded.accepted.iter().map(|r| r.at_ms).min() {
                         // From the oldest request's time to its usage being counted.
                         let lag = now_ms().saturating_sub(oldest) as f64 / 1e3;
@@ -138,7 +148,12 @@ impl Meter {
         });
         tokio::spawn(async move {
             while let Some((batch, messages, folded)) = rx.recv().await {
-                match self.store(&batch, folded).await {
+                let span = tracing::info_span!(
+                    "meter",
+                    batch = %batch.id,
+                    records = batch.records.len()
+                );
+                match tracing::Instrument::instrument(self.store(&batch, folded), span).await {
                     Ok(folded) => {
                         for r in &folded.rejected {
                             tracing::error!(record = %r.id, reason = %r.reason, "usage record rejected");

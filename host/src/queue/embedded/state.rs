@@ -365,6 +365,17 @@ impl QueueState {
             visible: self.messages.len() - self.in_flight - self.delayed,
             in_flight: self.in_flight,
             delayed: self.delayed,
+            oldest_age: Some(
+                self.messages
+                    .values()
+                    .map(|m| m.sent.sent_at_ms)
+                    .min()
+                    .map_or(Duration::ZERO, |ms| {
+                        SystemTime::now()
+                            .duration_since(UNIX_EPOCH + Duration::from_millis(ms))
+                            .unwrap_or_default()
+                    }),
+            ),
         }
     }
 
