@@ -6,6 +6,7 @@
 #   ./dev.sh build-wasm               build the WASM functions into target/wasm/
 #   ./dev.sh lint                     cargo fmt --check and clippy -D warnings
 #   ./dev.sh bench                    run the benchmarks (see docs/BENCHMARKS.md)
+#   ./dev.sh fuzz [seconds]           run each cargo-fuzz target for that long (60 s; see fuzz/README.md)
 #
 # WASM builds take one of two paths (see docs/BUILDING.md):
 #   A. rustup's wasm32-wasip2 target (installed on demand, under a time limit): components directly;
@@ -137,6 +138,25 @@ demo_key() {
     fi
 }
 
+CARGO_FUZZ_VERSION="0.13.2"
+FUZZ_TARGETS=(resize request)
+# Each target from its committed seeds (read only) into a scratch corpus; a crash leaves
+# its input in fuzz/artifacts/<target>/ and fails the run. Stable Rust, no sanitizer: the
+# checks themselves (no panic, no 500, nothing lost) are what is fuzzed.
+run_fuzz() {
+    local seconds="${1:-60}" t
+    if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+        log "installing cargo-fuzz $CARGO_FUZZ_VERSION"
+        cargo install -q --locked -j "$JOBS" cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+    fi
+    for t in "${FUZZ_TARGETS[@]}"; do
+        mkdir -p "$ROOT/fuzz/corpus/$t"
+        log "fuzzing $t for ${seconds} s"
+        (cd "$ROOT/fuzz" && CARGO_BUILD_JOBS="$JOBS" cargo fuzz run --sanitizer none "$t" \
+            "corpus/$t" "seeds/$t" -- -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1)
+    done
+}
+
 cmd="${1:-}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -159,12 +179,13 @@ case "$cmd" in
         cargo fmt --all --check
         cargo clippy --release -j "$JOBS" --workspace --exclude resize-spin --exclude auth-check-spin --exclude metering-spin --exclude hog --all-targets -- -D warnings
         ;;
+    fuzz) run_fuzz "$@" ;;
     bench)
         build_wasm
         cargo bench -j "$JOBS" -p imgfleet-tests --bench resize -- "$@"
         ;;
     *)
-        sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac

@@ -47,6 +47,94 @@ pub enum Command {
     AdminToken(StoreArgs),
     /// Export or compact metered usage (the usage store in the data directory).
     Usage(UsageArgs),
+    /// How many hosts a conversion rate needs, from the latest resize benchmark, beside
+    /// the reference design's 10 conversions/s per core.
+    Capacity(CapacityArgs),
+    /// Load tests against a running service on this machine.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub action: BenchAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchAction {
+    /// Open-loop load (constant arrival rate) ramped until p99 breaks its target; prints
+    /// the table and the tip-over point and draws p50/p99 against offered load.
+    Load(LoadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Service address (loopback only).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Path and query each request is POSTed to.
+    #[arg(long, default_value = "/v1/resize?w=300&fmt=jpeg&q=80")]
+    pub path: String,
+    /// API key (else --key-file).
+    #[arg(long, env = "IMGFLEET_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// File holding the API key.
+    #[arg(long, default_value = "data/demo.key")]
+    pub key_file: PathBuf,
+    /// Image to send (default: a generated 1024x768 photo-like JPEG).
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// First offered rate, requests/s.
+    #[arg(long, default_value_t = 10.0)]
+    pub start_rps: f64,
+    /// Added to the rate at each step.
+    #[arg(long, default_value_t = 10.0)]
+    pub step_rps: f64,
+    /// Highest rate tried.
+    #[arg(long, default_value_t = 1000.0)]
+    pub max_rps: f64,
+    /// Length of each step.
+    #[arg(long, default_value_t = 5.0)]
+    pub step_seconds: f64,
+    /// p99 target: the first step above it is the tip-over point.
+    #[arg(long, default_value_t = 500.0)]
+    pub p99_target_ms: f64,
+    /// Largest share of refused or failed requests a step may have and still hold.
+    #[arg(long, default_value_t = 0.01)]
+    pub max_error_ratio: f64,
+    /// Steps run after the tip-over, to show the slope beyond it.
+    #[arg(long, default_value_t = 1)]
+    pub steps_after_tip: usize,
+    /// A request not answered within this long counts as failed.
+    #[arg(long, default_value_t = 30.0)]
+    pub request_timeout_seconds: f64,
+    /// The whole run stops within this long.
+    #[arg(long, default_value_t = 300.0)]
+    pub max_duration_seconds: f64,
+    #[arg(long, default_value_t = 20_000)]
+    pub max_in_flight: u64,
+    /// Where the plot goes (SVG).
+    #[arg(long, default_value = "load.svg")]
+    pub plot: PathBuf,
+    /// Also write the steps as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CapacityArgs {
+    /// Conversions per second to serve.
+    #[arg(long)]
+    pub rps: f64,
+    #[arg(long, default_value_t = 32)]
+    pub cores_per_host: u32,
+    /// Fraction of each host kept free (0.2: plan for 80 % utilisation).
+    #[arg(long, default_value_t = 0.2)]
+    pub headroom: f64,
+    /// Benchmark output to read (default: target/bench/resize.json, else the recorded
+    /// docs/bench/resize.json, under the current directory).
+    #[arg(long)]
+    pub bench_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -4,12 +4,14 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod capacity;
 pub mod cli;
 pub mod completions;
 pub mod cpu;
 pub mod identity;
 pub mod job_store;
 pub mod jobs;
+pub mod load;
 pub mod manifest;
 pub mod operator;
 pub mod queue;

@@ -27,6 +27,26 @@ fn main() -> anyhow::Result<()> {
         Command::Tenants(a) => rt.block_on(imgfleet_host::operator::tenants(&a.store, a.action)),
         Command::Keys(a) => rt.block_on(imgfleet_host::operator::keys(&a.store, a.action)),
         Command::Usage(a) => rt.block_on(imgfleet_host::operator::usage(&a.store, a.action)),
+        Command::Bench(b) => match b.action {
+            imgfleet_host::cli::BenchAction::Load(a) => rt.block_on(load(a)),
+        },
+        Command::Capacity(a) => {
+            let sources = match a.bench_file {
+                Some(f) => vec![f],
+                None => imgfleet_host::capacity::default_sources(std::path::Path::new(".")),
+            };
+            let (source, bench) = imgfleet_host::capacity::latest(&sources)?;
+            let demand = imgfleet_host::capacity::Demand {
+                rps: a.rps,
+                cores_per_host: a.cores_per_host,
+                headroom: a.headroom,
+            };
+            print!(
+                "{}",
+                imgfleet_host::capacity::report(demand, &bench, &source)?
+            );
+            Ok(())
+        }
         Command::AdminToken(store) => {
             println!(
                 "{}",
@@ -35,4 +55,78 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn load(a: imgfleet_host::cli::LoadArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use imgfleet_host::load;
+    anyhow::ensure!(
+        a.start_rps > 0.0 && a.step_rps >= 0.0 && a.max_rps >= a.start_rps,
+        "rates: need 0 < --start-rps <= --max-rps and --step-rps >= 0"
+    );
+    anyhow::ensure!(a.step_seconds > 0.0, "--step-seconds must be positive");
+    let url = load::loopback_url(&format!("{}{}", a.url.trim_end_matches('/'), a.path))?;
+    let api_key = match a.key {
+        Some(k) => Some(k),
+        None => std::fs::read_to_string(&a.key_file)
+            .ok()
+            .map(|k| k.trim().to_string()),
+    };
+    let (body, content_type) = match &a.image {
+        Some(path) => (
+            bytes::Bytes::from(
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+            ),
+            "application/octet-stream".to_string(),
+        ),
+        None => (load::sample_jpeg(1024, 768), "image/jpeg".to_string()),
+    };
+    let rates = if a.step_rps > 0.0 {
+        load::stats::ramp(a.start_rps, a.step_rps, a.max_rps)
+    } else {
+        vec![a.start_rps]
+    };
+    let targets = load::stats::Targets {
+        p99_ms: a.p99_target_ms,
+        max_error_ratio: a.max_error_ratio,
+    };
+    eprintln!(
+        "open-loop load on {url}: {} steps of {} s from {} to {} req/s, p99 target {} ms, {} KB per request",
+        rates.len(),
+        a.step_seconds,
+        a.start_rps,
+        rates.last().copied().unwrap_or(a.start_rps),
+        a.p99_target_ms,
+        body.len() / 1024
+    );
+    let steps = load::run(load::LoadPlan {
+        url: url.clone(),
+        api_key,
+        body,
+        content_type,
+        rates,
+        step: std::time::Duration::from_secs_f64(a.step_seconds),
+        targets,
+        request_timeout: std::time::Duration::from_secs_f64(a.request_timeout_seconds),
+        max_duration: std::time::Duration::from_secs_f64(a.max_duration_seconds),
+        steps_after_tip: a.steps_after_tip,
+        max_in_flight: a.max_in_flight,
+    })
+    .await;
+    println!("{}", load::stats::table(&steps));
+    println!("{}", load::verdict_line(&steps, targets));
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&steps)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !steps.is_empty() {
+        load::plot::latency_vs_load(
+            &a.plot,
+            &steps,
+            a.p99_target_ms,
+            &format!("imgfleet: POST {}", a.path),
+        )?;
+        println!("plot: {}", a.plot.display());
+    }
+    Ok(())
 }

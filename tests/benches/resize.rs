@@ -10,7 +10,7 @@ use bytes::Bytes;
 use imgfleet_host::manifest::Manifest;
 use imgfleet_host::runtime::{InvokeRequest, Runtime, RuntimeConfig};
 use imgfleet_resize::{Limits, ResizeParams, resize};
-use imgfleet_tests::bench::{arg, server_timing};
+use imgfleet_tests::bench::{arg, record, server_timing};
 use imgfleet_tests::host::repo_root;
 use imgfleet_tests::photos::photo_set;
 
@@ -124,10 +124,24 @@ fn main() -> anyhow::Result<()> {
         median(&mut wasm.instantiate)
     );
     println!();
+    let per_core = (1000.0 / totals.0, 1000.0 / totals.1);
     println!(
         "images/s per core: native {:.1}, wasm {:.1}",
-        1000.0 / totals.0,
-        1000.0 / totals.1
+        per_core.0, per_core.1
+    );
+    let path = record(
+        "resize",
+        serde_json::json!({
+            "job": query,
+            "photos": photos.len(),
+            "avg_input_kb": avg_kb,
+            "native_per_core": per_core.0,
+            "wasm_per_core": per_core.1,
+        }),
+    );
+    println!(
+        "written to {} (read by `imgfleet capacity`)",
+        path.display()
     );
     Ok(())
 }

@@ -10,6 +10,23 @@ pub fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Writes a benchmark's figures to `target/bench/<name>.json` (where `imgfleet capacity`
+/// looks first), stamped with the time of the run; returns the path.
+pub fn record(name: &str, mut figures: serde_json::Value) -> std::path::PathBuf {
+    let now = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    figures["measured_at"] = serde_json::Value::String(now);
+    let dir = crate::host::repo_root().join("target/bench");
+    std::fs::create_dir_all(&dir).expect("target/bench");
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_vec_pretty(&figures).expect("json"))
+        .expect("writing benchmark output");
+    path
+}
+
 /// Reads `name;dur=X` out of a Server-Timing header.
 pub fn server_timing(header: &str, name: &str) -> Option<f64> {
     header

@@ -125,6 +125,14 @@ pub(crate) fn probe<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Probe<'a>, R
             "the JPEG is truncated (no end-of-image marker)",
         ));
     }
+    if format == ImageFormat::Jpeg && !jpeg_sampling_supported(bytes) {
+        // The decoder writes past its row buffers on these (a panic natively, a trap in
+        // WASM); no mainstream encoder produces them.
+        return Err(ResizeError::new(
+            ErrorCode::CorruptImage,
+            "the JPEG's sampling factors are invalid (a component is sampled finer than the first)",
+        ));
+    }
     let mut reader = reader;
     let mut image_limits = image::Limits::default();
     image_limits.max_alloc = Some(limits.max_decode_alloc);
@@ -166,10 +174,61 @@ fn jpeg_has_end(bytes: &[u8]) -> bool {
     bytes[sos..].windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
+/// Whether the frame header's sampling factors are ones the decoder handles: each 1 to 4,
+/// and no component sampled finer than the first (found by fuzzing:
+/// fuzz/regressions/resize/jpeg-*). `true` when there is no frame header to read; the
+/// decoder reports that itself.
+fn jpeg_sampling_supported(bytes: &[u8]) -> bool {
+    let mut at = 2;
+    while at + 4 <= bytes.len() {
+        if bytes[at] != 0xFF {
+            return true;
+        }
+        let marker = bytes[at + 1];
+        if marker == 0xFF {
+            at += 1;
+            continue;
+        }
+        let len = usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]));
+        let segment = bytes.get(at + 4..at + 2 + len).unwrap_or_default();
+        let is_frame = (0xC0..=0xCF).contains(&marker) && ![0xC4, 0xC8, 0xCC].contains(&marker);
+        if is_frame {
+            let components = segment.get(6..).unwrap_or_default().chunks_exact(3);
+            let factors: Vec<(u8, u8)> = components.map(|c| (c[1] >> 4, c[1] & 0x0F)).collect();
+            let Some(&(h0, v0)) = factors.first() else {
+                return true;
+            };
+            return factors
+                .iter()
+                .all(|&(h, v)| (1..=4).contains(&h) && (1..=4).contains(&v) && h <= h0 && v <= v0);
+        }
+        if marker == 0xDA || len < 2 {
+            return true;
+        }
+        at += 2 + len;
+    }
+    true
+}
+
 /// Decodes all pixels, applies the EXIF orientation and converts to an 8-bit layout.
 pub(crate) fn decode(probe: Probe<'_>) -> Result<Bitmap, ResizeError> {
     let orientation = probe.orientation;
-    let mut image = DynamicImage::from_decoder(probe.decoder).map_err(decode_error)?;
+    // A decoder bug must not take the caller down with it: zune-jpeg's AVX2 IDCT panics on
+    // some malformed JPEGs its scalar path (the one WASM builds use) refuses cleanly
+    // (fuzz/regressions/resize/jpeg-*). Natively the panic is caught and
+    // answered like the scalar path's error; in WASM (panic = abort) it cannot occur.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        DynamicImage::from_decoder(probe.decoder)
+    }));
+    let mut image = match decoded {
+        Ok(result) => result.map_err(decode_error)?,
+        Err(_) => {
+            return Err(ResizeError::new(
+                ErrorCode::CorruptImage,
+                "the image could not be decoded: its data is malformed",
+            ));
+        }
+    };
     image.apply_orientation(orientation);
     Ok(to_bitmap(image))
 }
