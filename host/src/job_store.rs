@@ -130,6 +130,19 @@ impl JobStore {
         .await
     }
 
+    /// Forgets a job that was never accepted (its message could not be queued).
+    pub async fn forget(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM jobs WHERE id = ?1 AND status = 'queued'",
+                params![id],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
     /// Records how a job ended, only if it has not ended yet. Returns whether this call
     /// was the one that finished it (a redelivered job finishes at most once).
     pub async fn finish(&self, id: &str, finish: Finish, now_ms: u64) -> Result<bool, StoreError> {

@@ -8,6 +8,7 @@ pub mod capacity;
 pub mod cli;
 pub mod completions;
 pub mod cpu;
+pub mod file_guard;
 pub mod identity;
 pub mod job_store;
 pub mod jobs;

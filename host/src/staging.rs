@@ -31,6 +31,9 @@ impl Default for StagingConfig {
     }
 }
 
+/// The share of the staging area new inputs may fill (see [`Staging::put_input`]).
+pub const INPUT_SHARE: f64 = 0.75;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StagingError {
     #[error("the staging area is full ({used} of {capacity} bytes in use)")]
@@ -108,6 +111,26 @@ impl Staging {
 
     pub fn used_bytes(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
+    }
+
+    /// Stages a request's input, but only while inputs fill less than
+    /// [`INPUT_SHARE`] of the area: the rest is kept for the outputs of work already
+    /// accepted, so that accepted work does not find the area full when it finishes.
+    pub async fn put_input(
+        &self,
+        bytes: Bytes,
+        ttl: Duration,
+        keep: Keep,
+    ) -> Result<String, StagingError> {
+        let limit = (self.config.capacity_bytes as f64 * INPUT_SHARE) as u64;
+        let used = self.used_bytes();
+        if used + bytes.len() as u64 > limit {
+            return Err(StagingError::Full {
+                used,
+                capacity: self.config.capacity_bytes,
+            });
+        }
+        self.put(bytes, ttl, keep).await
     }
 
     pub async fn put(

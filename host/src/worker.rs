@@ -115,7 +115,7 @@ async fn finish_async(ctx: &WorkerContext, m: Message, job: Job) {
         Ok(Some(JobStatus::Queued)) => {}
         Ok(Some(_)) => return done_with(ctx, &m, &job).await, // an earlier delivery finished it
         Ok(None) => {
-            tracing::error!("a job without a record; dropping it");
+            tracing::warn!("a job without a record (refused when it was submitted); dropping it");
             return done_with(ctx, &m, &job).await;
         }
         Err(e) => {
@@ -304,6 +304,38 @@ fn failed(status: u16, code: &str, message: impl Into<String>) -> Outcome {
     }
 }
 
+/// How long a finished asynchronous run waits for room in a full staging area before it
+/// fails: outputs expire and inputs are consumed, so room comes back within seconds, and
+/// waiting here costs the job none of its delivery attempts.
+const ROOM_WAIT: Duration = Duration::from_secs(5);
+
+async fn stage_output(
+    staging: &Staging,
+    output: bytes::Bytes,
+    ttl: Duration,
+    keep: Keep,
+) -> Result<String, crate::staging::StagingError> {
+    // Somebody waits on a synchronous job: telling them at once beats a late answer.
+    let wait = if keep == Keep::Durable {
+        ROOM_WAIT
+    } else {
+        Duration::ZERO
+    };
+    let give_up = tokio::time::Instant::now() + wait;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match staging.put(output.clone(), ttl, keep).await {
+            Err(crate::staging::StagingError::Full { .. })
+                if tokio::time::Instant::now() + pause < give_up =>
+            {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}
+
 async fn run(ctx: &WorkerContext, job: &Job, keep: Keep, output_ttl: Duration) -> Outcome {
     let input = match ctx.staging.get(&job.input).await {
         Ok(b) => b,
@@ -371,7 +403,7 @@ async fn run(ctx: &WorkerContext, job: &Job, keep: Keep, output_ttl: Duration) -
         .filter(|(n, _)| n.as_str() != imgfleet_resize::http::FACTS_HEADER)
         .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect();
-    let output = match ctx.staging.put(inv.body, output_ttl, keep).await {
+    let output = match stage_output(&ctx.staging, inv.body, output_ttl, keep).await {
         Ok(k) => k,
         Err(e) => return failed(503, "staging_full", e.to_string()),
     };

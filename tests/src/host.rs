@@ -313,6 +313,37 @@ fn reply(resp: ureq::http::Response<ureq::Body>) -> Reply {
     }
 }
 
+/// A POST that may fail to reach the server (a killed host): `Err` with the reason.
+pub fn try_post(
+    url: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<Reply, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .build()
+        .into();
+    let mut req = agent.post(url);
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    let resp = req.send(body).map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let body = resp.into_body().read_to_vec().map_err(|e| e.to_string())?;
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
 pub fn post(url: &str, body: &[u8], headers: &[(&str, &str)]) -> Reply {
     let mut req = agent().post(url);
     for (n, v) in headers {

@@ -54,7 +54,7 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
     let input_bytes = body.len() as u64;
     let input = state
         .staging
-        .put(body, state.deadline * 3, Keep::Volatile)
+        .put_input(body, state.deadline * 3, Keep::Volatile)
         .await
         .map_err(staging_error)?;
     let job = Job {

@@ -46,7 +46,7 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> Result<Respo
     let input_bytes = body.len() as u64;
     let input = state
         .staging
-        .put(body, state.async_input_ttl, Keep::Durable)
+        .put_input(body, state.async_input_ttl, Keep::Durable)
         .await
         .map_err(staging_error)?;
     let job = Job {
@@ -70,7 +70,14 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> Result<Respo
         return Err(store_error(e));
     }
     if let Err(e) = state.jobs.send(job_message(&job, state.next_shard())).await {
-        tracing::warn!(error = %e, "queueing an accepted job failed; it is queued again at start-up");
+        // Not accepted after all: the client is told so and may retry, so the job must not
+        // run later behind its back (a crash right here leaves it to start-up, which
+        // queues it: at worst it runs once without the client knowing).
+        tracing::warn!(error = %e, "queueing a job failed; refused");
+        if let Err(e) = state.job_store.forget(&id).await {
+            tracing::warn!(error = %e, "forgetting a refused job; start-up will queue it");
+        }
+        state.staging.remove(&input);
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "queue_unavailable",

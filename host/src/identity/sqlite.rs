@@ -1,8 +1,7 @@
 //! The embedded identity store: one SQLite file (WAL, synchronous=FULL). Records are kept
 //! as JSON next to their key columns; every write and its change-log entry commit together.
 
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use imgfleet_auth::{KeyRecord, Quota, TenantRecord};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{Change, IdentityStore, NewKey, StoreError, valid_tenant_id};
+use crate::file_guard::FileGuard;
 use crate::jobs::now_ms;
 
 /// How long an operation waits for a lock held by someone else before the store counts as
@@ -19,25 +19,17 @@ const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
 
 #[derive(Clone)]
 pub struct SqliteIdentityStore {
-    path: PathBuf,
     conn: Arc<Mutex<Opened>>,
 }
 
 struct Opened {
     conn: Connection,
-    /// Device and inode of the file the connection has open.
-    file: (u64, u64),
-}
-
-fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
-    let m = std::fs::metadata(path)?;
-    Ok((m.dev(), m.ino()))
+    file: FileGuard,
 }
 
 impl SqliteIdentityStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Ok(Self {
-            path: path.to_path_buf(),
             conn: Arc::new(Mutex::new(Self::connect(path)?)),
         })
     }
@@ -61,26 +53,16 @@ impl SqliteIdentityStore {
                 change TEXT NOT NULL);",
         )
         .map_err(unavailable)?;
-        let file = file_id(path).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let file = FileGuard::new(path).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(Opened { conn, file })
     }
 
-    /// The connection, provided the file it has open is still the store's file: writes to a
-    /// removed (unlinked) file would vanish, and a file swapped underneath a WAL connection
-    /// cannot be trusted, so either makes the store unavailable until it is put back (or the
-    /// host restarted on the new file).
+    /// The connection, provided the file it has open is still the store's file (see
+    /// [`FileGuard`]): otherwise the store is unavailable until it is put back (or the host
+    /// restarted on the new file).
     fn checked<'a>(&self, opened: &'a mut Opened) -> Result<&'a mut Connection, StoreError> {
-        match file_id(&self.path) {
-            Ok(id) if id == opened.file => Ok(&mut opened.conn),
-            Ok(_) => Err(StoreError::Unavailable(format!(
-                "{} was replaced while open; restart to use the new file",
-                self.path.display()
-            ))),
-            Err(e) => Err(StoreError::Unavailable(format!(
-                "{}: {e}",
-                self.path.display()
-            ))),
-        }
+        opened.file.check().map_err(StoreError::Unavailable)?;
+        Ok(&mut opened.conn)
     }
 
     async fn with<R: Send + 'static>(

@@ -56,6 +56,20 @@ fn unavailable(e: impl std::fmt::Display) -> QueueError {
 }
 
 /// Details of an SDK error, including the service's own message.
+/// A call that has not answered within this long (plus a receive's own wait) fails as
+/// unavailable: a stopped or unreachable SQS endpoint must become a clear error for the
+/// client, not a request that hangs.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+async fn bounded<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T, QueueError>>,
+) -> Result<T, QueueError> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or_else(|_| Err(unavailable(format!("no answer from SQS within {limit:?}"))))
+}
+
 fn sdk_error<E: std::error::Error + 'static>(e: aws_sdk_sqs::error::SdkError<E>) -> QueueError {
     unavailable(aws_sdk_sqs::error::DisplayErrorContext(e))
 }
@@ -184,115 +198,125 @@ impl Queue for SqsQueue {
     }
 
     async fn send(&self, message: OutgoingMessage) -> Result<String, QueueError> {
-        if message.body.len() > self.max_message_bytes {
-            return Err(QueueError::TooLarge {
-                size: message.body.len(),
-                limit: self.max_message_bytes,
-            });
-        }
-        if !message.delay.is_zero() {
-            return Err(QueueError::Invalid(
-                "SQS FIFO queues have no per-message delay".into(),
-            ));
-        }
-        let mut req = self
-            .client
-            .send_message()
-            .queue_url(&self.url)
-            .message_body(B64.encode(&message.body))
-            // An ungrouped message gets a group of its own: never held back by another.
-            .message_group_id(
-                message
-                    .group
-                    .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
-            )
-            .message_deduplication_id(
-                message
-                    .dedup_id
-                    .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
-            );
-        for (k, v) in message.attributes {
-            let value = MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(v)
-                .build()
-                .map_err(|e| QueueError::Invalid(e.to_string()))?;
-            req = req.message_attributes(k, value);
-        }
-        let out = req.send().await.map_err(sdk_error)?;
-        out.message_id()
-            .map(str::to_string)
-            .ok_or_else(|| unavailable("send_message returned no id"))
+        bounded(CALL_TIMEOUT, async move {
+            if message.body.len() > self.max_message_bytes {
+                return Err(QueueError::TooLarge {
+                    size: message.body.len(),
+                    limit: self.max_message_bytes,
+                });
+            }
+            if !message.delay.is_zero() {
+                return Err(QueueError::Invalid(
+                    "SQS FIFO queues have no per-message delay".into(),
+                ));
+            }
+            let mut req = self
+                .client
+                .send_message()
+                .queue_url(&self.url)
+                .message_body(B64.encode(&message.body))
+                // An ungrouped message gets a group of its own: never held back by another.
+                .message_group_id(
+                    message
+                        .group
+                        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+                )
+                .message_deduplication_id(
+                    message
+                        .dedup_id
+                        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+                );
+            for (k, v) in message.attributes {
+                let value = MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(v)
+                    .build()
+                    .map_err(|e| QueueError::Invalid(e.to_string()))?;
+                req = req.message_attributes(k, value);
+            }
+            let out = req.send().await.map_err(sdk_error)?;
+            out.message_id()
+                .map(str::to_string)
+                .ok_or_else(|| unavailable("send_message returned no id"))
+        })
+        .await
     }
 
     async fn receive(&self, request: ReceiveRequest) -> Result<Vec<Message>, QueueError> {
-        validate_receive(&request)?;
-        let mut req = self
-            .client
-            .receive_message()
-            .queue_url(&self.url)
-            .max_number_of_messages(request.max_messages as i32)
-            // SQS waits in whole seconds; a shorter wait rounds up rather than to no wait.
-            .wait_time_seconds(request.wait.as_millis().div_ceil(1000) as i32)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .message_attribute_names("All");
-        if let Some(v) = request.visibility {
-            req = req.visibility_timeout(v.as_secs() as i32);
-        }
-        let out = req.send().await.map_err(sdk_error)?;
-        out.messages()
-            .iter()
-            .map(|m| {
-                let system = m.attributes();
-                let sys = |k: MessageSystemAttributeName| system.and_then(|a| a.get(&k)).cloned();
-                let body = B64
-                    .decode(m.body().unwrap_or_default())
-                    .map_err(|e| unavailable(format!("a message body is not base64: {e}")))?;
-                let attributes: Attributes = m
-                    .message_attributes()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|(k, v)| {
-                                v.string_value().map(|s| (k.clone(), s.to_string()))
-                            })
-                            .collect()
+        bounded(request.wait + CALL_TIMEOUT, async move {
+            validate_receive(&request)?;
+            let mut req = self
+                .client
+                .receive_message()
+                .queue_url(&self.url)
+                .max_number_of_messages(request.max_messages as i32)
+                // SQS waits in whole seconds; a shorter wait rounds up rather than to no wait.
+                .wait_time_seconds(request.wait.as_millis().div_ceil(1000) as i32)
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .message_attribute_names("All");
+            if let Some(v) = request.visibility {
+                req = req.visibility_timeout(v.as_secs() as i32);
+            }
+            let out = req.send().await.map_err(sdk_error)?;
+            out.messages()
+                .iter()
+                .map(|m| {
+                    let system = m.attributes();
+                    let sys =
+                        |k: MessageSystemAttributeName| system.and_then(|a| a.get(&k)).cloned();
+                    let body = B64
+                        .decode(m.body().unwrap_or_default())
+                        .map_err(|e| unavailable(format!("a message body is not base64: {e}")))?;
+                    let attributes: Attributes = m
+                        .message_attributes()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|(k, v)| {
+                                    v.string_value().map(|s| (k.clone(), s.to_string()))
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    Ok(Message {
+                        id: m.message_id().unwrap_or_default().to_string(),
+                        receipt: Receipt(m.receipt_handle().unwrap_or_default().to_string()),
+                        body: Bytes::from(body),
+                        group: sys(MessageSystemAttributeName::MessageGroupId),
+                        attributes,
+                        receive_count: sys(MessageSystemAttributeName::ApproximateReceiveCount)
+                            .and_then(|c| c.parse().ok())
+                            .unwrap_or(1),
+                        sent_at: sys(MessageSystemAttributeName::SentTimestamp)
+                            .and_then(|t| t.parse::<u64>().ok())
+                            .map_or(UNIX_EPOCH, |ms| UNIX_EPOCH + Duration::from_millis(ms)),
                     })
-                    .unwrap_or_default();
-                Ok(Message {
-                    id: m.message_id().unwrap_or_default().to_string(),
-                    receipt: Receipt(m.receipt_handle().unwrap_or_default().to_string()),
-                    body: Bytes::from(body),
-                    group: sys(MessageSystemAttributeName::MessageGroupId),
-                    attributes,
-                    receive_count: sys(MessageSystemAttributeName::ApproximateReceiveCount)
-                        .and_then(|c| c.parse().ok())
-                        .unwrap_or(1),
-                    sent_at: sys(MessageSystemAttributeName::SentTimestamp)
-                        .and_then(|t| t.parse::<u64>().ok())
-                        .map_or(UNIX_EPOCH, |ms| UNIX_EPOCH + Duration::from_millis(ms)),
                 })
-            })
-            .collect()
+                .collect()
+        })
+        .await
     }
 
     async fn delete(&self, receipt: &Receipt) -> Result<(), QueueError> {
-        match self
-            .client
-            .delete_message()
-            .queue_url(&self.url)
-            .receipt_handle(&receipt.0)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_receipt_handle_is_invalid()) =>
+        bounded(CALL_TIMEOUT, async move {
+            match self
+                .client
+                .delete_message()
+                .queue_url(&self.url)
+                .receipt_handle(&receipt.0)
+                .send()
+                .await
             {
-                Err(QueueError::InvalidReceipt)
+                Ok(_) => Ok(()),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_receipt_handle_is_invalid()) =>
+                {
+                    Err(QueueError::InvalidReceipt)
+                }
+                Err(e) => Err(sdk_error(e)),
             }
-            Err(e) => Err(sdk_error(e)),
-        }
+        })
+        .await
     }
 
     async fn change_visibility(
@@ -300,49 +324,55 @@ impl Queue for SqsQueue {
         receipt: &Receipt,
         timeout: Duration,
     ) -> Result<(), QueueError> {
-        match self
-            .client
-            .change_message_visibility()
-            .queue_url(&self.url)
-            .receipt_handle(&receipt.0)
-            .visibility_timeout(timeout.as_secs() as i32)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error().is_some_and(|s| {
-                    s.is_receipt_handle_is_invalid() || s.is_message_not_inflight()
-                }) =>
+        bounded(CALL_TIMEOUT, async move {
+            match self
+                .client
+                .change_message_visibility()
+                .queue_url(&self.url)
+                .receipt_handle(&receipt.0)
+                .visibility_timeout(timeout.as_secs() as i32)
+                .send()
+                .await
             {
-                Err(QueueError::InvalidReceipt)
+                Ok(_) => Ok(()),
+                Err(e)
+                    if e.as_service_error().is_some_and(|s| {
+                        s.is_receipt_handle_is_invalid() || s.is_message_not_inflight()
+                    }) =>
+                {
+                    Err(QueueError::InvalidReceipt)
+                }
+                Err(e) => Err(sdk_error(e)),
             }
-            Err(e) => Err(sdk_error(e)),
-        }
+        })
+        .await
     }
 
     async fn depth(&self) -> Result<Depth, QueueError> {
-        let out = self
-            .client
-            .get_queue_attributes()
-            .queue_url(&self.url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
-            .send()
-            .await
-            .map_err(sdk_error)?;
-        let get = |k: QueueAttributeName| {
-            out.attributes()
-                .and_then(|a| a.get(&k))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        Ok(Depth {
-            visible: get(QueueAttributeName::ApproximateNumberOfMessages),
-            in_flight: get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-            delayed: get(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
-            oldest_age: None,
+        bounded(CALL_TIMEOUT, async move {
+            let out = self
+                .client
+                .get_queue_attributes()
+                .queue_url(&self.url)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            let get = |k: QueueAttributeName| {
+                out.attributes()
+                    .and_then(|a| a.get(&k))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            };
+            Ok(Depth {
+                visible: get(QueueAttributeName::ApproximateNumberOfMessages),
+                in_flight: get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+                delayed: get(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+                oldest_age: None,
+            })
         })
+        .await
     }
 }

@@ -134,7 +134,8 @@ impl Meter {
                 let Some((batch, messages)) = Self::gather(messages) else {
                     continue;
                 };
-                match folder.fold(&batch).await {
+                let fold = || folder.fold(&batch);
+                match while_store_is_away(source.as_ref(), &messages, fold).await {
                     Ok(folded) => {
                         if tx.send((batch, messages, folded)).await.is_err() {
                             return;
@@ -153,7 +154,9 @@ impl Meter {
                     batch = %batch.id,
                     records = batch.records.len()
                 );
-                match tracing::Instrument::instrument(self.store(&batch, folded), span).await {
+                let store = || self.store(&batch, folded.clone());
+                let stored = while_store_is_away(queue.as_ref(), &messages, store);
+                match tracing::Instrument::instrument(stored, span).await {
                     Ok(folded) => {
                         for r in &folded.rejected {
                             tracing::error!(record = %r.id, reason = %r.reason, "usage record rejected");
@@ -171,5 +174,48 @@ impl Meter {
                 }
             }
         });
+    }
+}
+
+/// Retries `op` for as long as the usage store is unavailable, keeping the batch's messages
+/// invisible meanwhile: an outage then costs no deliveries (which would end in the
+/// dead-letter queue after a few minutes) and the batch is stored the moment the store is
+/// back, instead of a visibility timeout later.
+async fn while_store_is_away<T, F, Fut>(
+    queue: &dyn Queue,
+    messages: &[Message],
+    mut op: F,
+) -> Result<T, MeterError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, MeterError>>,
+{
+    const HOLD: Duration = Duration::from_secs(60);
+    let mut backoff = Duration::from_millis(100);
+    let mut held_since = tokio::time::Instant::now();
+    let mut warned = false;
+    loop {
+        match op().await {
+            Err(MeterError::Store(UsageError::Unavailable(why))) => {
+                if !warned {
+                    tracing::warn!(error = %why, "usage store unavailable; holding the batch until it is back");
+                    warned = true;
+                }
+                if held_since.elapsed() > HOLD / 3 {
+                    for m in messages {
+                        let _ = queue.change_visibility(&m.receipt, HOLD).await;
+                    }
+                    held_since = tokio::time::Instant::now();
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            other => {
+                if warned {
+                    tracing::info!("usage store back");
+                }
+                return other;
+            }
+        }
     }
 }

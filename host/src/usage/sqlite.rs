@@ -11,6 +11,7 @@ use imgfleet_metering::{Folded, Rollup, UsageRecord};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{UsageError, UsageStore};
+use crate::file_guard::FileGuard;
 
 const DAY_MS: u64 = 86_400_000;
 const ZSTD_LEVEL: i32 = 9;
@@ -21,6 +22,9 @@ pub struct SqliteUsageStore {
     conn: Arc<Mutex<Connection>>,
     /// Reads, which WAL lets run beside a write.
     reader: Arc<Mutex<Connection>>,
+    /// Counted usage written to a removed file would be lost: unavailable instead, so
+    /// batches stay queued until the file is back.
+    file: Arc<FileGuard>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> UsageError {
@@ -75,6 +79,7 @@ impl SqliteUsageStore {
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             reader: Arc::new(Mutex::new(reader)),
+            file: Arc::new(FileGuard::new(path).map_err(unavailable)?),
         })
     }
 
@@ -82,21 +87,23 @@ impl SqliteUsageStore {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<R, UsageError> + Send + 'static,
     ) -> Result<R, UsageError> {
-        Self::on(self.conn.clone(), f).await
+        Self::on(self.conn.clone(), self.file.clone(), f).await
     }
 
     async fn read<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<R, UsageError> + Send + 'static,
     ) -> Result<R, UsageError> {
-        Self::on(self.reader.clone(), f).await
+        Self::on(self.reader.clone(), self.file.clone(), f).await
     }
 
     async fn on<R: Send + 'static>(
         conn: Arc<Mutex<Connection>>,
+        file: Arc<FileGuard>,
         f: impl FnOnce(&mut Connection) -> Result<R, UsageError> + Send + 'static,
     ) -> Result<R, UsageError> {
         tokio::task::spawn_blocking(move || {
+            file.check().map_err(UsageError::Unavailable)?;
             let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
             f(&mut c)
         })
