@@ -234,6 +234,10 @@ fn describe(step: &Step) -> String {
             step.refused + step.failed,
             step.sent
         ),
+        Verdict::Saturated => format!(
+            "only {:.1} answers/s came back (a backlog was growing)",
+            step.achieved_rps
+        ),
         Verdict::GeneratorLimited => {
             "the generator hit its in-flight limit (raise --max-in-flight)".into()
         }

@@ -41,7 +41,13 @@ pub enum Verdict {
     Errors,
     /// The generator could not send at the offered rate (its own limit, not the service's).
     GeneratorLimited,
+    /// Answers came back slower than requests went out (under [`KEEP_UP`] of the rate):
+    /// a backlog is growing even if this step's p99 does not show it yet.
+    Saturated,
 }
+
+/// The share of the offered rate a step must answer to count as keeping up.
+pub const KEEP_UP: f64 = 0.95;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Step {
@@ -110,6 +116,8 @@ pub fn summarise(
     } else if p99.is_nan() || p99 > targets.p99_ms {
         // No answers at all (NaN) is not a pass either.
         Verdict::SlowP99
+    } else if (ok as f64 / seconds) < offered_rps * KEEP_UP {
+        Verdict::Saturated
     } else {
         Verdict::Held
     };
@@ -231,6 +239,9 @@ mod tests {
             (step.refused, step.failed, step.refused_status),
             (1, 1, Some(503))
         );
+
+        let behind = summarise(100.0, 1.25, &oks((1..=100).map(f64::from)), 0, TARGETS);
+        assert_eq!(behind.verdict, Verdict::Saturated, "100 answers took 1.25 s");
 
         let limited = summarise(10.0, 1.0, &oks([1.0]), 3, TARGETS);
         assert_eq!(limited.verdict, Verdict::GeneratorLimited);
