@@ -17,41 +17,56 @@ fn imgfleet(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-#[test]
-fn the_load_generator_keeps_its_arrival_rate_and_reports_each_step() {
-    let h = Host::start("spin.toml", &[]);
+/// Runs `imgfleet bench load` against `h` with `args` (rates, target, key); returns its
+/// stdout and stderr and the steps it wrote as JSON, and checks that it wrote a plot.
+fn load_run(h: &Host, args: &[&str]) -> (String, String, Vec<serde_json::Value>) {
     let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("load.json");
-    let svg = dir.path().join("load.svg");
-    let (ok, stdout, stderr) = imgfleet(&[
+    let (json, svg) = (dir.path().join("load.json"), dir.path().join("load.svg"));
+    let mut all = vec![
         "bench",
         "load",
         "--url",
         &h.base,
-        "--key",
-        &h.key,
         "--path",
         "/v1/resize?w=64",
-        "--start-rps",
-        "10",
-        "--step-rps",
-        "15",
-        "--max-rps",
-        "40",
-        "--step-seconds",
-        "2",
-        "--p99-target-ms",
-        "20000",
-        "--max-duration-seconds",
-        "60",
+    ];
+    all.extend_from_slice(args);
+    all.extend([
         "--json",
         json.to_str().unwrap(),
         "--plot",
         svg.to_str().unwrap(),
     ]);
+    let (ok, stdout, stderr) = imgfleet(&all);
     assert!(ok, "{stdout}\n{stderr}");
-    let steps: Vec<serde_json::Value> =
-        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<svg") && plot.contains("p99"), "{plot}");
+    let steps = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    (stdout, stderr, steps)
+}
+
+#[test]
+fn the_load_generator_keeps_its_arrival_rate_and_reports_each_step() {
+    let h = Host::start("spin.toml", &[]);
+    let (stdout, stderr, steps) = load_run(
+        &h,
+        &[
+            "--key",
+            &h.key,
+            "--start-rps",
+            "10",
+            "--step-rps",
+            "15",
+            "--max-rps",
+            "40",
+            "--step-seconds",
+            "2",
+            "--p99-target-ms",
+            "20000",
+            "--max-duration-seconds",
+            "60",
+        ],
+    );
     let offered: Vec<f64> = steps
         .iter()
         .map(|s| s["offered_rps"].as_f64().unwrap())
@@ -68,39 +83,27 @@ fn the_load_generator_keeps_its_arrival_rate_and_reports_each_step() {
     assert!(stdout.contains("| offered req/s |"), "{stdout}");
     assert!(stdout.contains("no tip-over up to 40 req/s"), "{stdout}");
     assert!(stderr.contains("step 3/3"), "progress is shown: {stderr}");
-    let plot = std::fs::read_to_string(&svg).unwrap();
-    assert!(plot.starts_with("<svg") && plot.contains("p99"), "{plot}");
 
     // A target nobody can meet tips over at once; the ramp stops after it.
-    let (ok, stdout, _) = imgfleet(&[
-        "bench",
-        "load",
-        "--url",
-        &h.base,
-        "--key",
-        &h.key,
-        "--path",
-        "/v1/resize?w=64",
-        "--start-rps",
-        "5",
-        "--step-rps",
-        "5",
-        "--max-rps",
-        "50",
-        "--step-seconds",
-        "1",
-        "--p99-target-ms",
-        "0.001",
-        "--steps-after-tip",
-        "0",
-        "--json",
-        json.to_str().unwrap(),
-        "--plot",
-        svg.to_str().unwrap(),
-    ]);
-    assert!(ok);
-    let steps: Vec<serde_json::Value> =
-        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let (stdout, _, steps) = load_run(
+        &h,
+        &[
+            "--key",
+            &h.key,
+            "--start-rps",
+            "5",
+            "--step-rps",
+            "5",
+            "--max-rps",
+            "50",
+            "--step-seconds",
+            "1",
+            "--p99-target-ms",
+            "0.001",
+            "--steps-after-tip",
+            "0",
+        ],
+    );
     assert_eq!(steps.len(), 1, "{stdout}");
     assert_eq!(steps[0]["verdict"], "slow_p99");
     assert!(
@@ -109,29 +112,21 @@ fn the_load_generator_keeps_its_arrival_rate_and_reports_each_step() {
     );
 
     // Without a key every request is refused: a step with errors does not hold.
-    let (ok, stdout, _) = imgfleet(&[
-        "bench",
-        "load",
-        "--url",
-        &h.base,
-        "--key-file",
-        "/nonexistent",
-        "--start-rps",
-        "5",
-        "--step-rps",
-        "0",
-        "--max-rps",
-        "5",
-        "--step-seconds",
-        "1",
-        "--json",
-        json.to_str().unwrap(),
-        "--plot",
-        svg.to_str().unwrap(),
-    ]);
-    assert!(ok);
-    let steps: Vec<serde_json::Value> =
-        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let (stdout, _, steps) = load_run(
+        &h,
+        &[
+            "--key-file",
+            "/nonexistent",
+            "--start-rps",
+            "5",
+            "--step-rps",
+            "0",
+            "--max-rps",
+            "5",
+            "--step-seconds",
+            "1",
+        ],
+    );
     assert_eq!(steps[0]["verdict"], "errors", "{stdout}");
     assert_eq!(steps[0]["refused_status"], 401);
 }

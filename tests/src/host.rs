@@ -293,7 +293,7 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-fn reply(resp: ureq::http::Response<ureq::Body>) -> Reply {
+fn read_reply(resp: ureq::http::Response<ureq::Body>) -> Result<Reply, ureq::Error> {
     let status = resp.status().as_u16();
     let headers = resp
         .headers()
@@ -304,13 +304,16 @@ fn reply(resp: ureq::http::Response<ureq::Body>) -> Reply {
         .into_body()
         .into_with_config()
         .limit(64 * 1024 * 1024)
-        .read_to_vec()
-        .expect("reading the response body");
-    Reply {
+        .read_to_vec()?;
+    Ok(Reply {
         status,
         headers,
         body,
-    }
+    })
+}
+
+fn reply(resp: ureq::http::Response<ureq::Body>) -> Reply {
+    read_reply(resp).expect("reading the response body")
 }
 
 /// A POST that may fail to reach the server (a killed host): `Err` with the reason.
@@ -329,19 +332,9 @@ pub fn try_post(
     for (n, v) in headers {
         req = req.header(*n, *v);
     }
-    let resp = req.send(body).map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-        .collect();
-    let body = resp.into_body().read_to_vec().map_err(|e| e.to_string())?;
-    Ok(Reply {
-        status,
-        headers,
-        body,
-    })
+    req.send(body)
+        .and_then(read_reply)
+        .map_err(|e| e.to_string())
 }
 
 pub fn post(url: &str, body: &[u8], headers: &[(&str, &str)]) -> Reply {

@@ -241,7 +241,11 @@ mod tests {
         );
 
         let behind = summarise(100.0, 1.25, &oks((1..=100).map(f64::from)), 0, TARGETS);
-        assert_eq!(behind.verdict, Verdict::Saturated, "100 answers took 1.25 s");
+        assert_eq!(
+            behind.verdict,
+            Verdict::Saturated,
+            "100 answers took 1.25 s"
+        );
 
         let limited = summarise(10.0, 1.0, &oks([1.0]), 3, TARGETS);
         assert_eq!(limited.verdict, Verdict::GeneratorLimited);
