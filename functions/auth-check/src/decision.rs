@@ -42,7 +42,29 @@ pub enum Denial {
     TenantDisabled,
     ScopeDenied(Scope),
     /// A monthly allowance is used up; names which one.
-    QuotaExceeded(&'static str),
+    QuotaExceeded(Allowance),
+}
+
+/// The monthly allowances a tenant's quota can set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allowance {
+    Bytes,
+    Pixels,
+}
+
+impl Allowance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bytes => "bytes",
+            Self::Pixels => "pixels",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Bytes, Self::Pixels]
+            .into_iter()
+            .find(|a| a.as_str() == s)
+    }
 }
 
 impl Denial {
@@ -84,12 +106,25 @@ impl Denial {
             Self::ScopeDenied(scope) => {
                 format!("the API key does not have the `{}` scope", scope.as_str())
             }
-            Self::QuotaExceeded(what) => format!("the monthly {what} allowance is used up"),
+            Self::QuotaExceeded(what) => {
+                format!("the monthly {} allowance is used up", what.as_str())
+            }
         }
     }
 
-    /// Rebuilds a denial from its code (as it crosses the component boundary).
-    pub fn from_code(code: &str, message: String) -> Option<Self> {
+    /// What a typed denial names (a scope, an allowance), for the wire: the message is
+    /// for people and may change.
+    pub fn detail(&self) -> Option<&'static str> {
+        match self {
+            Self::ScopeDenied(scope) => Some(scope.as_str()),
+            Self::QuotaExceeded(what) => Some(what.as_str()),
+            _ => None,
+        }
+    }
+
+    /// Rebuilds a denial from its code, message and [`detail`](Self::detail) (as it
+    /// crosses the component boundary); `None` for what this version does not know.
+    pub fn from_wire(code: &str, message: String, detail: Option<&str>) -> Option<Self> {
         Some(match code {
             "credential_missing" => Self::CredentialMissing,
             "credential_scheme" => Self::CredentialScheme,
@@ -97,17 +132,8 @@ impl Denial {
             "key_unknown" => Self::KeyUnknown,
             "key_revoked" => Self::KeyRevoked,
             "tenant_disabled" => Self::TenantDisabled,
-            "scope_denied" => {
-                let scope = Scope::ALL
-                    .into_iter()
-                    .find(|s| message.contains(&format!("`{}`", s.as_str())))?;
-                Self::ScopeDenied(scope)
-            }
-            "quota_exceeded" => Self::QuotaExceeded(if message.contains("pixels") {
-                "pixels"
-            } else {
-                "bytes"
-            }),
+            "scope_denied" => Self::ScopeDenied(Scope::parse(detail?)?),
+            "quota_exceeded" => Self::QuotaExceeded(Allowance::parse(detail?)?),
             _ => return None,
         })
     }
@@ -150,13 +176,13 @@ fn decide(req: &CheckRequest) -> Result<Grant, Denial> {
         .monthly_bytes
         .is_some_and(|max| req.usage.bytes >= max)
     {
-        return Err(Denial::QuotaExceeded("bytes"));
+        return Err(Denial::QuotaExceeded(Allowance::Bytes));
     }
     if quota
         .monthly_pixels
         .is_some_and(|max| req.usage.pixels >= max)
     {
-        return Err(Denial::QuotaExceeded("pixels"));
+        return Err(Denial::QuotaExceeded(Allowance::Pixels));
     }
     Ok(Grant {
         tenant: tenant.id.clone(),
@@ -287,7 +313,7 @@ mod tests {
     }
 
     #[test]
-    fn denials_survive_the_round_trip_through_their_code() {
+    fn denials_survive_the_round_trip_through_the_wire() {
         for d in [
             Denial::CredentialMissing,
             Denial::CredentialScheme,
@@ -296,11 +322,19 @@ mod tests {
             Denial::KeyRevoked,
             Denial::TenantDisabled,
             Denial::ScopeDenied(Scope::Usage),
-            Denial::QuotaExceeded("pixels"),
-            Denial::QuotaExceeded("bytes"),
+            Denial::QuotaExceeded(Allowance::Pixels),
+            Denial::QuotaExceeded(Allowance::Bytes),
         ] {
-            assert_eq!(Denial::from_code(d.code(), d.message()), Some(d));
+            let wire = crate::http::WireDecision::from(Decision::Deny(d.clone()));
+            let json = serde_json::to_string(&wire).unwrap();
+            let back: crate::http::WireDecision = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.into_decision(), Some(Decision::Deny(d)), "{json}");
         }
-        assert_eq!(Denial::from_code("nope", String::new()), None);
+        assert_eq!(Denial::from_wire("nope", String::new(), None), None);
+        assert_eq!(
+            Denial::from_wire("scope_denied", "the `usage` scope".into(), None),
+            None,
+            "the message is never parsed"
+        );
     }
 }

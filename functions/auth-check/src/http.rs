@@ -20,6 +20,9 @@ pub enum WireDecision {
         status: u16,
         code: String,
         message: String,
+        /// The scope or allowance a denial names (see [`Denial::detail`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
     },
 }
 
@@ -35,6 +38,7 @@ impl From<Decision> for WireDecision {
                 status: d.status(),
                 code: d.code().to_string(),
                 message: d.message(),
+                detail: d.detail().map(str::to_string),
             },
         }
     }
@@ -53,7 +57,12 @@ impl WireDecision {
                 key_id,
                 quota,
             }),
-            Self::Deny { code, message, .. } => Decision::Deny(Denial::from_code(&code, message)?),
+            Self::Deny {
+                code,
+                message,
+                detail,
+                ..
+            } => Decision::Deny(Denial::from_wire(&code, message, detail.as_deref())?),
         })
     }
 }

@@ -11,5 +11,5 @@ pub mod rate;
 pub mod record;
 
 pub use credential::{Credential, parse_authorization};
-pub use decision::{CheckRequest, Decision, Denial, Grant, check};
+pub use decision::{Allowance, CheckRequest, Decision, Denial, Grant, check};
 pub use record::{KeyRecord, Quota, Scope, TenantRecord, Usage};

@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Limited};
 
 use super::AppState;
 use super::audit::Metered;
+use super::auth::Principal;
 use super::error::ApiError;
 use crate::jobs::{Completion, Job, Outcome, now_ms};
 use crate::queue::Durability;
@@ -57,23 +58,22 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
         .put_input(body, state.deadline * 3, Keep::Volatile)
         .await
         .map_err(staging_error)?;
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or(path);
     let job = Job {
-        id: id.clone(),
-        tenant: principal.tenant,
-        key_id: principal.key_id,
-        request_id: request_id.clone(),
-        function,
-        method: parts.method.to_string(),
-        path_and_query: parts
-            .uri
-            .path_and_query()
-            .map(|p| p.to_string())
-            .unwrap_or(path),
-        accept: header_string(&parts.headers, header::ACCEPT),
-        content_type: header_string(&parts.headers, header::CONTENT_TYPE),
-        input: input.clone(),
         reply_to: Some(state.completions.queue_name().to_string()),
-        submitted_ms: now_ms(),
+        ..job_for(
+            &id,
+            request_id,
+            principal,
+            function,
+            &parts,
+            path_and_query,
+            &input,
+        )
     };
     let mut waiter = state.completions.wait_for(&id);
     let shard = state.next_shard();
@@ -214,6 +214,34 @@ fn stable_code(code: &str) -> &'static str {
         "input_lost",
     ];
     KNOWN.into_iter().find(|k| *k == code).unwrap_or("internal")
+}
+
+/// A job carrying an authenticated request: its ids, its caller, the function to run with
+/// the request's method and content headers, and the staged input. Nobody waits for it
+/// unless the caller sets `reply_to`.
+pub(super) fn job_for(
+    id: &str,
+    request_id: String,
+    principal: Principal,
+    function: String,
+    parts: &axum::http::request::Parts,
+    path_and_query: String,
+    input: &str,
+) -> Job {
+    Job {
+        id: id.to_string(),
+        tenant: principal.tenant,
+        key_id: principal.key_id,
+        request_id,
+        function,
+        method: parts.method.to_string(),
+        path_and_query,
+        accept: header_string(&parts.headers, header::ACCEPT),
+        content_type: header_string(&parts.headers, header::CONTENT_TYPE),
+        input: input.to_string(),
+        reply_to: None,
+        submitted_ms: now_ms(),
+    }
 }
 
 pub(super) fn staging_error(e: StagingError) -> ApiError {

@@ -12,7 +12,7 @@ use super::AppState;
 use super::audit::Metered;
 use super::auth::{Principal, principal};
 use super::error::ApiError;
-use super::functions::{header_string, read_body, staging_error};
+use super::functions::{job_for, read_body, staging_error};
 use crate::job_store::{JobRecord, JobStatus};
 use crate::jobs::{Job, now_ms};
 use crate::queue::OutgoingMessage;
@@ -49,20 +49,16 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> Result<Respo
         .put_input(body, state.async_input_ttl, Keep::Durable)
         .await
         .map_err(staging_error)?;
-    let job = Job {
-        id: id.clone(),
-        tenant: principal.tenant,
-        key_id: principal.key_id,
-        request_id: request_id.clone(),
+    let path_and_query = format!("{JOB_ROUTE}?{}", parts.uri.query().unwrap_or(""));
+    let job = job_for(
+        &id,
+        request_id,
+        principal,
         function,
-        method: "POST".into(),
-        path_and_query: format!("{JOB_ROUTE}?{}", parts.uri.query().unwrap_or("")),
-        accept: header_string(&parts.headers, header::ACCEPT),
-        content_type: header_string(&parts.headers, header::CONTENT_TYPE),
-        input: input.clone(),
-        reply_to: None,
-        submitted_ms: now_ms(),
-    };
+        &parts,
+        path_and_query,
+        &input,
+    );
     // The record first: if the process dies before the message is queued, start-up
     // queues it again from the record.
     if let Err(e) = state.job_store.insert(&job).await {
