@@ -182,7 +182,10 @@ fn jpeg_sampling_supported(bytes: &[u8]) -> bool {
     let mut at = 2;
     while at + 4 <= bytes.len() {
         if bytes[at] != 0xFF {
-            return true;
+            // A segment length that lies: resynchronise on the next marker, as the
+            // decoder does, so that it cannot find a frame header this walk missed.
+            at += 1;
+            continue;
         }
         let marker = bytes[at + 1];
         if marker == 0xFF {
@@ -210,30 +213,30 @@ fn jpeg_sampling_supported(bytes: &[u8]) -> bool {
     true
 }
 
+/// Runs a decoder so that a bug in it cannot take the caller down: zune-jpeg's AVX2 IDCT
+/// panics on some malformed JPEGs its scalar path (the one WASM builds use) refuses cleanly
+/// (fuzz/regressions/resize/jpeg-*). Natively the panic is caught and answered as a corrupt
+/// image; in WASM (panic = abort) the inputs known to cause one are refused before decoding.
+pub(crate) fn guarded<T>(
+    decode: impl FnOnce() -> Result<T, ResizeError>,
+) -> Result<T, ResizeError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)).unwrap_or_else(|_| {
+        Err(ResizeError::new(
+            ErrorCode::CorruptImage,
+            "the image could not be decoded: its data is malformed",
+        ))
+    })
+}
+
 /// Decodes all pixels, applies the EXIF orientation and converts to an 8-bit layout.
 pub(crate) fn decode(probe: Probe<'_>) -> Result<Bitmap, ResizeError> {
     let orientation = probe.orientation;
-    // A decoder bug must not take the caller down with it: zune-jpeg's AVX2 IDCT panics on
-    // some malformed JPEGs its scalar path (the one WASM builds use) refuses cleanly
-    // (fuzz/regressions/resize/jpeg-*). Natively the panic is caught and
-    // answered like the scalar path's error; in WASM (panic = abort) it cannot occur.
-    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        DynamicImage::from_decoder(probe.decoder)
-    }));
-    let mut image = match decoded {
-        Ok(result) => result.map_err(decode_error)?,
-        Err(_) => {
-            return Err(ResizeError::new(
-                ErrorCode::CorruptImage,
-                "the image could not be decoded: its data is malformed",
-            ));
-        }
-    };
+    let mut image = guarded(|| DynamicImage::from_decoder(probe.decoder).map_err(decode_error))?;
     image.apply_orientation(orientation);
     Ok(to_bitmap(image))
 }
 
-fn to_bitmap(image: DynamicImage) -> Bitmap {
+pub(crate) fn to_bitmap(image: DynamicImage) -> Bitmap {
     let (width, height) = (image.width(), image.height());
     let (layout, pixels) = match image {
         DynamicImage::ImageLuma8(i) => (Layout::L8, i.into_raw()),

@@ -30,6 +30,25 @@ impl Plan {
     pub fn is_identity(&self, source: (u32, u32)) -> bool {
         self.crop.is_none() && self.scaled == source && self.canvas == source
     }
+
+    /// The same plan for a source decoded at another size than it was planned for (shrunk
+    /// on load): the crop moves to the decoded pixels, the output stays as it was.
+    pub fn for_source(&self, planned: (u32, u32), decoded: (u32, u32)) -> Plan {
+        if planned == decoded {
+            return *self;
+        }
+        let sx = f64::from(decoded.0) / f64::from(planned.0);
+        let sy = f64::from(decoded.1) / f64::from(planned.1);
+        Plan {
+            crop: self.crop.map(|c| Crop {
+                left: c.left * sx,
+                top: c.top * sy,
+                width: c.width * sx,
+                height: c.height * sy,
+            }),
+            ..*self
+        }
+    }
 }
 
 fn round_side(x: f64) -> u32 {

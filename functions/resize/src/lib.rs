@@ -11,6 +11,7 @@ pub mod params;
 pub mod pipeline;
 
 mod codec;
+mod shrink;
 
 pub use error::{ErrorCode, ResizeError};
 pub use limits::{LIMITS_HEADER, Limits};

@@ -9,6 +9,7 @@ use crate::error::{ErrorCode, ResizeError};
 use crate::geometry::{self, Plan};
 use crate::limits::Limits;
 use crate::params::{FormatChoice, ImageFormat, OutputFormat, ResizeParams, negotiate};
+use crate::shrink;
 
 /// Format, size and byte count of one side of a resize: what metering bills on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,8 +70,22 @@ pub fn resize(
         FormatChoice::Auto => negotiate(accept, input_format),
         FormatChoice::Fixed(f) => f,
     };
-    let bitmap = codec::decode(probe)?;
+    let shrink = match input_format {
+        ImageFormat::Jpeg => shrink::factor(oriented, &plan),
+        _ => 1,
+    };
+    let shrunk = if shrink > 1 {
+        let orientation = probe.orientation;
+        codec::guarded(|| shrink::decode(input, shrink, orientation, limits.max_decode_alloc))?
+    } else {
+        None
+    };
+    let bitmap = match shrunk {
+        Some(b) => b,
+        None => codec::decode(probe)?,
+    };
     let decoded = Instant::now();
+    let plan = plan.for_source(oriented, (bitmap.width, bitmap.height));
 
     let bitmap = if plan.is_identity((bitmap.width, bitmap.height)) {
         bitmap

@@ -1,0 +1,120 @@
+//! JPEG shrink-on-load: when the output is much smaller than the photo, decode it at 1/2,
+//! 1/4 or 1/8 of its size by scaling in the DCT domain (a reduced inverse DCT per block)
+//! instead of decoding every pixel and throwing most away. The resampler then finishes
+//! from at least twice the output's resolution, so the Lanczos filter still has the detail
+//! it needs (tests/quality.rs holds outputs to a full-decode reference).
+
+use image::DynamicImage;
+use image::metadata::Orientation;
+
+use crate::codec::{Bitmap, Layout};
+use crate::error::{ErrorCode, ResizeError};
+use crate::geometry::Plan;
+
+/// How much finer than the output the shrunk decode must stay, per axis.
+const MARGIN: f64 = 2.0;
+
+/// The largest of 1, 2, 4, 8 that keeps `MARGIN`× the output's resolution, for a plan on
+/// an image of `oriented` size.
+pub(crate) fn factor(oriented: (u32, u32), plan: &Plan) -> u32 {
+    let (src_w, src_h) = plan
+        .crop
+        .map_or((f64::from(oriented.0), f64::from(oriented.1)), |c| {
+            (c.width, c.height)
+        });
+    // Source pixels per output pixel, on the axis that needs the most detail.
+    let ratio = (src_w / f64::from(plan.scaled.0)).min(src_h / f64::from(plan.scaled.1));
+    [8, 4, 2]
+        .into_iter()
+        .find(|&d| ratio >= f64::from(d) * MARGIN)
+        .unwrap_or(1)
+}
+
+/// Decodes `bytes` (a JPEG) at 1/`factor` scale, oriented. `None` when this decoder cannot
+/// shrink it (CMYK, 16-bit), so the caller decodes in full instead.
+pub(crate) fn decode(
+    bytes: &[u8],
+    factor: u32,
+    orientation: Orientation,
+    max_alloc: u64,
+) -> Result<Option<Bitmap>, ResizeError> {
+    let corrupt = |e: jpeg_decoder::Error| {
+        ResizeError::new(
+            ErrorCode::CorruptImage,
+            format!("the image could not be decoded: {e}"),
+        )
+    };
+    let mut decoder = jpeg_decoder::Decoder::new(bytes);
+    decoder.set_max_decoding_buffer_size(usize::try_from(max_alloc).unwrap_or(usize::MAX));
+    decoder.read_info().map_err(corrupt)?;
+    let Some(info) = decoder.info() else {
+        return Ok(None);
+    };
+    let layout = match info.pixel_format {
+        jpeg_decoder::PixelFormat::L8 => Layout::L8,
+        jpeg_decoder::PixelFormat::RGB24 => Layout::Rgb8,
+        _ => return Ok(None),
+    };
+    let want = |side: u16| side.div_ceil(factor as u16);
+    let (width, height) = decoder
+        .scale(want(info.width), want(info.height))
+        .map_err(corrupt)?;
+    let pixels = decoder.decode().map_err(corrupt)?;
+    let (width, height) = (u32::from(width), u32::from(height));
+    if pixels.len() != width as usize * height as usize * layout.channels() {
+        return Err(ResizeError::new(
+            ErrorCode::CorruptImage,
+            "the image could not be decoded: its data is shorter than its header says",
+        ));
+    }
+    let mut image = match layout {
+        Layout::L8 => image::GrayImage::from_raw(width, height, pixels).map(DynamicImage::from),
+        _ => image::RgbImage::from_raw(width, height, pixels).map(DynamicImage::from),
+    }
+    .expect("the length was checked");
+    image.apply_orientation(orientation);
+    Ok(Some(crate::codec::to_bitmap(image)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::factor;
+    use crate::geometry::{Crop, Plan};
+
+    fn plan(scaled: (u32, u32), crop: Option<Crop>) -> Plan {
+        Plan {
+            crop,
+            scaled,
+            canvas: scaled,
+            offset: (0, 0),
+        }
+    }
+
+    #[test]
+    fn shrinks_only_while_twice_the_output_resolution_remains() {
+        let photo = (4000, 3000);
+        assert_eq!(factor(photo, &plan((250, 187), None)), 8);
+        assert_eq!(
+            factor(photo, &plan((300, 225), None)),
+            4,
+            "13.3x: 8 would leave 1.7x"
+        );
+        assert_eq!(factor(photo, &plan((1000, 750), None)), 2);
+        assert_eq!(
+            factor(photo, &plan((1200, 900), None)),
+            1,
+            "3.3x: 2 would leave 1.7x"
+        );
+        assert_eq!(factor(photo, &plan((4000, 3000), None)), 1);
+        // A crop keeps the crop's resolution: 1000 source pixels into 300 is 3.3x.
+        let crop = Crop {
+            left: 1500.0,
+            top: 1000.0,
+            width: 1000.0,
+            height: 1000.0,
+        };
+        assert_eq!(factor(photo, &plan((300, 300), Some(crop))), 1);
+        // Stretched (fill): the axis needing the most detail decides.
+        assert_eq!(factor(photo, &plan((2000, 100), None)), 1);
+    }
+}

@@ -1,0 +1,95 @@
+//! Speed tricks must not cost quality: every fit mode and output format, from photos large
+//! enough that the JPEG is shrunk on load, compared with a reference made the slow way —
+//! a full decode and a Lanczos3 resample (the `image` crate's, independent of ours).
+
+use image::imageops::FilterType;
+use image::{DynamicImage, GenericImageView};
+use imgfleet_resize::{Limits, ResizeParams, resize};
+use imgfleet_tests::images::{self, decode};
+use imgfleet_tests::quality::psnr;
+
+/// The photo as a careful pipeline would see it: every pixel decoded.
+fn full_decode(jpeg: &[u8]) -> DynamicImage {
+    image::load_from_memory(jpeg).unwrap()
+}
+
+/// Lowest PSNR (dB) against the reference, per output format: lossless outputs differ only
+/// by the resampling, JPEG output also by its own compression (q90). Measured: 47–57 dB
+/// lossless, 42–49 dB JPEG (docs/BENCHMARKS.md); nearest-neighbour scores under 34.
+fn floor(fmt: &str) -> f64 {
+    match fmt {
+        "jpeg" => 38.0,
+        _ => 42.0,
+    }
+}
+
+/// The region of `out` that holds the picture (`contain` pads around it).
+fn picture(out: &DynamicImage, offset: (u32, u32), size: (u32, u32)) -> DynamicImage {
+    out.crop_imm(offset.0, offset.1, size.0, size.1)
+}
+
+#[test]
+fn every_fit_and_format_matches_a_full_decode_reference() {
+    let photo = images::photo(2400, 1600, 17);
+    let jpeg = images::jpeg(&photo, 92);
+    let full = full_decode(&jpeg);
+    // (query, reference picture, where it sits in the output)
+    let cases: Vec<(&str, DynamicImage, (u32, u32))> = vec![
+        (
+            "w=300",
+            full.resize_exact(300, 200, FilterType::Lanczos3),
+            (0, 0),
+        ),
+        (
+            "w=150&h=150&fit=inside",
+            full.resize_exact(150, 100, FilterType::Lanczos3),
+            (0, 0),
+        ),
+        (
+            "w=200&h=200&fit=cover",
+            full.crop_imm(400, 0, 1600, 1600)
+                .resize_exact(200, 200, FilterType::Lanczos3),
+            (0, 0),
+        ),
+        (
+            "w=240&h=240&fit=contain",
+            full.resize_exact(240, 160, FilterType::Lanczos3),
+            (0, 40),
+        ),
+        (
+            "w=300&h=80&fit=fill",
+            full.resize_exact(300, 80, FilterType::Lanczos3),
+            (0, 0),
+        ),
+        (
+            "w=1000",
+            full.resize_exact(1000, 667, FilterType::Lanczos3),
+            (0, 0),
+        ),
+    ];
+    for (query, reference, offset) in &cases {
+        for fmt in ["jpeg", "png", "webp"] {
+            let q = format!("{query}&fmt={fmt}&q=90");
+            let params = ResizeParams::from_query(&q).unwrap();
+            let out = resize(&jpeg, &params, None, &Limits::default()).unwrap();
+            let out = picture(&decode(&out.bytes), *offset, reference.dimensions());
+            let db = psnr(&out, reference);
+            println!("{q}: {db:.1} dB");
+            assert!(
+                db >= floor(fmt),
+                "{q}: PSNR {db:.1} dB against the reference"
+            );
+        }
+    }
+}
+
+/// The floors mean something: a nearest-neighbour resize of the same photo (what a
+/// careless speed-up would produce) falls below them.
+#[test]
+fn a_careless_resize_would_fail_the_floor() {
+    let full = full_decode(&images::jpeg(&images::photo(2400, 1600, 17), 92));
+    let reference = full.resize_exact(300, 200, FilterType::Lanczos3);
+    let careless = full.resize_exact(300, 200, FilterType::Nearest);
+    let db = psnr(&careless, &reference);
+    assert!(db < floor("png"), "nearest neighbour scored {db:.1} dB");
+}
