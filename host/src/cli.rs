@@ -23,7 +23,7 @@ pub struct Cli {
         default_value = "text"
     )]
     pub log_format: LogFormat,
-    /// Also log each span (request, auth, job, invoke, meter) when it closes, with its
+    /// Also log each span (request, auth, enqueue, job, invoke, meter) when it closes, with its
     /// fields and timings: a trace of every hop, joined on the request id.
     #[arg(long, global = true, env = "IMGFLEET_LOG_SPANS")]
     pub log_spans: bool,

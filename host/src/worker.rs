@@ -70,6 +70,8 @@ async fn handle(ctx: &WorkerContext, m: Message) {
         tenant = %job.tenant,
         function = %job.function,
         attempt = m.receive_count,
+        // Time from acceptance to this delivery: what the queue hop cost.
+        queued_ms = now_ms().saturating_sub(job.submitted_ms),
     );
     tracing::Instrument::instrument(finish(ctx, m, job), span).await;
 }

@@ -145,7 +145,7 @@ fn one_request_id_follows_a_request_through_every_hop() {
     // Every hop, each within the 5 s the pipeline needs at most on a loaded machine.
     let deadline = Instant::now() + Duration::from_secs(15);
     for id in [sync_id, async_id] {
-        let wanted = ["request", "auth", "job", "invoke", "meter"];
+        let wanted = ["request", "auth", "enqueue", "job", "invoke", "meter"];
         loop {
             let seen: std::collections::BTreeSet<String> =
                 log_lines(&log, id).iter().flat_map(span_names).collect();

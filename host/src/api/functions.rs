@@ -81,7 +81,7 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
         .to_message(shard)
         // The client waits on this connection: if the host dies, the request dies with it.
         .durability(Durability::Buffered);
-    if let Err(e) = state.jobs.send(message).await {
+    if let Err(e) = enqueue(&state, message, &id).await {
         state.staging.remove(&input);
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -214,6 +214,16 @@ fn stable_code(code: &str) -> &'static str {
         "input_lost",
     ];
     KNOWN.into_iter().find(|k| *k == code).unwrap_or("internal")
+}
+
+/// Puts a job on the jobs queue, as its own span (the queue hop of a request's trace).
+pub(super) async fn enqueue(
+    state: &AppState,
+    message: crate::queue::OutgoingMessage,
+    job: &str,
+) -> Result<String, crate::queue::QueueError> {
+    let span = tracing::info_span!("enqueue", queue = state.jobs.name(), job);
+    tracing::Instrument::instrument(state.jobs.send(message), span).await
 }
 
 /// A job carrying an authenticated request: its ids, its caller, the function to run with

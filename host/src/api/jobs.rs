@@ -12,7 +12,7 @@ use super::AppState;
 use super::audit::Metered;
 use super::auth::{Principal, principal};
 use super::error::ApiError;
-use super::functions::{job_for, read_body, staging_error};
+use super::functions::{enqueue, job_for, read_body, staging_error};
 use crate::job_store::{JobRecord, JobStatus};
 use crate::jobs::{Job, now_ms};
 use crate::queue::OutgoingMessage;
@@ -65,7 +65,7 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> Result<Respo
         state.staging.remove(&input);
         return Err(store_error(e));
     }
-    if let Err(e) = state.jobs.send(job_message(&job, state.next_shard())).await {
+    if let Err(e) = enqueue(&state, job_message(&job, state.next_shard()), &id).await {
         // Not accepted after all: the client is told so and may retry, so the job must not
         // run later behind its back (a crash right here leaves it to start-up, which
         // queues it: at worst it runs once without the client knowing).
