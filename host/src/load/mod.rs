@@ -141,7 +141,6 @@ pub async fn run(plan: LoadPlan) -> Vec<Step> {
         .build(connector);
     let began = Instant::now();
     let mut steps: Vec<Step> = Vec::new();
-    let mut after_tip = None;
     for (i, &rate) in plan.rates.iter().enumerate() {
         if began.elapsed() + plan.step > plan.max_duration {
             eprintln!("stopping: the next step would pass --max-duration");
@@ -186,15 +185,9 @@ pub async fn run(plan: LoadPlan) -> Vec<Step> {
             step.failed,
             step.verdict
         );
-        let held = step.verdict == Verdict::Held;
         steps.push(step);
-        match after_tip.as_mut() {
-            None if !held => after_tip = Some(plan.steps_after_tip),
-            Some(0) => break,
-            Some(n) => *n -= 1,
-            None => {}
-        }
-        if after_tip == Some(0) {
+        let first_bad = steps.iter().position(|s| s.verdict != Verdict::Held);
+        if first_bad.is_some_and(|bad| steps.len() - 1 - bad >= plan.steps_after_tip) {
             break;
         }
     }
