@@ -61,10 +61,15 @@ impl Meter {
 
     /// Stores a fold; if some of its records were counted in the meantime (a redelivery
     /// racing its original), folds again against the store and retries.
-    pub async fn store(&self, batch: &Batch, mut folded: Folded) -> Result<Folded, MeterError> {
+    pub async fn store(&self, batch: &Batch, first: &Folded) -> Result<(), MeterError> {
+        let mut refolded: Option<Folded> = None;
         for _ in 0..5 {
+            let folded = refolded.as_ref().unwrap_or(first);
             match self.store.apply(folded.clone()).await {
                 Ok(()) => {
+                    for r in &folded.rejected {
+                        tracing::error!(record = %r.id, reason = %r.reason, "usage record rejected");
+                    }
                     metrics::counter!(telemetry::USAGE_RECORDS_STORED)
                         .increment(folded.accepted.len() as u64);
                     // The last hop of a request: its usage is counted (joined on request_id).
@@ -82,9 +87,9 @@ impl Meter {
                         let lag = now_ms().saturating_sub(oldest) as f64 / 1e3;
                         metrics::histogram!(telemetry::USAGE_INGEST_LAG).record(lag);
                     }
-                    return Ok(folded);
+                    return Ok(());
                 }
-                Err(UsageError::Raced) => folded = self.fold(batch).await?,
+                Err(UsageError::Raced) => refolded = Some(self.fold(batch).await?),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -154,18 +159,11 @@ impl Meter {
                     batch = %batch.id,
                     records = batch.records.len()
                 );
-                let store = || self.store(&batch, folded.clone());
+                let store = || self.store(&batch, &folded);
                 let stored = while_store_is_away(queue.as_ref(), &messages, store);
-                match tracing::Instrument::instrument(stored, span).await {
-                    Ok(folded) => {
-                        for r in &folded.rejected {
-                            tracing::error!(record = %r.id, reason = %r.reason, "usage record rejected");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "usage batches not stored; they will be redelivered");
-                        continue;
-                    }
+                if let Err(e) = tracing::Instrument::instrument(stored, span).await {
+                    tracing::warn!(error = %e, "usage batches not stored; they will be redelivered");
+                    continue;
                 }
                 for message in messages {
                     if let Err(e) = queue.delete(&message.receipt).await {
