@@ -2,10 +2,11 @@
 # imgfleet developer entry point.
 #
 #   ./dev.sh up [imgfleet up flags]   build everything (WASM included) and serve on 127.0.0.1:8080
-#   ./dev.sh test                     build everything and run the whole test suite
+#   ./dev.sh test                     build everything and run the whole test suite (installs sharp)
 #   ./dev.sh build-wasm               build the WASM functions into target/wasm/
 #   ./dev.sh lint                     cargo fmt --check and clippy -D warnings
-#   ./dev.sh bench                    run the benchmarks (see docs/BENCHMARKS.md)
+#   ./dev.sh bench                    the resize benchmark against sharp (see docs/BENCHMARKS.md)
+#   ./dev.sh photos                   fetch the benchmark's real photographs into target/photos/
 #   ./dev.sh fuzz [seconds]           run each cargo-fuzz target for that long (60 s; see fuzz/README.md)
 #
 # WASM builds take one of two paths (see docs/BUILDING.md):
@@ -34,6 +35,15 @@ apt_ensure() {
     log "installing Debian packages: ${missing[*]}"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+}
+
+# The resize function links C (libwebp): clang and wasi-libc's headers compile it for WASM.
+wasm_c_toolchain() {
+    apt_ensure clang-19 llvm-19 wasi-libc
+    local t
+    for t in wasm32_wasip1 wasm32_wasip2; do
+        export "CC_$t=clang-19" "AR_$t=llvm-ar-19" "CFLAGS_$t=-isystem /usr/include/wasm32-wasi -msimd128"
+    done
 }
 
 have_path_a() {
@@ -69,6 +79,7 @@ build_path_b() {
 
 build_wasm() {
     mkdir -p "$WASM_OUT"
+    wasm_c_toolchain
     case "${IMGFLEET_WASM_PATH:-auto}" in
         a) log "WASM: path A (rustup wasm32-wasip2)"; have_path_a && build_path_a ;;
         b) log "WASM: path B (Debian Rust + build-std)"; build_path_b ;;
@@ -138,6 +149,31 @@ demo_key() {
     fi
 }
 
+# Real photographs for the benchmarks, from Debian wallpaper packages (downloaded, not
+# installed), re-encoded into a set of 100 KB - 1 MB JPEGs in target/photos/set.
+PHOTO_PACKAGES=(lomiri-wallpapers-16.04 mate-backgrounds)
+PHOTOS="$ROOT/target/photos"
+fetch_photos() {
+    if [ -n "$(ls "$PHOTOS/set" 2>/dev/null)" ]; then return 0; fi
+    log "fetching photographs: ${PHOTO_PACKAGES[*]}"
+    mkdir -p "$PHOTOS/debs" "$PHOTOS/unpacked" "$PHOTOS/src"
+    (cd "$PHOTOS/debs" && apt-get download -qq "${PHOTO_PACKAGES[@]}" 2>/dev/null) ||
+        (as_root apt-get update -qq && cd "$PHOTOS/debs" && apt-get download -qq "${PHOTO_PACKAGES[@]}")
+    local deb
+    for deb in "$PHOTOS"/debs/*.deb; do dpkg-deb -x "$deb" "$PHOTOS/unpacked"; done
+    # Photographs only: the packages' abstract and desktop artwork is left out.
+    cp "$PHOTOS"/unpacked/usr/share/backgrounds/*.jpg "$PHOTOS"/unpacked/usr/share/backgrounds/mate/nature/*.jpg "$PHOTOS/src/"
+    cargo run -q --release -j "$JOBS" -p imgfleet-tests --bin make-photos -- "$PHOTOS/src" "$PHOTOS/set"
+}
+
+# sharp (libvips), pinned in bench/sharp/package-lock.json, for the side-by-side benchmark.
+ensure_sharp() {
+    [ -d "$ROOT/bench/sharp/node_modules/sharp" ] && return 0
+    command -v npm >/dev/null || apt_ensure nodejs npm
+    log "installing sharp into bench/sharp/node_modules"
+    (cd "$ROOT/bench/sharp" && npm ci --no-audit --no-fund --ignore-scripts)
+}
+
 CARGO_FUZZ_VERSION="0.13.2"
 FUZZ_TARGETS=(resize request)
 # Each target from its committed seeds (read only) into a scratch corpus; a crash leaves
@@ -172,6 +208,8 @@ case "$cmd" in
         # The end-to-end tests start the real binary.
         build_host
         start_moto
+        # The quality test decodes AVIF output with sharp (no AVIF decoder in the workspace).
+        ensure_sharp
         log "running the test suite"
         cargo test --release -j "$JOBS" --workspace --exclude resize-spin --exclude auth-check-spin --exclude metering-spin --exclude hog "$@"
         ;;
@@ -180,8 +218,11 @@ case "$cmd" in
         cargo clippy --release -j "$JOBS" --workspace --exclude resize-spin --exclude auth-check-spin --exclude metering-spin --exclude hog --all-targets -- -D warnings
         ;;
     fuzz) run_fuzz "$@" ;;
+    photos) fetch_photos ;;
     bench)
         build_wasm
+        fetch_photos
+        ensure_sharp
         cargo bench -j "$JOBS" -p imgfleet-tests --bench resize -- "$@"
         ;;
     *)

@@ -11,12 +11,28 @@ pub const HTTP_DURATION: &str = "imgfleet_http_request_duration_seconds";
 pub const FUNCTION_CPU: &str = "imgfleet_function_cpu_seconds";
 pub const FUNCTION_WALL: &str = "imgfleet_function_wall_seconds";
 pub const FUNCTION_INSTANTIATE: &str = "imgfleet_function_instantiate_seconds";
+pub const FUNCTION_MEMORY_PEAK: &str = "imgfleet_function_memory_peak_bytes";
 pub const USAGE_INGEST_LAG: &str = "imgfleet_usage_ingest_lag_seconds";
 pub const USAGE_RECORDS_STORED: &str = "imgfleet_usage_records_stored_total";
 
 /// Latency buckets from 0.5 ms to 30 s.
 const SECONDS: [f64; 15] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Memory buckets from 1 MiB to 1 GiB.
+const BYTES: [f64; 11] = [
+    1048576.0,
+    2097152.0,
+    4194304.0,
+    8388608.0,
+    16777216.0,
+    33554432.0,
+    67108864.0,
+    134217728.0,
+    268435456.0,
+    536870912.0,
+    1073741824.0,
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -28,6 +44,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     }
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS)?
+        .set_buckets_for_metric(Matcher::Full(FUNCTION_MEMORY_PEAK.into()), &BYTES)?
         .install_recorder()?;
     describe();
     Ok(HANDLE.get_or_init(|| handle).clone())
@@ -55,6 +72,11 @@ fn describe() {
         FUNCTION_INSTANTIATE,
         Unit::Seconds,
         "Time to instantiate a function"
+    );
+    describe_histogram!(
+        FUNCTION_MEMORY_PEAK,
+        Unit::Bytes,
+        "Peak linear memory of one function invocation"
     );
     describe_histogram!(
         USAGE_INGEST_LAG,

@@ -414,6 +414,7 @@ async fn run(ctx: &WorkerContext, job: &Job, keep: Keep, output_ttl: Duration) -
     metrics::histogram!(telemetry::FUNCTION_WALL, &function).record(inv.wall.as_secs_f64());
     metrics::histogram!(telemetry::FUNCTION_INSTANTIATE, &function)
         .record(inv.instantiate.as_secs_f64());
+    metrics::histogram!(telemetry::FUNCTION_MEMORY_PEAK, &function).record(inv.memory_peak as f64);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     Outcome::Answered {
         status: inv.status.as_u16(),

@@ -1,26 +1,38 @@
-//! ms/image for decode, resize and encode: the native library against the same function
-//! inside the host's WASM runtime, side by side in one run.
+//! imgfleet's resize, natively and inside the host's WASM runtime, against sharp (libvips)
+//! on the same real photographs and the same jobs, one core each, side by side in one run;
+//! then peak memory per resize against the decoded bitmap.
 //!
-//! `cargo bench -p imgfleet-tests --bench resize [-- --rounds N --width W]`
-//! (`./dev.sh bench` builds the components first).
+//! `./dev.sh bench [-- --rounds N --jobs N]` (fetches the photos and sharp, builds the components).
+//! Without sharp installed the sharp column says so and the rest still runs.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use imgfleet_host::manifest::Manifest;
 use imgfleet_host::runtime::{InvokeRequest, Runtime, RuntimeConfig};
 use imgfleet_resize::{Limits, ResizeParams, resize};
-use imgfleet_tests::bench::{arg, record, server_timing};
+use imgfleet_tests::bench::{PeakAlloc, arg, record, server_timing};
 use imgfleet_tests::host::repo_root;
-use imgfleet_tests::photos::photo_set;
+use imgfleet_tests::photos::{PHOTO_DIR, photo_set};
+
+#[global_allocator]
+static ALLOC: PeakAlloc = PeakAlloc;
+
+/// The jobs compared: (label, query, format for sharp).
+const JOBS: [(&str, &str); 4] = [
+    ("300 px JPEG q80", "w=300&fmt=jpeg&q=80"),
+    ("1200 px JPEG q80", "w=1200&fmt=jpeg&q=80"),
+    ("300 px WebP q80", "w=300&fmt=webp&q=80"),
+    ("300 px AVIF q60", "w=300&fmt=avif&q=60"),
+];
 
 #[derive(Default)]
-struct Samples {
+struct Run {
     decode: Vec<f64>,
     resize: Vec<f64>,
     encode: Vec<f64>,
-    total: Vec<f64>,
-    instantiate: Vec<f64>,
+    /// Images per second over the whole run (not from a median): the throughput a core gives.
+    per_second: f64,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -35,112 +47,290 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn main() -> anyhow::Result<()> {
-    let rounds = arg("--rounds", 3);
-    let width = arg("--width", 300);
-    let query = format!("w={width}&fmt=jpeg&q=80");
-    let photos = photo_set();
-    let avg_kb =
-        photos.iter().map(|(_, b)| b.len()).sum::<usize>() as f64 / photos.len() as f64 / 1024.0;
-    println!(
-        "photos: {} (avg {avg_kb:.0} KB, 1080-2048 px), job: {query}, rounds: {rounds}, one core each",
-        photos.len()
-    );
+struct Wasm {
+    runtime: std::sync::Arc<Runtime>,
+    rt: tokio::runtime::Runtime,
+}
 
-    let params = ResizeParams::from_query(&query).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut native = Samples::default();
-    for _ in 0..rounds {
-        for (_, bytes) in &photos {
-            let started = std::time::Instant::now();
-            let out = resize(bytes, &params, None, &Limits::default())
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            native.total.push(ms(started.elapsed()));
-            native.decode.push(ms(out.timings.decode));
-            native.resize.push(ms(out.timings.resize));
-            native.encode.push(ms(out.timings.encode));
-        }
+impl Wasm {
+    fn new() -> anyhow::Result<Self> {
+        let manifest = Manifest::load(&repo_root().join("spin.toml"))?;
+        let runtime = Runtime::new(
+            &manifest,
+            RuntimeConfig {
+                deadline: Duration::from_secs(30),
+                memory_limit_bytes: 512 << 20,
+                max_instances: 8,
+            },
+        )?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
+        Ok(Self { runtime, rt })
     }
 
-    let manifest = Manifest::load(&repo_root().join("spin.toml"))?;
-    let runtime = Runtime::new(
-        &manifest,
-        RuntimeConfig {
-            deadline: Duration::from_secs(30),
-            memory_limit_bytes: 256 << 20,
-            max_instances: 8,
-        },
-    )?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()?;
-    let mut wasm = Samples::default();
+    fn invoke(
+        &self,
+        query: &str,
+        bytes: &[u8],
+    ) -> anyhow::Result<imgfleet_host::runtime::Invocation> {
+        let request = InvokeRequest {
+            method: http::Method::POST,
+            path_and_query: format!("/v1/resize?{query}"),
+            headers: http::HeaderMap::new(),
+            body: Bytes::copy_from_slice(bytes),
+        };
+        let inv = self.rt.block_on(self.runtime.invoke("resize", request))?;
+        anyhow::ensure!(inv.status == 200, "status {}", inv.status);
+        Ok(inv)
+    }
+}
+
+fn native(photos: &[(String, Vec<u8>)], query: &str, rounds: usize) -> anyhow::Result<Run> {
+    let params = ResizeParams::from_query(query).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut run = Run::default();
+    let started = Instant::now();
     for _ in 0..rounds {
-        for (name, bytes) in &photos {
-            let request = InvokeRequest {
-                method: http::Method::POST,
-                path_and_query: format!("/v1/resize?{query}"),
-                headers: http::HeaderMap::new(),
-                body: Bytes::from(bytes.clone()),
-            };
-            let inv = rt.block_on(runtime.invoke("resize", request))?;
-            anyhow::ensure!(inv.status == 200, "{name}: status {}", inv.status);
+        for (name, bytes) in photos {
+            let out = resize(bytes, &params, None, &Limits::default())
+                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            run.decode.push(ms(out.timings.decode));
+            run.resize.push(ms(out.timings.resize));
+            run.encode.push(ms(out.timings.encode));
+        }
+    }
+    run.per_second = (rounds * photos.len()) as f64 / started.elapsed().as_secs_f64();
+    Ok(run)
+}
+
+fn wasm(
+    wasm: &Wasm,
+    photos: &[(String, Vec<u8>)],
+    query: &str,
+    rounds: usize,
+) -> anyhow::Result<Run> {
+    // Warm: the first call of a component pays for its compiled code's first touch.
+    wasm.invoke(query, &photos[0].1)?;
+    let mut run = Run::default();
+    let started = Instant::now();
+    for _ in 0..rounds {
+        for (name, bytes) in photos {
+            let inv = wasm
+                .invoke(query, bytes)
+                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
             let header = inv
                 .headers
                 .get("server-timing")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            wasm.total.push(ms(inv.wall));
-            wasm.instantiate.push(ms(inv.instantiate));
-            wasm.decode
-                .push(server_timing(header, "decode").unwrap_or(f64::NAN));
-            wasm.resize
-                .push(server_timing(header, "resize").unwrap_or(f64::NAN));
-            wasm.encode
-                .push(server_timing(header, "encode").unwrap_or(f64::NAN));
+            let stage = |s| server_timing(header, s).unwrap_or(f64::NAN);
+            run.decode.push(stage("decode"));
+            run.resize.push(stage("resize"));
+            run.encode.push(stage("encode"));
+        }
+    }
+    run.per_second = (rounds * photos.len()) as f64 / started.elapsed().as_secs_f64();
+    Ok(run)
+}
+
+/// sharp on one core (`taskset`, one libvips thread, no cache): images/s, or why not.
+fn sharp(query: &str, rounds: usize) -> Result<(f64, String), String> {
+    let script = repo_root().join("bench/sharp/bench.mjs");
+    if !repo_root().join("bench/sharp/node_modules/sharp").exists() {
+        return Err("not installed (./dev.sh bench installs it)".into());
+    }
+    let params: Vec<(String, String)> = form_pairs(query);
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let out = std::process::Command::new("taskset")
+        .args(["-c", &CPU.to_string(), "node"])
+        .arg(&script)
+        .args(["--dir", &repo_root().join(PHOTO_DIR).to_string_lossy()])
+        .args(["--width", &get("w"), "--format", &get("fmt")])
+        .args(["--quality", &get("q"), "--rounds", &rounds.to_string()])
+        .output()
+        .map_err(|e| format!("could not run node: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("unreadable output: {e}"))?;
+    let versions = format!(
+        "sharp {} / libvips {}",
+        v["versions"]["sharp"].as_str().unwrap_or("?"),
+        v["versions"]["vips"].as_str().unwrap_or("?")
+    );
+    Ok((
+        v["images_per_second"].as_f64().unwrap_or(f64::NAN),
+        versions,
+    ))
+}
+
+fn form_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Peak bytes of one resize over the decoded size of its input (width x height x channels
+/// as stored), natively (heap) and in WASM (linear memory, static data included).
+fn memory(wasm: &Wasm, photos: &[(String, Vec<u8>)], query: &str) -> anyhow::Result<()> {
+    let params = ResizeParams::from_query(query).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (mut native_ratio, mut wasm_ratio) = (Vec::new(), Vec::new());
+    let (mut native_mb, mut wasm_mb) = (Vec::new(), Vec::new());
+    for (name, bytes) in photos {
+        let decoded = image::load_from_memory(bytes)?;
+        let bitmap = (decoded.width() * decoded.height()) as f64
+            * f64::from(decoded.color().channel_count());
+        drop(decoded);
+        let before = PeakAlloc::reset_peak();
+        resize(bytes, &params, None, &Limits::default())
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        let peak = (PeakAlloc::peak() - before) as f64;
+        native_ratio.push(peak / bitmap);
+        native_mb.push(peak / 1048576.0);
+        let inv = wasm.invoke(query, bytes)?;
+        wasm_ratio.push(inv.memory_peak as f64 / bitmap);
+        wasm_mb.push(inv.memory_peak as f64 / 1048576.0);
+    }
+    let max = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
+    println!(
+        "| {query} ({} inputs) | {:.1} / {:.1} MiB | {:.2}x / {:.2}x | {:.1} / {:.1} MiB | {:.2}x / {:.2}x |",
+        photos.len(),
+        median(&mut native_mb),
+        max(&native_mb),
+        median(&mut native_ratio),
+        max(&native_ratio),
+        median(&mut wasm_mb),
+        max(&wasm_mb),
+        median(&mut wasm_ratio),
+        max(&wasm_ratio),
+    );
+    Ok(())
+}
+
+/// The CPU every engine runs on, one at a time: this process (and any thread a decoder
+/// starts) is pinned to it, and sharp is started under `taskset` on it.
+const CPU: usize = 1;
+
+fn pin_to_cpu() -> anyhow::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the call only reads it.
+    let ok = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(CPU, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    };
+    anyhow::ensure!(ok, "could not pin to CPU {CPU}");
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    pin_to_cpu()?;
+    let rounds = arg("--rounds", 3);
+    let photos = photo_set().map_err(anyhow::Error::msg)?;
+    let avg_kb =
+        photos.iter().map(|(_, b)| b.len()).sum::<usize>() as f64 / photos.len() as f64 / 1024.0;
+    println!(
+        "{} photographs from {PHOTO_DIR} (avg {avg_kb:.0} KB), {rounds} rounds, every engine on CPU {CPU}",
+        photos.len()
+    );
+    let runtime = Wasm::new()?;
+
+    println!();
+    println!("| job | imgfleet native | imgfleet WASM | sharp | native / sharp | WASM / sharp |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let mut stages = Vec::new();
+    let mut headline = None;
+    let mut sharp_versions = String::new();
+    for (label, query) in JOBS.into_iter().take(arg("--jobs", JOBS.len())) {
+        let n = native(&photos, query, rounds)?;
+        let w = wasm(&runtime, &photos, query, rounds)?;
+        let s = sharp(query, rounds);
+        let (sharp_cell, ratios) = match &s {
+            Ok((per_s, versions)) => {
+                sharp_versions = versions.clone();
+                (
+                    format!("{per_s:.1}"),
+                    format!(
+                        "{:.2}x | {:.2}x",
+                        n.per_second / per_s,
+                        w.per_second / per_s
+                    ),
+                )
+            }
+            Err(why) => (format!("({why})"), "- | -".to_string()),
+        };
+        println!(
+            "| {label} (`{query}`) | {:.1} | {:.1} | {sharp_cell} | {ratios} |",
+            n.per_second, w.per_second
+        );
+        if headline.is_none() {
+            headline = Some((query, n.per_second, w.per_second, s.ok().map(|(p, _)| p)));
+        }
+        stages.push((label, n, w));
+    }
+    println!("\nimages/s per core; {sharp_versions}");
+
+    println!();
+    println!("| stage (median ms/image) | job | native | WASM | WASM / native |");
+    println!("|---|---|---:|---:|---:|");
+    for (label, mut n, mut w) in stages {
+        for (stage, nv, wv) in [
+            ("decode", &mut n.decode, &mut w.decode),
+            ("resize", &mut n.resize, &mut w.resize),
+            ("encode", &mut n.encode, &mut w.encode),
+        ] {
+            let (nm, wm) = (median(nv), median(wv));
+            println!(
+                "| {stage} | {label} | {nm:.2} | {wm:.2} | {:.2}x |",
+                wm / nm
+            );
         }
     }
 
     println!();
-    println!("| stage (median ms/image) | native | wasm (in host) | wasm / native |");
-    println!("|---|---:|---:|---:|");
-    let rows: [(&str, &mut Vec<f64>, &mut Vec<f64>); 4] = [
-        ("decode", &mut native.decode, &mut wasm.decode),
-        ("resize", &mut native.resize, &mut wasm.resize),
-        ("encode", &mut native.encode, &mut wasm.encode),
-        (
-            "total (incl. instantiate)",
-            &mut native.total,
-            &mut wasm.total,
-        ),
-    ];
-    let mut totals = (0.0, 0.0);
-    for (stage, n, w) in rows {
-        let (n, w) = (median(n), median(w));
-        totals = (n, w);
-        println!("| {stage} | {n:.2} | {w:.2} | {:.2}x |", w / n);
-    }
     println!(
-        "| instantiate | - | {:.3} | - |",
-        median(&mut wasm.instantiate)
+        "| peak memory per resize | native median / max | native / bitmap (median / max) | WASM median / max | WASM / bitmap (median / max) |"
     );
-    println!();
-    let per_core = (1000.0 / totals.0, 1000.0 / totals.1);
-    println!(
-        "images/s per core: native {:.1}, wasm {:.1}",
-        per_core.0, per_core.1
-    );
+    println!("|---|---:|---:|---:|---:|");
+    memory(&runtime, &photos, "w=300&fmt=jpeg&q=80")?;
+    memory(&runtime, &photos, "w=1200&fmt=jpeg&q=80")?;
+    let pngs: Vec<(String, Vec<u8>)> = photos
+        .iter()
+        .step_by(6)
+        .map(|(name, bytes)| {
+            let img = image::load_from_memory(bytes).expect("a photo decodes");
+            let mut png = Vec::new();
+            img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                .expect("PNG encodes");
+            (format!("{name}.png"), png)
+        })
+        .collect();
+    memory(&runtime, &pngs, "w=300&fmt=png")?;
+    println!("(bitmap = stored width x height x channels of the input, fully decoded)");
+
+    let (query, native_per_core, wasm_per_core, sharp_per_core) =
+        headline.expect("at least one job");
     let path = record(
         "resize",
         serde_json::json!({
             "job": query,
             "photos": photos.len(),
             "avg_input_kb": avg_kb,
-            "native_per_core": per_core.0,
-            "wasm_per_core": per_core.1,
+            "native_per_core": native_per_core,
+            "wasm_per_core": wasm_per_core,
+            "sharp_per_core": sharp_per_core,
         }),
     );
     println!(
-        "written to {} (read by `imgfleet capacity`)",
+        "\nwritten to {} (read by `imgfleet capacity`)",
         path.display()
     );
     Ok(())

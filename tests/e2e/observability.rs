@@ -69,6 +69,10 @@ fn metrics_count_requests_function_time_queues_and_metering() {
     );
     assert!(sample(&text, "imgfleet_function_cpu_seconds_sum", &[fun]) > Some(0.0));
     assert!(sample(&text, "imgfleet_function_instantiate_seconds_count", &[fun]) >= Some(5.0));
+    // Every resize decodes into its linear memory: well over the 1 MiB bucket.
+    assert!(
+        sample(&text, "imgfleet_function_memory_peak_bytes_sum", &[fun]) > Some(5.0 * 1048576.0)
+    );
     assert!(sample(&text, "imgfleet_usage_ingest_lag_seconds_count", &[]) >= Some(1.0));
     assert_eq!(
         sample(

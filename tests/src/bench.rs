@@ -1,5 +1,8 @@
 //! Small helpers shared by the benchmark binaries.
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 /// The value after `name` on the command line, or `default`.
 pub fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -25,6 +28,59 @@ pub fn record(name: &str, mut figures: serde_json::Value) -> std::path::PathBuf 
     std::fs::write(&path, serde_json::to_vec_pretty(&figures).expect("json"))
         .expect("writing benchmark output");
     path
+}
+
+/// The system allocator, counting live bytes and their high-water mark, so a benchmark can
+/// measure the peak memory of one call: `reset_peak()` before, `peak()` after.
+pub struct PeakAlloc;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+impl PeakAlloc {
+    /// Starts a new high-water mark at the bytes live now; returns them.
+    pub fn reset_peak() -> usize {
+        let live = LIVE.load(Ordering::SeqCst);
+        PEAK.store(live, Ordering::SeqCst);
+        live
+    }
+
+    pub fn peak() -> usize {
+        PEAK.load(Ordering::SeqCst)
+    }
+
+    fn grew(by: usize) {
+        let live = LIVE.fetch_add(by, Ordering::SeqCst) + by;
+        PEAK.fetch_max(live, Ordering::SeqCst);
+    }
+}
+
+// SAFETY: every call is forwarded to the system allocator unchanged; only counters are added.
+unsafe impl GlobalAlloc for PeakAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            Self::grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            if new_size >= layout.size() {
+                Self::grew(new_size - layout.size());
+            } else {
+                LIVE.fetch_sub(layout.size() - new_size, Ordering::SeqCst);
+            }
+        }
+        p
+    }
 }
 
 /// Reads `name;dur=X` out of a Server-Timing header.

@@ -161,6 +161,62 @@ pub fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
     out
 }
 
+/// Embeds an ICC profile right after the JPEG's SOI marker (one APP2 `ICC_PROFILE` chunk,
+/// as cameras write profiles under 64 KB).
+pub fn jpeg_with_icc(jpeg: &[u8], icc: &[u8]) -> Vec<u8> {
+    assert_eq!(&jpeg[..2], &[0xFF, 0xD8], "not a JPEG");
+    let payload_len = 2 + 12 + 2 + icc.len();
+    let mut out = vec![0xFF, 0xD8, 0xFF, 0xE2];
+    out.extend_from_slice(&(payload_len as u16).to_be_bytes());
+    out.extend_from_slice(b"ICC_PROFILE\x00");
+    out.extend_from_slice(&[1, 1]); // chunk 1 of 1
+    out.extend_from_slice(icc);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+/// An RGB PNG carrying an ICC profile (iCCP chunk).
+pub fn png_with_icc(img: &RgbImage, icc: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = image::codecs::png::PngEncoder::new(&mut out);
+    encoder
+        .set_icc_profile(icc)
+        .expect("PNG takes ICC profiles");
+    encoder
+        .write_image(
+            img.as_raw(),
+            img.width(),
+            img.height(),
+            image::ExtendedColorType::Rgb8,
+        )
+        .expect("encoding a PNG fixture");
+    out
+}
+
+/// A grey-and-alpha PNG: a horizontal grey ramp, opaque on the left half, transparent on
+/// the right.
+pub fn png_grey_alpha(width: u32, height: u32) -> Vec<u8> {
+    let raw: Vec<u8> = (0..width * height)
+        .flat_map(|i| {
+            let x = i % width;
+            let grey = (x * 255 / width) as u8;
+            [grey, if x < width / 2 { 255 } else { 0 }]
+        })
+        .collect();
+    encode_png(&raw, width, height, image::ExtendedColorType::La8)
+}
+
+/// Width and height from an AVIF's `ispe` (image spatial extents) property.
+pub fn avif_dimensions(avif: &[u8]) -> Option<(u32, u32)> {
+    let at = avif.windows(4).position(|w| w == b"ispe")?;
+    // "ispe", version and flags (4), width (4), height (4)
+    let field = |o: usize| {
+        avif.get(at + o..at + o + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    Some((field(8)?, field(12)?))
+}
+
 /// A JPEG whose frame header claims `width`×`height` but whose data is tiny: a
 /// decompression bomb that must be refused from the header alone.
 pub fn jpeg_claiming(width: u16, height: u16) -> Vec<u8> {
@@ -252,6 +308,20 @@ fn encode_png_raw(
         }
         let mut writer = enc.write_header().expect("PNG header");
         writer.write_image_data(raw).expect("PNG data");
+    }
+    out
+}
+
+/// An animated GIF, one frame per image, 100 ms each.
+pub fn animated_gif(frames: &[RgbaImage]) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = image::codecs::gif::GifEncoder::new(&mut out);
+        encoder
+            .encode_frames(frames.iter().map(|f| {
+                image::Frame::from_parts(f.clone(), 0, 0, image::Delay::from_numer_denom_ms(100, 1))
+            }))
+            .expect("encoding an animated GIF fixture");
     }
     out
 }

@@ -1,35 +1,28 @@
-//! The benchmark photo set: photograph-like JPEGs of about 250 KB in the sizes and
-//! orientations phones and cameras produce after a typical upload downscale.
+//! The benchmark photo set: real photographs re-encoded to 100 KB - 1 MB JPEGs in several
+//! sizes and orientations, made by `./dev.sh photos` (see `src/bin/make-photos.rs`).
 
-use crate::images;
+/// Where `./dev.sh photos` leaves the set, relative to the repository root.
+pub const PHOTO_DIR: &str = "target/photos/set";
 
-/// (name, JPEG bytes). Deterministic: the same set on every machine.
-pub fn photo_set() -> Vec<(String, Vec<u8>)> {
-    let shapes = [
-        (1600, 1200),
-        (1200, 1600),
-        (1920, 1080),
-        (1500, 1500),
-        (2048, 1365),
-        (1080, 1350),
-    ];
-    shapes
-        .iter()
-        .enumerate()
-        .flat_map(|(i, &(w, h))| {
-            (0..2).map(move |j| {
-                let seed = (i * 10 + j) as u64;
-                let bytes = images::jpeg(&images::photo(w, h, seed), 75);
-                let bytes = if j == 1 {
-                    images::with_exif_orientation(&bytes, 6)
-                } else {
-                    bytes
-                };
-                (
-                    format!("{w}x{h}{}", if j == 1 { "-exif6" } else { "" }),
-                    bytes,
-                )
-            })
+/// (file name, JPEG bytes), sorted by name.
+pub fn photo_set() -> Result<Vec<(String, Vec<u8>)>, String> {
+    let dir = crate::host::repo_root().join(PHOTO_DIR);
+    let missing = || format!("no photographs in {} (run ./dev.sh photos)", dir.display());
+    let mut photos: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .map_err(|_| missing())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
+        .map(|p| {
+            let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            Ok((
+                p.file_name().unwrap_or_default().to_string_lossy().into(),
+                bytes,
+            ))
         })
-        .collect()
+        .collect::<Result<_, String>>()?;
+    if photos.is_empty() {
+        return Err(missing());
+    }
+    photos.sort();
+    Ok(photos)
 }

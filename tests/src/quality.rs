@@ -35,3 +35,31 @@ pub fn max_abs_diff(a: &DynamicImage, b: &DynamicImage) -> u8 {
         .max()
         .unwrap_or(0)
 }
+
+/// Decodes an image with sharp (libvips, installed in bench/sharp by `./dev.sh test`): the
+/// independent decoder for formats this workspace only writes (AVIF).
+pub fn decode_with_sharp(bytes: &[u8]) -> DynamicImage {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let dir = crate::host::repo_root().join("bench/sharp");
+    assert!(
+        dir.join("node_modules/sharp").exists(),
+        "sharp is not installed in {} (./dev.sh test installs it)",
+        dir.display()
+    );
+    let mut child = Command::new("node")
+        .arg(dir.join("decode.mjs"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("running node");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(bytes)
+        .expect("writing to node");
+    let out = child.wait_with_output().expect("node output");
+    assert!(out.status.success(), "sharp could not decode the image");
+    image::load_from_memory(&out.stdout).expect("sharp wrote a PNG")
+}

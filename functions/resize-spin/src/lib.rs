@@ -1,6 +1,9 @@
 //! Thin Spin adapter: translate the Spin request into [`imgfleet_resize::http::HttpRequest`]
 //! and back. All behaviour lives in `imgfleet-resize`.
 
+#[cfg(all(target_os = "wasi", target_env = "p1"))]
+mod no_threads;
+
 use imgfleet_resize::http::{HttpRequest, handle};
 use spin_sdk::http::{IntoResponse, Request, Response};
 use spin_sdk::http_component;

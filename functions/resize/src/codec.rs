@@ -7,7 +7,7 @@ use image::{DynamicImage, ImageDecoder, ImageReader, metadata::Orientation};
 
 use crate::error::{ErrorCode, ResizeError};
 use crate::limits::Limits;
-use crate::params::{ImageFormat, OutputFormat};
+use crate::params::ImageFormat;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Layout {
@@ -38,7 +38,7 @@ impl Layout {
         }
     }
 
-    fn color_type(self) -> image::ExtendedColorType {
+    pub(crate) fn color_type(self) -> image::ExtendedColorType {
         match self {
             Self::L8 => image::ExtendedColorType::L8,
             Self::La8 => image::ExtendedColorType::La8,
@@ -63,6 +63,8 @@ pub(crate) struct Probe<'a> {
     /// Size as stored, before EXIF orientation.
     pub stored: (u32, u32),
     pub orientation: Orientation,
+    /// The embedded ICC profile, if any (see `colour`).
+    pub icc: Option<Vec<u8>>,
     decoder: Box<dyn ImageDecoder + 'a>,
 }
 
@@ -157,10 +159,13 @@ pub(crate) fn probe<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Probe<'a>, R
     }
     // A malformed EXIF block should not fail an otherwise good image.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    // Likewise a malformed profile: the image is shown as sRGB then.
+    let icc = decoder.icc_profile().ok().flatten();
     Ok(Probe {
         format,
         stored,
         orientation,
+        icc,
         decoder: Box::new(decoder),
     })
 }
@@ -278,45 +283,4 @@ pub(crate) fn flatten(bitmap: Bitmap) -> Bitmap {
         pixels,
         ..bitmap
     }
-}
-
-pub(crate) fn encode(
-    bitmap: &Bitmap,
-    format: OutputFormat,
-    quality: u8,
-) -> Result<Vec<u8>, ResizeError> {
-    use image::ImageEncoder;
-    let mut out = Vec::new();
-    let (w, h, px, ct) = (
-        bitmap.width,
-        bitmap.height,
-        &bitmap.pixels[..],
-        bitmap.layout.color_type(),
-    );
-    let result = match format {
-        OutputFormat::Jpeg => {
-            debug_assert!(
-                !bitmap.layout.has_alpha(),
-                "JPEG input must be flattened first"
-            );
-            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
-                .write_image(px, w, h, ct)
-        }
-        OutputFormat::Png => image::codecs::png::PngEncoder::new_with_quality(
-            &mut out,
-            image::codecs::png::CompressionType::Fast,
-            image::codecs::png::FilterType::Adaptive,
-        )
-        .write_image(px, w, h, ct),
-        OutputFormat::Webp => {
-            image::codecs::webp::WebPEncoder::new_lossless(&mut out).write_image(px, w, h, ct)
-        }
-    };
-    result.map_err(|e| {
-        ResizeError::new(
-            ErrorCode::Internal,
-            format!("encoding {format:?} failed: {e}"),
-        )
-    })?;
-    Ok(out)
 }

@@ -11,6 +11,8 @@ pub mod params;
 pub mod pipeline;
 
 mod codec;
+mod colour;
+mod encode;
 mod shrink;
 
 pub use error::{ErrorCode, ResizeError};

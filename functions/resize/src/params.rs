@@ -31,13 +31,14 @@ impl Fit {
     }
 }
 
-/// Image formats imgfleet reads or writes.
+/// Image formats imgfleet reads or writes (AVIF is written only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageFormat {
     Jpeg,
     Png,
     Webp,
     Gif,
+    Avif,
 }
 
 impl ImageFormat {
@@ -47,6 +48,7 @@ impl ImageFormat {
             Self::Png => "png",
             Self::Webp => "webp",
             Self::Gif => "gif",
+            Self::Avif => "avif",
         }
     }
 
@@ -56,6 +58,7 @@ impl ImageFormat {
             Self::Png => "image/png",
             Self::Webp => "image/webp",
             Self::Gif => "image/gif",
+            Self::Avif => "image/avif",
         }
     }
 }
@@ -65,7 +68,10 @@ impl ImageFormat {
 pub enum OutputFormat {
     Jpeg,
     Png,
+    /// Lossy at the request's quality (libwebp), alpha kept.
     Webp,
+    /// AV1 still image (rav1e) at the request's quality and speed; alpha kept.
+    Avif,
 }
 
 impl OutputFormat {
@@ -74,6 +80,7 @@ impl OutputFormat {
             Self::Jpeg => ImageFormat::Jpeg,
             Self::Png => ImageFormat::Png,
             Self::Webp => ImageFormat::Webp,
+            Self::Avif => ImageFormat::Avif,
         }
     }
 
@@ -84,6 +91,7 @@ impl OutputFormat {
             ImageFormat::Jpeg => Self::Jpeg,
             ImageFormat::Png | ImageFormat::Gif => Self::Png,
             ImageFormat::Webp => Self::Webp,
+            ImageFormat::Avif => Self::Avif,
         }
     }
 }
@@ -100,6 +108,9 @@ pub enum FormatChoice {
 }
 
 pub const DEFAULT_QUALITY: u8 = 80;
+/// AVIF encoder speed when the request names none: rav1e's 1 (smallest files, slowest) to
+/// 10 (fastest). 8 keeps a 300 px AVIF within a few times a WebP's cost (docs/BENCHMARKS.md).
+pub const DEFAULT_AVIF_SPEED: u8 = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResizeParams {
@@ -108,6 +119,8 @@ pub struct ResizeParams {
     pub fit: Fit,
     pub format: FormatChoice,
     pub quality: u8,
+    /// AVIF encoder speed, 1 to 10 (`speed`); used only when the output is AVIF.
+    pub speed: u8,
     pub enlarge: bool,
 }
 
@@ -119,6 +132,7 @@ impl Default for ResizeParams {
             fit: Fit::default(),
             format: FormatChoice::default(),
             quality: DEFAULT_QUALITY,
+            speed: DEFAULT_AVIF_SPEED,
             enlarge: false,
         }
     }
@@ -141,17 +155,28 @@ impl ResizeParams {
                 "fit" => params.fit = Fit::parse(value)?,
                 "fmt" => params.format = parse_format(value)?,
                 "q" => params.quality = parse_quality(value)?,
+                "speed" => params.speed = parse_speed(value)?,
                 "enlarge" => params.enlarge = parse_flag("enlarge", value)?,
                 other => {
                     return Err(ResizeError::invalid(
                         other,
-                        "unknown parameter (known: w, h, fit, fmt, q, enlarge)",
+                        "unknown parameter (known: w, h, fit, fmt, q, speed, enlarge)",
                     ));
                 }
             }
         }
         if params.width.is_none() && params.height.is_none() {
             return Err(ResizeError::invalid("w", "give w, h or both"));
+        }
+        let avif_possible = matches!(
+            params.format,
+            FormatChoice::Auto | FormatChoice::Fixed(OutputFormat::Avif)
+        );
+        if seen.iter().any(|k| k == "speed") && !avif_possible {
+            return Err(ResizeError::invalid(
+                "speed",
+                "applies to AVIF output only (fmt=avif or fmt=auto)",
+            ));
         }
         Ok(params)
     }
@@ -177,6 +202,16 @@ fn parse_quality(value: &str) -> Result<u8, ResizeError> {
     }
 }
 
+fn parse_speed(value: &str) -> Result<u8, ResizeError> {
+    match value.parse::<u8>() {
+        Ok(s @ 1..=10) => Ok(s),
+        _ => Err(ResizeError::invalid(
+            "speed",
+            format!("`{value}` is not an AVIF encoder speed from 1 to 10"),
+        )),
+    }
+}
+
 fn parse_flag(name: &str, value: &str) -> Result<bool, ResizeError> {
     match value {
         "1" | "true" => Ok(true),
@@ -193,17 +228,20 @@ fn parse_format(value: &str) -> Result<FormatChoice, ResizeError> {
         "jpeg" | "jpg" => Ok(FormatChoice::Fixed(OutputFormat::Jpeg)),
         "png" => Ok(FormatChoice::Fixed(OutputFormat::Png)),
         "webp" => Ok(FormatChoice::Fixed(OutputFormat::Webp)),
+        "avif" => Ok(FormatChoice::Fixed(OutputFormat::Avif)),
         "auto" => Ok(FormatChoice::Auto),
         _ => Err(ResizeError::invalid(
             "fmt",
-            format!("`{value}` is not one of jpeg, png, webp, auto"),
+            format!("`{value}` is not one of jpeg, png, webp, avif, auto"),
         )),
     }
 }
 
-/// Picks the output format for `fmt=auto`: WebP when the client accepts it (smallest of
-/// what we write), else the input's own format when accepted, else JPEG or PNG, whichever
-/// the client accepts; with no usable `Accept` at all, the input's own format.
+/// Picks the output format for `fmt=auto`: WebP when the client names it (small files at a
+/// JPEG-like cost), else AVIF when the client names that (smaller still, but it costs
+/// several times the CPU, so a client offering both gets WebP; `fmt=avif` asks for it
+/// outright), else the input's own format when accepted, else JPEG or PNG, whichever the
+/// client accepts; with no usable `Accept` at all, the input's own format.
 pub fn negotiate(accept: Option<&str>, input: ImageFormat) -> OutputFormat {
     let fallback = OutputFormat::same_as(input);
     let Some(accept) = accept else {
@@ -225,6 +263,9 @@ pub fn negotiate(accept: Option<&str>, input: ImageFormat) -> OutputFormat {
     let explicit = |mime: &str| ranked.iter().any(|(range, q)| range == mime && *q > 0.0);
     if explicit("image/webp") {
         return OutputFormat::Webp;
+    }
+    if explicit("image/avif") {
+        return OutputFormat::Avif;
     }
     for candidate in [
         fallback,
@@ -274,6 +315,15 @@ mod tests {
         assert_eq!(p.format, FormatChoice::Fixed(OutputFormat::Webp));
         assert_eq!(p.quality, 70);
         assert!(p.enlarge);
+        let p = ResizeParams::from_query("w=300&fmt=avif&speed=3").unwrap();
+        assert_eq!(p.format, FormatChoice::Fixed(OutputFormat::Avif));
+        assert_eq!(p.speed, 3);
+        assert_eq!(
+            ResizeParams::from_query("w=3&fmt=auto&speed=10")
+                .unwrap()
+                .speed,
+            10
+        );
     }
 
     #[test]
@@ -282,6 +332,7 @@ mod tests {
         assert_eq!(p.fit, Fit::Inside);
         assert_eq!(p.format, FormatChoice::Input);
         assert_eq!(p.quality, DEFAULT_QUALITY);
+        assert_eq!(p.speed, DEFAULT_AVIF_SPEED);
         assert!(!p.enlarge);
     }
 
@@ -296,6 +347,10 @@ mod tests {
             ("w=10&q=0", "q"),
             ("w=10&fmt=bmp", "fmt"),
             ("w=10&enlarge=yes", "enlarge"),
+            ("w=10&fmt=avif&speed=0", "speed"),
+            ("w=10&fmt=avif&speed=11", "speed"),
+            ("w=10&speed=5", "speed"),
+            ("w=10&fmt=jpeg&speed=5", "speed"),
             ("w=10&width=3", "width"),
             ("w=10&w=20", "w"),
             ("fit=cover", "w"),
@@ -316,6 +371,14 @@ mod tests {
             OutputFormat::Webp
         );
         assert_eq!(negotiate(Some("image/webp;q=0"), Png), OutputFormat::Png);
+        assert_eq!(
+            negotiate(Some("image/avif,image/png;q=0.5"), Png),
+            OutputFormat::Avif
+        );
+        assert_eq!(
+            negotiate(Some("image/avif;q=0,image/webp;q=0,*/*"), Jpeg),
+            OutputFormat::Jpeg
+        );
         assert_eq!(negotiate(Some("image/png"), Jpeg), OutputFormat::Png);
         assert_eq!(
             negotiate(Some("image/jpeg, image/png;q=0.5"), Png),

@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 use fast_image_resize::{self as fr, images::Image};
 
 use crate::codec::{self, Bitmap, Layout};
+use crate::colour;
+use crate::encode::{self, Effort};
 use crate::error::{ErrorCode, ResizeError};
 use crate::geometry::{self, Plan};
 use crate::limits::Limits;
@@ -61,7 +63,8 @@ pub fn resize(
         ));
     }
     let started = Instant::now();
-    let probe = codec::probe(input, limits)?;
+    let mut probe = codec::probe(input, limits)?;
+    let icc = probe.icc.take();
     let input_format = probe.format;
     let oriented = probe.oriented();
     let plan = geometry::plan(oriented, params, limits.max_output_side)?;
@@ -84,6 +87,7 @@ pub fn resize(
         Some(b) => b,
         None => codec::decode(probe)?,
     };
+    let bitmap = colour::to_srgb(bitmap, icc.as_deref());
     let decoded = Instant::now();
     let plan = plan.for_source(oriented, (bitmap.width, bitmap.height));
 
@@ -99,7 +103,11 @@ pub fn resize(
     };
     let resized = Instant::now();
 
-    let bytes = codec::encode(&bitmap, format, params.quality)?;
+    let effort = Effort {
+        quality: params.quality,
+        speed: params.speed,
+    };
+    let bytes = encode::encode(&bitmap, format, effort)?;
     let encoded = Instant::now();
 
     Ok(Resized {

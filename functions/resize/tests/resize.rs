@@ -91,6 +91,7 @@ fn every_input_format_converts_to_every_output_format() {
         ("png rgba", images::png_rgba(&rgba)),
         ("png 16-bit", images::png16(&photo)),
         ("png palette", images::png_palette(320, 240)),
+        ("png grey+alpha", images::png_grey_alpha(320, 240)),
         ("webp", images::webp(&rgba)),
         ("gif", images::gif(&rgba)),
     ];
@@ -113,6 +114,89 @@ fn every_input_format_converts_to_every_output_format() {
                 "{name} -> {fmt}"
             );
         }
+        // AVIF: no decoder here (tests/quality.rs checks its pixels through sharp).
+        let out = run(bytes, "w=160&fmt=avif&speed=10");
+        assert_eq!(
+            image::guess_format(&out.bytes).unwrap(),
+            image::ImageFormat::Avif,
+            "{name} -> avif"
+        );
+        assert_eq!(out.format.as_image_format().mime(), "image/avif");
+        assert_eq!(
+            images::avif_dimensions(&out.bytes),
+            Some((160, 120)),
+            "{name} -> avif"
+        );
+    }
+}
+
+#[test]
+fn an_animated_gif_gives_its_first_frame() {
+    let frame = |c: [u8; 4]| image::RgbaImage::from_pixel(64, 64, image::Rgba(c));
+    let gif = images::animated_gif(&[frame([255, 0, 0, 255]), frame([0, 0, 255, 255])]);
+    let out = decode(&run(&gif, "w=32").bytes).to_rgba8();
+    let px = out.get_pixel(16, 16).0;
+    assert!(
+        px[0] > 240 && px[2] < 15,
+        "the first (red) frame, got {px:?}"
+    );
+}
+
+#[test]
+fn grey_and_alpha_keep_their_values_and_transparency() {
+    let src = images::png_grey_alpha(320, 240);
+    for fmt in ["png", "webp"] {
+        let out = decode(&run(&src, &format!("w=160&fmt={fmt}&q=95")).bytes).to_rgba8();
+        let left = out.get_pixel(40, 60);
+        // Grey stays grey: R = G = B (within lossy rounding), at the ramp's value.
+        assert!(left[0].abs_diff(left[1]) <= 3 && left[1].abs_diff(left[2]) <= 3);
+        assert!(left[0].abs_diff(64) <= 6, "{fmt}: {left:?}");
+        assert_eq!(left[3], 255, "{fmt}: opaque half");
+        assert_eq!(out.get_pixel(140, 60)[3], 0, "{fmt}: transparent half");
+    }
+}
+
+/// A Display P3 photo's colours, as sRGB: what the output must hold.
+fn p3_to_srgb(rgb: [u8; 3]) -> [u8; 3] {
+    use moxcms::{ColorProfile, Layout, TransformOptions};
+    let t = ColorProfile::new_display_p3()
+        .create_transform_8bit(
+            Layout::Rgb,
+            &ColorProfile::new_srgb(),
+            Layout::Rgb,
+            TransformOptions::default(),
+        )
+        .unwrap();
+    let mut out = [0u8; 3];
+    t.transform(&rgb, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn icc_profiles_are_converted_to_srgb() {
+    let p3 = moxcms::ColorProfile::new_display_p3().encode().unwrap();
+    let colour = [200u8, 120, 60];
+    let want = p3_to_srgb(colour);
+    // Unconverted output would be off by this much: the test can tell the two apart.
+    assert!(want.iter().zip(colour).any(|(a, b)| a.abs_diff(b) > 10));
+    let flat = image::RgbImage::from_pixel(256, 256, image::Rgb(colour));
+    for (name, bytes, tolerance) in [
+        ("png", images::png_with_icc(&flat, p3.clone()), 2),
+        (
+            "jpeg",
+            images::jpeg_with_icc(&images::jpeg(&flat, 95), &p3),
+            4,
+        ),
+    ] {
+        // 256 -> 32 px also takes the JPEG through shrink-on-load.
+        let out = decode(&run(&bytes, "w=32&fmt=png").bytes).to_rgb8();
+        let got = out.get_pixel(16, 16).0;
+        assert!(
+            got.iter()
+                .zip(want)
+                .all(|(a, b)| a.abs_diff(b) <= tolerance),
+            "{name}: got {got:?}, sRGB of the P3 colour is {want:?}"
+        );
     }
 }
 
@@ -156,6 +240,8 @@ fn auto_format_honours_accept() {
     let limits = Limits::default();
     let webp = resize(&src, &p, Some("image/avif,image/webp,*/*;q=0.8"), &limits).unwrap();
     assert_eq!(webp.format, OutputFormat::Webp);
+    let avif = resize(&src, &p, Some("image/avif,*/*;q=0.8"), &limits).unwrap();
+    assert_eq!(avif.format, OutputFormat::Avif);
     let png = resize(&src, &p, Some("image/png"), &limits).unwrap();
     assert_eq!(png.format, OutputFormat::Png);
     let none = resize(&src, &p, None, &limits).unwrap();

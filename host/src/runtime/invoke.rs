@@ -36,6 +36,8 @@ pub struct Invocation {
     pub wall: Duration,
     /// CPU time spent on the invoking thread (guest code and the host calls it made).
     pub cpu: Duration,
+    /// Peak linear memory of the instance, in bytes.
+    pub memory_peak: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,18 +97,19 @@ pub(super) async fn run(
     )
     .await
     .unwrap_or(Err(InvokeError::DeadlineExceeded(config.deadline)));
-    let (status, headers, body, instantiate) = outcome?;
+    let (status, headers, body, instantiate, memory_peak) = outcome?;
     Ok(Invocation {
         status,
         headers,
         body,
         instantiate,
+        memory_peak,
         wall: started.elapsed(),
         cpu: thread_cpu_time().saturating_sub(cpu_start),
     })
 }
 
-type Exchanged = (http::StatusCode, http::HeaderMap, Bytes, Duration);
+type Exchanged = (http::StatusCode, http::HeaderMap, Bytes, Duration, usize);
 
 async fn exchange(
     engine: &Engine,
@@ -138,7 +141,10 @@ async fn exchange(
                 .map(|()| instantiated)
         }
         .await;
-        result.map_err(|e| classify(e, store.data().limiter.refused, limit, deadline))
+        let limiter = &store.data().limiter;
+        result
+            .map(|instantiated| (instantiated, limiter.peak))
+            .map_err(|e| classify(e, limiter.refused, limit, deadline))
     });
 
     let response = receiver.await;
@@ -158,13 +164,13 @@ async fn exchange(
         }
         Err(_) => None,
     };
-    let instantiate = match task.await {
-        Ok(Ok(d)) => d,
+    let (instantiate, memory_peak) = match task.await {
+        Ok(Ok(done)) => done,
         Ok(Err(e)) => return Err(e),
         Err(join) => return Err(InvokeError::Host(join.to_string())),
     };
     let (status, headers, body) = collected.ok_or(InvokeError::NoResponse)?;
-    Ok((status, headers, body, instantiate))
+    Ok((status, headers, body, instantiate, memory_peak))
 }
 
 /// The request and response-outparam resources for one call of `handle`, and where the

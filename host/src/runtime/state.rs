@@ -27,6 +27,7 @@ impl StoreState {
             limiter: MemoryLimiter {
                 limit: memory_limit_bytes,
                 refused: false,
+                peak: 0,
             },
         }
     }
@@ -78,6 +79,9 @@ impl WasiHttpHooks for NoOutbound {
 pub struct MemoryLimiter {
     limit: usize,
     pub refused: bool,
+    /// The largest linear memory granted: a fresh instance's memory only grows, so this is
+    /// its peak (static data, stack and heap together).
+    pub peak: usize,
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -89,6 +93,9 @@ impl ResourceLimiter for MemoryLimiter {
     ) -> wasmtime::Result<bool> {
         let ok = desired <= self.limit;
         self.refused |= !ok;
+        if ok {
+            self.peak = self.peak.max(desired);
+        }
         Ok(ok)
     }
 

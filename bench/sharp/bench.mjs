@@ -1,0 +1,76 @@
+// sharp (libvips) doing the benchmark's job on the benchmark's photos, one at a time on
+// one libvips thread, so its figure is per core like imgfleet's.
+//
+//   node bench.mjs --dir <photos> --width 300 --format jpeg --quality 80 --rounds 3
+//
+// Prints one JSON object: { images, seconds, images_per_second, median_ms, versions }.
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import sharp from "sharp";
+
+const { values } = parseArgs({
+  options: {
+    dir: { type: "string" },
+    width: { type: "string", default: "300" },
+    format: { type: "string", default: "jpeg" },
+    quality: { type: "string", default: "80" },
+    rounds: { type: "string", default: "3" },
+  },
+});
+if (!values.dir) {
+  console.error("--dir is required");
+  process.exit(2);
+}
+// One worker thread, and no operation cache: every round must do the whole job again.
+sharp.concurrency(1);
+sharp.cache(false);
+
+const photos = readdirSync(values.dir)
+  .filter((f) => f.endsWith(".jpg"))
+  .sort()
+  .map((f) => readFileSync(join(values.dir, f)));
+const width = Number(values.width);
+const quality = Number(values.quality);
+const rounds = Number(values.rounds);
+
+// The same job as imgfleet's `w=<width>&fmt=<format>&q=<quality>`: auto-orient, resize to
+// the width keeping the aspect ratio, never enlarge, strip metadata, encode.
+function job(input) {
+  const pipeline = sharp(input).rotate().resize({ width, withoutEnlargement: true });
+  switch (values.format) {
+    case "jpeg":
+      return pipeline.jpeg({ quality }).toBuffer();
+    case "webp":
+      return pipeline.webp({ quality }).toBuffer();
+    case "avif":
+      return pipeline.avif({ quality }).toBuffer();
+    case "png":
+      return pipeline.png().toBuffer();
+    default:
+      throw new Error(`unknown format ${values.format}`);
+  }
+}
+
+// Warm-up: the first call loads codecs.
+await job(photos[0]);
+const times = [];
+const started = process.hrtime.bigint();
+for (let r = 0; r < rounds; r++) {
+  for (const input of photos) {
+    const t = process.hrtime.bigint();
+    await job(input);
+    times.push(Number(process.hrtime.bigint() - t) / 1e6);
+  }
+}
+const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+times.sort((a, b) => a - b);
+console.log(
+  JSON.stringify({
+    images: times.length,
+    seconds,
+    images_per_second: times.length / seconds,
+    median_ms: times[Math.floor(times.length / 2)],
+    versions: { sharp: sharp.versions.sharp, vips: sharp.versions.vips },
+  }),
+);
