@@ -72,12 +72,10 @@ impl Probe<'_> {
     /// Size as displayed, after EXIF orientation.
     pub fn oriented(&self) -> (u32, u32) {
         let (w, h) = self.stored;
-        match self.orientation {
-            Orientation::Rotate90
-            | Orientation::Rotate270
-            | Orientation::Rotate90FlipH
-            | Orientation::Rotate270FlipH => (h, w),
-            _ => (w, h),
+        if swaps_sides(self.orientation) {
+            (h, w)
+        } else {
+            (w, h)
         }
     }
 }
@@ -233,12 +231,45 @@ pub(crate) fn guarded<T>(
     })
 }
 
-/// Decodes all pixels, applies the EXIF orientation and converts to an 8-bit layout.
+/// Decodes all pixels, as stored (the pipeline applies the EXIF orientation), into an 8-bit
+/// layout.
 pub(crate) fn decode(probe: Probe<'_>) -> Result<Bitmap, ResizeError> {
-    let orientation = probe.orientation;
-    let mut image = guarded(|| DynamicImage::from_decoder(probe.decoder).map_err(decode_error))?;
-    image.apply_orientation(orientation);
+    let image = guarded(|| DynamicImage::from_decoder(probe.decoder).map_err(decode_error))?;
     Ok(to_bitmap(image))
+}
+
+/// Whether `orientation` turns the image a quarter (width and height trade places).
+pub(crate) fn swaps_sides(orientation: Orientation) -> bool {
+    matches!(
+        orientation,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    )
+}
+
+/// `bitmap` turned and mirrored as `orientation` says, for display.
+pub(crate) fn orient(bitmap: Bitmap, orientation: Orientation) -> Bitmap {
+    if orientation == Orientation::NoTransforms {
+        return bitmap;
+    }
+    let Bitmap {
+        width,
+        height,
+        layout,
+        pixels,
+    } = bitmap;
+    let image: DynamicImage = match layout {
+        Layout::L8 => image::GrayImage::from_raw(width, height, pixels).map(Into::into),
+        Layout::La8 => image::GrayAlphaImage::from_raw(width, height, pixels).map(Into::into),
+        Layout::Rgb8 => image::RgbImage::from_raw(width, height, pixels).map(Into::into),
+        Layout::Rgba8 => image::RgbaImage::from_raw(width, height, pixels).map(Into::into),
+    }
+    .expect("a bitmap's length matches its size");
+    let mut image = image;
+    image.apply_orientation(orientation);
+    to_bitmap(image)
 }
 
 pub(crate) fn to_bitmap(image: DynamicImage) -> Bitmap {

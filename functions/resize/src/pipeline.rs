@@ -3,12 +3,13 @@
 use std::time::{Duration, Instant};
 
 use fast_image_resize::{self as fr, images::Image};
+use image::metadata::Orientation;
 
 use crate::codec::{self, Bitmap, Layout};
 use crate::colour;
 use crate::encode::{self, Effort};
 use crate::error::{ErrorCode, ResizeError};
-use crate::geometry::{self, Plan};
+use crate::geometry::{self, Crop, Plan};
 use crate::limits::Limits;
 use crate::params::{FormatChoice, ImageFormat, OutputFormat, ResizeParams, negotiate};
 use crate::shrink;
@@ -77,9 +78,9 @@ pub fn resize(
         ImageFormat::Jpeg => shrink::factor(oriented, &plan),
         _ => 1,
     };
+    let orientation = probe.orientation;
     let shrunk = if shrink > 1 {
-        let orientation = probe.orientation;
-        codec::guarded(|| shrink::decode(input, shrink, orientation, limits.max_decode_alloc))?
+        codec::guarded(|| shrink::decode(input, shrink, limits.max_decode_alloc))?
     } else {
         None
     };
@@ -89,12 +90,37 @@ pub fn resize(
     };
     let bitmap = colour::to_srgb(bitmap, icc.as_deref());
     let decoded = Instant::now();
-    let plan = plan.for_source(oriented, (bitmap.width, bitmap.height));
 
-    let bitmap = if plan.is_identity((bitmap.width, bitmap.height)) {
+    // Without a crop the EXIF turn is applied after resampling, to the small output: cheaper,
+    // and the decoded bitmap is never held twice. A crop is planned on the image as
+    // displayed, so an image to be cropped is turned first.
+    let (bitmap, turn_later) = if plan.crop.is_some() {
+        (
+            codec::orient(bitmap, orientation),
+            Orientation::NoTransforms,
+        )
+    } else {
+        (bitmap, orientation)
+    };
+    let turned = |(w, h): (u32, u32)| {
+        if codec::swaps_sides(turn_later) {
+            (h, w)
+        } else {
+            (w, h)
+        }
+    };
+    let displayed = turned((bitmap.width, bitmap.height));
+    let plan = plan.for_source(oriented, displayed);
+    let bitmap = if plan.crop.is_none() && plan.scaled == displayed {
         bitmap
     } else {
-        resample(bitmap, &plan, format)?
+        resample(bitmap, plan.crop, turned(plan.scaled))?
+    };
+    let bitmap = codec::orient(bitmap, turn_later);
+    let bitmap = if plan.canvas == plan.scaled {
+        bitmap
+    } else {
+        pad(bitmap, &plan, format)
     };
     let bitmap = if format == OutputFormat::Jpeg {
         codec::flatten(bitmap)
@@ -142,7 +168,7 @@ fn pixel_type(layout: Layout) -> fr::PixelType {
     }
 }
 
-fn resample(bitmap: Bitmap, plan: &Plan, format: OutputFormat) -> Result<Bitmap, ResizeError> {
+fn resample(bitmap: Bitmap, crop: Option<Crop>, size: (u32, u32)) -> Result<Bitmap, ResizeError> {
     let layout = bitmap.layout;
     let src = Image::from_vec_u8(
         bitmap.width,
@@ -151,25 +177,20 @@ fn resample(bitmap: Bitmap, plan: &Plan, format: OutputFormat) -> Result<Bitmap,
         pixel_type(layout),
     )
     .map_err(|e| internal(format!("source bitmap: {e}")))?;
-    let mut dst = Image::new(plan.scaled.0, plan.scaled.1, pixel_type(layout));
+    let mut dst = Image::new(size.0, size.1, pixel_type(layout));
     let mut options =
         fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3));
-    if let Some(c) = plan.crop {
+    if let Some(c) = crop {
         options = options.crop(c.left, c.top, c.width, c.height);
     }
     fr::Resizer::new()
         .resize(&src, &mut dst, &options)
         .map_err(|e| internal(format!("resampling: {e}")))?;
-    let scaled = Bitmap {
-        width: plan.scaled.0,
-        height: plan.scaled.1,
+    Ok(Bitmap {
+        width: size.0,
+        height: size.1,
         layout,
         pixels: dst.into_vec(),
-    };
-    Ok(if plan.canvas == plan.scaled {
-        scaled
-    } else {
-        pad(scaled, plan, format)
     })
 }
 

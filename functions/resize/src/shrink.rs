@@ -4,9 +4,6 @@
 //! from at least twice the output's resolution, so the Lanczos filter still has the detail
 //! it needs (tests/quality.rs holds outputs to a full-decode reference).
 
-use image::DynamicImage;
-use image::metadata::Orientation;
-
 use crate::codec::{Bitmap, Layout};
 use crate::error::{ErrorCode, ResizeError};
 use crate::geometry::Plan;
@@ -30,12 +27,11 @@ pub(crate) fn factor(oriented: (u32, u32), plan: &Plan) -> u32 {
         .unwrap_or(1)
 }
 
-/// Decodes `bytes` (a JPEG) at 1/`factor` scale, oriented. `None` when this decoder cannot
+/// Decodes `bytes` (a JPEG) at 1/`factor` scale, as stored. `None` when this decoder cannot
 /// shrink it (CMYK, 16-bit), so the caller decodes in full instead.
 pub(crate) fn decode(
     bytes: &[u8],
     factor: u32,
-    orientation: Orientation,
     max_alloc: u64,
 ) -> Result<Option<Bitmap>, ResizeError> {
     let corrupt = |e: jpeg_decoder::Error| {
@@ -67,13 +63,12 @@ pub(crate) fn decode(
             "the image could not be decoded: its data is shorter than its header says",
         ));
     }
-    let mut image = match layout {
-        Layout::L8 => image::GrayImage::from_raw(width, height, pixels).map(DynamicImage::from),
-        _ => image::RgbImage::from_raw(width, height, pixels).map(DynamicImage::from),
-    }
-    .expect("the length was checked");
-    image.apply_orientation(orientation);
-    Ok(Some(crate::codec::to_bitmap(image)))
+    Ok(Some(Bitmap {
+        width,
+        height,
+        layout,
+        pixels,
+    }))
 }
 
 #[cfg(test)]

@@ -268,24 +268,50 @@ fn exif_orientations_are_applied() {
     // (orientation, displayed size at w=100, pixel that must be red, pixel that must be blue)
     let cases = [
         (1, (100, 50), (10, 10), (90, 40)),
+        (2, (100, 50), (90, 10), (10, 40)),
         (3, (100, 50), (90, 40), (10, 10)),
+        (4, (100, 50), (10, 40), (90, 10)),
+        (5, (100, 200), (10, 10), (90, 190)),
         (6, (100, 200), (90, 10), (10, 190)),
+        (7, (100, 200), (90, 190), (10, 10)),
         (8, (100, 200), (10, 190), (90, 10)),
     ];
-    for (o, size, red_at, blue_at) in cases {
+    // Resized without a crop (turned after resampling) and with one (turned before).
+    let queries = [
+        ("w=100&fmt=png", false),
+        ("w=100&h=100&fit=cover&fmt=png", true),
+    ];
+    for ((o, size, red_at, blue_at), (query, cropped)) in cases
+        .into_iter()
+        .flat_map(|c| queries.into_iter().map(move |q| (c, q)))
+    {
+        // A centred square crop of the displayed image keeps the corners' colours where
+        // they were, squeezed along the long side.
+        let (size, red_at, blue_at) = if cropped {
+            let squeeze = |(x, y): (u32, u32)| {
+                if size.0 > size.1 {
+                    (x, y * 2)
+                } else {
+                    (x, y / 2)
+                }
+            };
+            ((100, 100), squeeze(red_at), squeeze(blue_at))
+        } else {
+            (size, red_at, blue_at)
+        };
         let input = images::with_exif_orientation(&marker, o);
-        let out = run(&input, "w=100&fmt=png");
+        let out = run(&input, query);
         let img = decode(&out.bytes).to_rgb8();
-        assert_eq!(img.dimensions(), size, "orientation {o}");
+        assert_eq!(img.dimensions(), size, "orientation {o}, {query}");
         let red = img.get_pixel(red_at.0, red_at.1).0;
         let blue = img.get_pixel(blue_at.0, blue_at.1).0;
         assert!(
             red[0] > 180 && red[2] < 80,
-            "orientation {o}: expected red at {red_at:?}, got {red:?}"
+            "orientation {o}, {query}: expected red at {red_at:?}, got {red:?}"
         );
         assert!(
             blue[2] > 180 && blue[0] < 80,
-            "orientation {o}: expected blue at {blue_at:?}, got {blue:?}"
+            "orientation {o}, {query}: expected blue at {blue_at:?}, got {blue:?}"
         );
         assert_eq!(
             (out.input.width, out.input.height),
