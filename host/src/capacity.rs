@@ -20,6 +20,9 @@ pub struct ResizeBench {
     /// Images per second on one core, the whole function call.
     pub native_per_core: f64,
     pub wasm_per_core: f64,
+    /// sharp (libvips) on the same photos and job, when it was installed for the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharp_per_core: Option<f64>,
 }
 
 /// Where the latest benchmark output is looked for, newest first: a fresh run in the
@@ -87,7 +90,7 @@ pub fn plan(demand: Demand, per_core: f64) -> Result<Plan, CapacityError> {
 
 /// The table `imgfleet capacity` prints.
 pub fn report(demand: Demand, bench: &ResizeBench, source: &Path) -> Result<String, CapacityError> {
-    let rows = [
+    let mut rows = vec![
         ("reference design", plan(demand, REFERENCE_PER_CORE)?),
         (
             "imgfleet, WASM (as deployed)",
@@ -95,6 +98,9 @@ pub fn report(demand: Demand, bench: &ResizeBench, source: &Path) -> Result<Stri
         ),
         ("imgfleet, native", plan(demand, bench.native_per_core)?),
     ];
+    if let Some(sharp) = bench.sharp_per_core {
+        rows.push(("sharp (libvips), same photos", plan(demand, sharp)?));
+    }
     let mut out = format!(
         "{} conversions/s, {} cores per host, {:.0} % headroom\n\
          measured: {} ({}; {} photos, avg {:.0} KB; {})\n\n",
@@ -194,6 +200,7 @@ mod tests {
             avg_input_kb: 235.0,
             native_per_core: 86.1,
             wasm_per_core: 35.1,
+            sharp_per_core: Some(100.0),
         };
         std::fs::write(&path, serde_json::to_vec(&bench).unwrap()).unwrap();
         let missing = dir.path().join("missing.json");
@@ -206,6 +213,10 @@ mod tests {
         );
         assert!(
             text.contains("| imgfleet, WASM (as deployed) | 35.1 | 899 | 12 | 13 |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| sharp (libvips), same photos | 100.0 | 2560 | 4 | 5 |"),
             "{text}"
         );
         assert!(latest(&[dir.path().join("nope")]).is_err());
