@@ -260,14 +260,13 @@ pub(crate) fn orient(bitmap: Bitmap, orientation: Orientation) -> Bitmap {
         layout,
         pixels,
     } = bitmap;
-    let image: DynamicImage = match layout {
+    let mut image: DynamicImage = match layout {
         Layout::L8 => image::GrayImage::from_raw(width, height, pixels).map(Into::into),
         Layout::La8 => image::GrayAlphaImage::from_raw(width, height, pixels).map(Into::into),
         Layout::Rgb8 => image::RgbImage::from_raw(width, height, pixels).map(Into::into),
         Layout::Rgba8 => image::RgbaImage::from_raw(width, height, pixels).map(Into::into),
     }
     .expect("a bitmap's length matches its size");
-    let mut image = image;
     image.apply_orientation(orientation);
     to_bitmap(image)
 }

@@ -65,19 +65,27 @@ fn dimensions_u16(bitmap: &Bitmap) -> Result<(u16, u16), String> {
 
 fn png(bitmap: &Bitmap) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
-    image::codecs::png::PngEncoder::new_with_quality(
-        &mut out,
-        image::codecs::png::CompressionType::Fast,
-        image::codecs::png::FilterType::Adaptive,
-    )
-    .write_image(
-        &bitmap.pixels,
-        bitmap.width,
-        bitmap.height,
-        bitmap.layout.color_type(),
-    )
-    .map_err(|e| e.to_string())?;
+    write_image(
+        image::codecs::png::PngEncoder::new_with_quality(
+            &mut out,
+            image::codecs::png::CompressionType::Fast,
+            image::codecs::png::FilterType::Adaptive,
+        ),
+        bitmap,
+    )?;
     Ok(out)
+}
+
+/// Runs one of the `image` crate's encoders over a bitmap.
+fn write_image(encoder: impl ImageEncoder, bitmap: &Bitmap) -> Result<(), String> {
+    encoder
+        .write_image(
+            &bitmap.pixels,
+            bitmap.width,
+            bitmap.height,
+            bitmap.layout.color_type(),
+        )
+        .map_err(|e| e.to_string())
 }
 
 fn webp(bitmap: &Bitmap, quality: u8) -> Result<Vec<u8>, String> {
@@ -123,20 +131,15 @@ fn webp(bitmap: &Bitmap, quality: u8) -> Result<Vec<u8>, String> {
 }
 
 fn avif(bitmap: &Bitmap, effort: Effort) -> Result<Vec<u8>, String> {
-    let colour = as_colour(bitmap);
     let mut out = Vec::new();
-    image::codecs::avif::AvifEncoder::new_with_speed_quality(
-        &mut out,
-        effort.speed,
-        effort.quality,
-    )
-    .write_image(
-        &colour.pixels,
-        colour.width,
-        colour.height,
-        colour.layout.color_type(),
-    )
-    .map_err(|e| e.to_string())?;
+    write_image(
+        image::codecs::avif::AvifEncoder::new_with_speed_quality(
+            &mut out,
+            effort.speed,
+            effort.quality,
+        ),
+        &as_colour(bitmap),
+    )?;
     Ok(out)
 }
 

@@ -27,8 +27,10 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn is_identity(&self, source: (u32, u32)) -> bool {
-        self.crop.is_none() && self.scaled == source && self.canvas == source
+    /// Whether a source of this size must be resampled (cropped or scaled); padding to the
+    /// canvas is a separate step.
+    pub fn resamples(&self, source: (u32, u32)) -> bool {
+        self.crop.is_some() || self.scaled != source
     }
 
     /// The same plan for a source decoded at another size than it was planned for (shrunk
@@ -177,7 +179,7 @@ mod tests {
         assert_eq!(plan.canvas, (400, 300));
         let small = plan_of((100, 50), Some(400), None, Fit::Inside, false);
         assert_eq!(small.canvas, (100, 50));
-        assert!(small.is_identity((100, 50)));
+        assert!(!small.resamples((100, 50)));
         let enlarged = plan_of((100, 50), Some(400), None, Fit::Inside, true);
         assert_eq!(enlarged.canvas, (400, 200));
     }

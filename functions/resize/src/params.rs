@@ -193,21 +193,29 @@ fn parse_side(name: &str, value: &str) -> Result<u32, ResizeError> {
 }
 
 fn parse_quality(value: &str) -> Result<u8, ResizeError> {
-    match value.parse::<u8>() {
-        Ok(q @ 1..=100) => Ok(q),
-        _ => Err(ResizeError::invalid(
-            "q",
-            format!("`{value}` is not a quality from 1 to 100"),
-        )),
-    }
+    parse_in("q", value, 1..=100, "a quality")
 }
 
 fn parse_speed(value: &str) -> Result<u8, ResizeError> {
+    parse_in("speed", value, 1..=10, "an AVIF encoder speed")
+}
+
+/// A whole number in `range`; the error names the parameter and what it measures.
+fn parse_in(
+    name: &str,
+    value: &str,
+    range: std::ops::RangeInclusive<u8>,
+    what: &str,
+) -> Result<u8, ResizeError> {
     match value.parse::<u8>() {
-        Ok(s @ 1..=10) => Ok(s),
+        Ok(n) if range.contains(&n) => Ok(n),
         _ => Err(ResizeError::invalid(
-            "speed",
-            format!("`{value}` is not an AVIF encoder speed from 1 to 10"),
+            name,
+            format!(
+                "`{value}` is not {what} from {} to {}",
+                range.start(),
+                range.end()
+            ),
         )),
     }
 }

@@ -111,10 +111,10 @@ pub fn resize(
     };
     let displayed = turned((bitmap.width, bitmap.height));
     let plan = plan.for_source(oriented, displayed);
-    let bitmap = if plan.crop.is_none() && plan.scaled == displayed {
-        bitmap
-    } else {
+    let bitmap = if plan.resamples(displayed) {
         resample(bitmap, plan.crop, turned(plan.scaled))?
+    } else {
+        bitmap
     };
     let bitmap = codec::orient(bitmap, turn_later);
     let bitmap = if plan.canvas == plan.scaled {
