@@ -5,5 +5,6 @@
 pub mod bench;
 pub mod host;
 pub mod images;
+pub mod nats;
 pub mod photos;
 pub mod quality;

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::embedded::EmbeddedStore;
+use super::jetstream::{JetStream, JetStreamQueue};
 use super::sqs::SqsQueue;
 use super::{Queue, QueueError, QueueSpec};
 
@@ -11,6 +12,7 @@ use super::{Queue, QueueError, QueueSpec};
 pub enum QueueBackend {
     Embedded(EmbeddedStore),
     Sqs(aws_sdk_sqs::Client),
+    JetStream(JetStream),
 }
 
 impl QueueBackend {
@@ -18,6 +20,7 @@ impl QueueBackend {
         match self {
             Self::Embedded(store) => store.queue(spec).await,
             Self::Sqs(client) => Ok(Arc::new(SqsQueue::open(client.clone(), &spec).await?)),
+            Self::JetStream(js) => Ok(Arc::new(JetStreamQueue::open(js, &spec).await?)),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The queue port: one SQS-shaped interface between the API tier and the workers (jobs out,
 //! completions back, usage batches). Backends: `embedded` (durable, single machine, the
-//! default) and `sqs` (Amazon SQS, or anything speaking its API).
+//! default), `sqs` (Amazon SQS, or anything speaking its API) and `jetstream` (NATS
+//! JetStream, replicated across a self-hosted fleet).
 //!
 //! Semantics every backend honours (the behavioural suite in `tests/` checks them):
 //! * `receive` hides a message for its visibility timeout; not deleted by then, it is
@@ -14,6 +15,7 @@
 pub mod backend;
 pub mod claim_check;
 pub mod embedded;
+pub mod jetstream;
 pub mod sqs;
 
 use std::collections::BTreeMap;

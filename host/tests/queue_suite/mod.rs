@@ -77,6 +77,30 @@ pub async fn change_visibility_to_zero_releases_at_once(q: Pair) {
     assert_eq!(again[0].receive_count, 2);
 }
 
+pub async fn extending_visibility_keeps_it_hidden_and_deletable(q: Pair) {
+    let (q, _) = q;
+    q.send(OutgoingMessage::new("slow").group("g"))
+        .await
+        .unwrap();
+    let got = receive(&*q, 1, 1000, Some(1)).await;
+    assert_eq!(got.len(), 1);
+    // A worker still busy with it extends its visibility, as a heartbeat does.
+    q.change_visibility(&got[0].receipt, Duration::from_secs(4))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        receive(&*q, 1, 0, None).await.is_empty(),
+        "redelivered although its visibility was extended"
+    );
+    q.delete(&got[0].receipt).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert!(
+        receive(&*q, 1, 0, None).await.is_empty(),
+        "came back after being deleted"
+    );
+}
+
 pub async fn dead_letter_after_max_receives(q: Pair) {
     let (q, dlq) = q;
     let dlq = dlq.expect("suite gives a dead-letter queue for this test");
@@ -152,6 +176,8 @@ pub async fn fifo_within_a_group(q: Pair) {
             format!("m{i}").as_bytes(),
             "order within the group"
         );
+        // Held back while an earlier message was in flight is not a receive.
+        assert_eq!(got[0].receive_count, 1, "m{i} counted as received before");
         // While m{i} is in flight nothing else of the group is delivered.
         assert!(
             receive(&*q, 1, 0, None).await.is_empty(),
@@ -212,6 +238,7 @@ macro_rules! queue_suite {
         case!(send_delete_is_final, None);
         case!(visibility_expiry_redelivers, None);
         case!(change_visibility_to_zero_releases_at_once, None);
+        case!(extending_visibility_keeps_it_hidden_and_deletable, None);
         case!(dead_letter_after_max_receives, Some(2));
         case!(long_poll_returns_as_soon_as_a_message_arrives, None);
         case!(fifo_within_a_group, None);

@@ -1,0 +1,596 @@
+//! NATS JetStream backend: the self-hosted fleet's queue, replicated by Raft across a
+//! JetStream cluster, so a node's death fails over without an operator.
+//!
+//! One stream per queue (`IMGFLEET_<name>`, work-queue retention: a message is gone once
+//! acknowledged) and one durable pull consumer shared by every host. How the port's
+//! semantics map onto it:
+//! * visibility timeout = the consumer's ack wait; a per-receive visibility and
+//!   `change_visibility` are a NAK with that delay (zero: at once);
+//! * `receive_count` = the delivery count, less the deliveries this backend handed back
+//!   unseen because their group was busy (one marker message each in a side stream, only
+//!   when it happens);
+//! * dead-lettering: on the delivery past `max_receives` the message is published to the
+//!   `<name>-dlq` stream and acknowledged, never given to the caller (SQS's behaviour);
+//! * groups: each group has its own subject; a message is handed out only while it is the
+//!   first message left on its subject, so nothing of a group is delivered while an
+//!   earlier one is in flight, and a group's order is send order;
+//! * de-duplication: `Nats-Msg-Id` with a five-minute window. Every message carries one
+//!   (its dedup id or a fresh one), which makes retrying a publish whose answer was lost
+//!   safe — what lets sends ride out a leader election.
+//!
+//! Per-message delays are refused, as on SQS FIFO queues.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer, stream};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::{
+    Attributes, DEDUP_WINDOW, Depth, Message, OutgoingMessage, Queue, QueueError, QueueSpec,
+    Receipt, ReceiveRequest, validate_receive,
+};
+
+/// The consumer every host pulls from.
+const CONSUMER: &str = "workers";
+const GROUP_HEADER: &str = "Imgfleet-Group";
+const ATTRIBUTE_PREFIX: &str = "Imgfleet-A-";
+/// How long a message held back by a busy group waits before it is offered again.
+const BUSY_GROUP_RETRY: Duration = Duration::from_millis(200);
+/// A single call (publish, ack, lookup) that has not answered within this long counts as
+/// unavailable; a publish is retried within it, so a leader election in the cluster (a
+/// few seconds) costs latency, not errors.
+const CALL_BUDGET: Duration = Duration::from_secs(8);
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connection settings for a fleet's JetStream cluster.
+#[derive(Debug, Clone)]
+pub struct JetStreamConfig {
+    /// Server URLs, comma-separated; the client fails over between them.
+    pub urls: String,
+    /// Replicas of every stream (3 in a cluster of three; 1 on a single server).
+    pub replicas: usize,
+}
+
+/// A connection shared by every queue (and the staging object store) of a host.
+#[derive(Clone)]
+pub struct JetStream {
+    pub client: async_nats::Client,
+    pub context: jetstream::Context,
+    pub replicas: usize,
+}
+
+impl JetStream {
+    pub async fn connect(config: &JetStreamConfig) -> Result<Self, QueueError> {
+        let urls: Vec<async_nats::ServerAddr> = config
+            .urls
+            .split(',')
+            .map(|u| u.trim().parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e| QueueError::Invalid(format!("NATS URL: {e}")))?;
+        let client = async_nats::ConnectOptions::new()
+            .name("imgfleet")
+            .connection_timeout(Duration::from_secs(2))
+            .request_timeout(Some(ATTEMPT_TIMEOUT))
+            .connect(urls)
+            .await
+            .map_err(unavailable)?;
+        let mut context = jetstream::new(client.clone());
+        context.set_timeout(ATTEMPT_TIMEOUT);
+        Ok(Self {
+            client,
+            context,
+            replicas: config.replicas.max(1),
+        })
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> QueueError {
+    QueueError::Unavailable(e.to_string())
+}
+
+/// Stream names allow neither dots nor wildcards; queue names are short words already.
+fn stream_name(queue: &str) -> String {
+    let safe: String = queue
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("IMGFLEET_{safe}")
+}
+
+/// Each group gets a subject token of its own; hex keeps any group name a valid token.
+fn subject(stream: &str, group: Option<&str>) -> String {
+    match group {
+        Some(g) => {
+            let hex: String = g.bytes().map(|b| format!("{b:02x}")).collect();
+            format!("{stream}.g{hex}")
+        }
+        None => format!("{stream}.none"),
+    }
+}
+
+pub struct JetStreamQueue {
+    js: JetStream,
+    name: String,
+    stream: stream::Stream,
+    consumer: consumer::PullConsumer,
+    /// One message per delivery handed back because its group was busy, on a subject per
+    /// stream sequence.
+    held_back: stream::Stream,
+    max_receives: Option<u32>,
+    dead_letter: Option<Box<JetStreamQueue>>,
+    max_message_bytes: usize,
+}
+
+impl JetStreamQueue {
+    /// Creates (or finds and updates) the stream, consumer and dead-letter stream for `spec`.
+    pub async fn open(js: &JetStream, spec: &QueueSpec) -> Result<Self, QueueError> {
+        let dead_letter = match spec.max_receives {
+            Some(_) => {
+                let mut dlq = QueueSpec::new(spec.dead_letter_name());
+                dlq.retention = Duration::from_secs(14 * 24 * 3600);
+                dlq.max_message_bytes = spec.max_message_bytes;
+                Some(Box::new(Box::pin(Self::open(js, &dlq)).await?))
+            }
+            None => None,
+        };
+        let name = stream_name(&spec.name);
+        let max_payload = match js.client.server_info().max_payload {
+            0 => 1024 * 1024,
+            n => n,
+        };
+        // Headers and the group subject ride along with the body.
+        let max_message_bytes = spec.max_message_bytes.min(max_payload).saturating_sub(4096);
+        let config = stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("{name}.>")],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            num_replicas: js.replicas,
+            max_age: spec.retention,
+            max_message_size: (max_message_bytes + 4096) as i32,
+            duplicate_window: DEDUP_WINDOW,
+            allow_direct: true,
+            ..Default::default()
+        };
+        let stream = retry(|| async {
+            match js.context.get_stream(&name).await {
+                Ok(_) => drop(
+                    js.context
+                        .update_stream(&config)
+                        .await
+                        .map_err(unavailable)?,
+                ),
+                Err(_) => drop(
+                    js.context
+                        .create_stream(config.clone())
+                        .await
+                        .map_err(unavailable)?,
+                ),
+            };
+            js.context.get_stream(&name).await.map_err(unavailable)
+        })
+        .await?;
+        let consumer_config = consumer::pull::Config {
+            durable_name: Some(CONSUMER.into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: spec.visibility_timeout,
+            max_deliver: -1,
+            max_ack_pending: 10_000,
+            max_waiting: 4096,
+            ..Default::default()
+        };
+        let mut consumer: consumer::PullConsumer = retry(|| async {
+            stream
+                .get_or_create_consumer(CONSUMER, consumer_config.clone())
+                .await
+                .map_err(unavailable)
+        })
+        .await?;
+        let ack_wait = consumer.info().await.map_err(unavailable)?.config.ack_wait;
+        if ack_wait != spec.visibility_timeout {
+            // JetStream 2.9 cannot change a consumer in place, and deleting it would forget
+            // which messages are in flight.
+            tracing::warn!(queue = %spec.name, ?ack_wait, wanted = ?spec.visibility_timeout,
+                "the queue's consumer keeps the visibility timeout it was created with");
+        }
+        let held_name = format!("IMGFLEET_held_{}", &name["IMGFLEET_".len()..]);
+        let held_config = stream::Config {
+            name: held_name.clone(),
+            subjects: vec![format!("{held_name}.>")],
+            storage: stream::StorageType::File,
+            num_replicas: js.replicas,
+            max_age: spec.retention,
+            ..Default::default()
+        };
+        let held_back = retry(|| async {
+            js.context
+                .get_or_create_stream(held_config.clone())
+                .await
+                .map_err(unavailable)
+        })
+        .await?;
+        Ok(Self {
+            js: js.clone(),
+            name: spec.name.clone(),
+            stream,
+            consumer,
+            held_back,
+            max_receives: spec.max_receives,
+            dead_letter,
+            max_message_bytes,
+        })
+    }
+
+    async fn publish(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<u64, QueueError> {
+        retry(|| async {
+            let ack = self
+                .js
+                .context
+                .publish_with_headers(subject.clone(), headers.clone(), body.clone())
+                .await
+                .map_err(unavailable)?;
+            let ack = ack.await.map_err(unavailable)?;
+            Ok(ack.sequence)
+        })
+        .await
+    }
+
+    fn held_back_subject(&self, seq: u64) -> String {
+        format!("{}.{seq}", self.held_back.cached_info().config.name)
+    }
+
+    /// Deliveries of `seq` that were handed back unseen.
+    async fn held_back_count(&self, seq: u64) -> Result<u32, QueueError> {
+        let subject = self.held_back_subject(seq);
+        let mut counts = self
+            .held_back
+            .info_with_subjects(&subject)
+            .await
+            .map_err(unavailable)?;
+        let mut n = 0;
+        while let Some(entry) = counts.next().await {
+            let (s, count) = entry.map_err(unavailable)?;
+            if s == subject {
+                n = count as u32;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn count_held_back(&self, seq: u64) -> Result<(), QueueError> {
+        let subject = self.held_back_subject(seq);
+        retry(|| async {
+            let ack = self
+                .js
+                .context
+                .publish(subject.clone(), Bytes::new())
+                .await
+                .map_err(unavailable)?;
+            ack.await.map(drop).map_err(unavailable)
+        })
+        .await
+    }
+
+    /// Whether `seq` is the oldest message left on its group's subject.
+    async fn first_of_group(&self, subject: &str, seq: u64) -> Result<bool, QueueError> {
+        match self
+            .stream
+            .get_first_raw_message_by_subject(subject, 1)
+            .await
+        {
+            Ok(first) => Ok(first.sequence >= seq),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Turns one delivery into a message for the caller, or hands it back (busy group) or
+    /// dead-letters it; `None` unless the caller should see it.
+    async fn admit(
+        &self,
+        delivered: jetstream::Message,
+        visibility: Option<Duration>,
+    ) -> Result<Option<Message>, QueueError> {
+        let info = delivered.info().map_err(unavailable)?;
+        let seq = info.stream_sequence;
+        let deliveries = info.delivered.max(1) as u32;
+        let published = info.published;
+        let reply = delivered
+            .reply
+            .clone()
+            .map(|s| s.to_string())
+            .ok_or_else(|| unavailable("a JetStream delivery without a reply subject"))?;
+        let headers = delivered.headers.clone().unwrap_or_default();
+        let group = headers.get(GROUP_HEADER).map(|v| v.to_string());
+        if group.is_some() && !self.first_of_group(delivered.subject.as_str(), seq).await? {
+            self.count_held_back(seq).await?;
+            ack(
+                &self.js.client,
+                &reply,
+                jetstream::AckKind::Nak(Some(BUSY_GROUP_RETRY)),
+            )
+            .await?;
+            return Ok(None);
+        }
+        let receive_count = if deliveries > 1 {
+            deliveries
+                .saturating_sub(self.held_back_count(seq).await?)
+                .max(1)
+        } else {
+            1
+        };
+        if let (Some(max), Some(dlq)) = (self.max_receives, &self.dead_letter)
+            && receive_count > max
+        {
+            let mut moved = headers.clone();
+            moved.insert(
+                "Nats-Msg-Id",
+                format!("dead-{}-{seq}", self.stream_name()).as_str(),
+            );
+            dlq.publish(
+                subject(&dlq.stream_name(), group.as_deref()),
+                moved,
+                delivered.payload.clone(),
+            )
+            .await?;
+            ack(&self.js.client, &reply, jetstream::AckKind::Term).await?;
+            tracing::warn!(queue = %self.name, seq, receive_count, "moved to the dead-letter queue");
+            return Ok(None);
+        }
+        if let Some(v) = visibility {
+            ack(&self.js.client, &reply, jetstream::AckKind::Nak(Some(v))).await?;
+        }
+        let attributes: Attributes = headers
+            .iter()
+            .filter_map(|(k, v)| {
+                let name = k.to_string();
+                let key = name.strip_prefix(ATTRIBUTE_PREFIX)?.to_string();
+                Some((key, v.first()?.to_string()))
+            })
+            .collect();
+        let sent_ms = (published.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+        Ok(Some(Message {
+            id: seq.to_string(),
+            receipt: Receipt(reply),
+            body: delivered.payload.clone(),
+            group,
+            attributes,
+            receive_count,
+            sent_at: UNIX_EPOCH + Duration::from_millis(sent_ms),
+        }))
+    }
+
+    fn stream_name(&self) -> String {
+        self.stream.cached_info().config.name.clone()
+    }
+}
+
+/// Retries a call that failed as unavailable until [`CALL_BUDGET`] is spent.
+async fn retry<T, F, Fut>(mut call: F) -> Result<T, QueueError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, QueueError>>,
+{
+    let deadline = tokio::time::Instant::now() + CALL_BUDGET;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, call()).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(QueueError::Unavailable(e)))
+                if tokio::time::Instant::now() + pause < deadline =>
+            {
+                tracing::debug!(error = %e, "JetStream call failed; retrying");
+            }
+            Err(_) if tokio::time::Instant::now() + pause < deadline => {
+                tracing::debug!("JetStream call timed out; retrying");
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(unavailable("no answer from JetStream")),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// Sends an acknowledgement of `kind` for the delivery whose reply subject is `reply`, and
+/// waits for the server to confirm it.
+async fn ack(
+    client: &async_nats::Client,
+    reply: &str,
+    kind: jetstream::AckKind,
+) -> Result<(), QueueError> {
+    let payload: Bytes = kind.into();
+    match tokio::time::timeout(ATTEMPT_TIMEOUT, client.request(reply.to_string(), payload)).await {
+        Ok(Ok(_)) => Ok(()),
+        // No confirmation: the delivery is no longer pending (acknowledged, or redelivered
+        // and acknowledged elsewhere) — or the server is away.
+        Ok(Err(e)) if matches!(e.kind(), async_nats::RequestErrorKind::NoResponders) => {
+            Err(QueueError::Unavailable(e.to_string()))
+        }
+        Ok(Err(e)) => Err(unavailable(e)),
+        Err(_) => Err(unavailable("no confirmation of the acknowledgement")),
+    }
+}
+
+fn receipt_is_ours(receipt: &Receipt, stream: &str) -> bool {
+    receipt
+        .0
+        .strip_prefix("$JS.ACK.")
+        .is_some_and(|rest| rest.split('.').any(|token| token == stream))
+}
+
+#[async_trait]
+impl Queue for JetStreamQueue {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+
+    async fn send(&self, message: OutgoingMessage) -> Result<String, QueueError> {
+        if message.body.len() > self.max_message_bytes {
+            return Err(QueueError::TooLarge {
+                size: message.body.len(),
+                limit: self.max_message_bytes,
+            });
+        }
+        if !message.delay.is_zero() {
+            return Err(QueueError::Invalid(
+                "the JetStream backend has no per-message delay".into(),
+            ));
+        }
+        let mut headers = HeaderMap::new();
+        let dedup = message
+            .dedup_id
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        headers.insert("Nats-Msg-Id", dedup.as_str());
+        if let Some(g) = &message.group {
+            headers.insert(GROUP_HEADER, g.as_str());
+        }
+        for (k, v) in &message.attributes {
+            headers.insert(format!("{ATTRIBUTE_PREFIX}{k}").as_str(), v.as_str());
+        }
+        let seq = self
+            .publish(
+                subject(&self.stream_name(), message.group.as_deref()),
+                headers,
+                message.body,
+            )
+            .await?;
+        Ok(seq.to_string())
+    }
+
+    async fn receive(&self, request: ReceiveRequest) -> Result<Vec<Message>, QueueError> {
+        validate_receive(&request)?;
+        let deadline = tokio::time::Instant::now() + request.wait;
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let wanted = request.max_messages - out.len();
+            let batch = if left < Duration::from_millis(10) {
+                self.consumer.fetch().max_messages(wanted).messages().await
+            } else {
+                // The server answers a pull within its expiry; cap it so a long poll still
+                // notices a server that went away.
+                self.consumer
+                    .batch()
+                    .max_messages(wanted)
+                    .expires(left.min(Duration::from_secs(5)))
+                    .messages()
+                    .await
+            };
+            let mut batch = batch.map_err(unavailable)?;
+            let mut got_any = false;
+            while let Some(delivered) = batch.next().await {
+                let delivered = match delivered {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::debug!(error = %e, queue = %self.name, "pull ended");
+                        break;
+                    }
+                };
+                got_any = true;
+                if let Some(m) = self.admit(delivered, request.visibility).await? {
+                    out.push(m);
+                }
+            }
+            if !out.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(out);
+            }
+            if got_any {
+                // Everything delivered was held back: give busy groups a moment.
+                tokio::time::sleep(Duration::from_millis(20).min(left)).await;
+            }
+        }
+    }
+
+    async fn delete(&self, receipt: &Receipt) -> Result<(), QueueError> {
+        if !receipt_is_ours(receipt, &self.stream_name()) {
+            return Err(QueueError::InvalidReceipt);
+        }
+        ack(&self.js.client, &receipt.0, jetstream::AckKind::Ack).await
+    }
+
+    async fn change_visibility(
+        &self,
+        receipt: &Receipt,
+        timeout: Duration,
+    ) -> Result<(), QueueError> {
+        if !receipt_is_ours(receipt, &self.stream_name()) {
+            return Err(QueueError::InvalidReceipt);
+        }
+        let kind = if timeout.is_zero() {
+            jetstream::AckKind::Nak(None)
+        } else {
+            jetstream::AckKind::Nak(Some(timeout))
+        };
+        ack(&self.js.client, &receipt.0, kind).await
+    }
+
+    async fn depth(&self) -> Result<Depth, QueueError> {
+        let info = retry(|| async {
+            let mut consumer = self.consumer.clone();
+            consumer.info().await.cloned().map_err(unavailable)
+        })
+        .await?;
+        let state = retry(|| async {
+            let mut stream = self.stream.clone();
+            stream
+                .info()
+                .await
+                .map(|i| i.state.clone())
+                .map_err(unavailable)
+        })
+        .await?;
+        let oldest_age = if state.messages == 0 {
+            Duration::ZERO
+        } else {
+            let first_ms = (state.first_timestamp.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH + Duration::from_millis(first_ms))
+                .unwrap_or_default()
+        };
+        Ok(Depth {
+            visible: info.num_pending as usize,
+            in_flight: info.num_ack_pending,
+            delayed: 0,
+            oldest_age: Some(oldest_age),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_group_gets_a_valid_subject_token_of_its_own() {
+        let a = subject("IMGFLEET_jobs", Some("acme#1"));
+        let b = subject("IMGFLEET_jobs", Some("acme#2"));
+        assert_ne!(a, b);
+        for s in [&a, &b] {
+            let token = s.rsplit('.').next().unwrap();
+            assert!(token.bytes().all(|c| c.is_ascii_alphanumeric()), "{s}");
+        }
+        assert_eq!(
+            subject("IMGFLEET_jobs", Some("a.b")).matches('.').count(),
+            1
+        );
+        assert_eq!(stream_name("completions-01.x"), "IMGFLEET_completions-01_x");
+    }
+}

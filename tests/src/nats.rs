@@ -1,0 +1,195 @@
+//! Real `nats-server` processes with JetStream on 127.0.0.1: one server, or a cluster of
+//! three (the fleet's queue), started for a test and killed when dropped.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+pub fn wait_for_port(port: u16, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn server_binary() -> String {
+    std::env::var("IMGFLEET_NATS_SERVER").unwrap_or_else(|_| "nats-server".into())
+}
+
+pub struct Node {
+    pub name: String,
+    pub port: u16,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn spawn(&mut self) {
+        let log = self.config.with_extension("log");
+        let child = Command::new(server_binary())
+            .arg("-c")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .expect("a server log"),
+            ))
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "starting {} failed ({e}): install Debian's nats-server (./dev.sh test does)",
+                    server_binary()
+                )
+            });
+        self.child = Some(child);
+        assert!(
+            wait_for_port(self.port, Duration::from_secs(20)),
+            "nats-server {} did not listen on {} (log: {})",
+            self.name,
+            self.port,
+            log.display()
+        );
+    }
+
+    fn signal(&self, signal: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on a child we started and have not reaped.
+            unsafe { libc::kill(c.id() as i32, signal) };
+        }
+    }
+}
+
+/// JetStream servers: a cluster when there is more than one.
+pub struct Nats {
+    pub nodes: Vec<Node>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Nats {
+    pub fn single() -> Self {
+        Self::start(1)
+    }
+
+    pub fn cluster() -> Self {
+        Self::start(3)
+    }
+
+    fn start(n: usize) -> Self {
+        let dir = tempfile::tempdir().expect("a directory for the servers");
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, c)| format!("\"nats-route://127.0.0.1:{c}\""))
+            .collect();
+        let mut nodes = Vec::new();
+        for (i, (port, cluster_port)) in ports.iter().enumerate() {
+            let name = format!("n{}", i + 1);
+            let store = dir.path().join(&name);
+            let cluster = if n > 1 {
+                format!(
+                    "cluster {{ name: imgfleet, listen: \"127.0.0.1:{cluster_port}\", routes: [{}] }}",
+                    routes.join(", ")
+                )
+            } else {
+                String::new()
+            };
+            let config = dir.path().join(format!("{name}.conf"));
+            std::fs::write(
+                &config,
+                format!(
+                    "server_name: {name}\nlisten: \"127.0.0.1:{port}\"\n\
+                     jetstream {{ store_dir: \"{}\", max_memory_store: 64MB, max_file_store: 4GB }}\n{cluster}\n",
+                    store.display()
+                ),
+            )
+            .expect("writing a server config");
+            nodes.push(Node {
+                name,
+                port: *port,
+                config,
+                child: None,
+            });
+        }
+        for node in &mut nodes {
+            node.spawn();
+        }
+        Self { nodes, dir }
+    }
+
+    /// Every server's URL, comma-separated (what `--nats-url` takes).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(Node::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn replicas(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn node(&self, name: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    pub fn kill_9(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.nodes[i].child.is_none(), "node {i} is still running");
+        self.nodes[i].spawn();
+    }
+
+    /// SIGSTOP: the node stops answering anyone, as if cut off by a partition.
+    pub fn pause(&self, i: usize) {
+        self.nodes[i].signal(libc::SIGSTOP);
+    }
+
+    pub fn resume(&self, i: usize) {
+        self.nodes[i].signal(libc::SIGCONT);
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.signal(libc::SIGCONT);
+            if let Some(mut c) = node.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
