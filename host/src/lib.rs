@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod load;
 pub mod manifest;
 pub mod operator;
+pub mod pg;
 pub mod queue;
 pub mod runtime;
 pub mod server;

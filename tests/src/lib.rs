@@ -7,4 +7,5 @@ pub mod host;
 pub mod images;
 pub mod nats;
 pub mod photos;
+pub mod postgres;
 pub mod quality;

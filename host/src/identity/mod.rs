@@ -4,6 +4,7 @@
 //! (DynamoDB on AWS, PostgreSQL on a fleet); `sqlite` is the embedded default.
 
 pub mod admin;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -12,7 +12,7 @@ use super::{Queue, QueueError, QueueSpec};
 pub enum QueueBackend {
     Embedded(EmbeddedStore),
     Sqs(aws_sdk_sqs::Client),
-    JetStream(JetStream),
+    JetStream(Box<JetStream>),
 }
 
 impl QueueBackend {

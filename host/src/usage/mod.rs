@@ -4,6 +4,8 @@
 //! stores records and hourly rollups in the usage store, counting each record once.
 
 pub mod meter;
+pub mod postgres;
+pub mod segment;
 pub mod shipper;
 pub mod sqlite;
 

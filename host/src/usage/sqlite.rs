@@ -10,11 +10,9 @@ use async_trait::async_trait;
 use imgfleet_metering::{Folded, Rollup, UsageRecord};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use super::segment::{DAY_MS, by_tenant_and_day, decode_segment, encode_segment, merged};
 use super::{UsageError, UsageStore};
 use crate::file_guard::FileGuard;
-
-const DAY_MS: u64 = 86_400_000;
-const ZSTD_LEVEL: i32 = 9;
 
 #[derive(Clone)]
 pub struct SqliteUsageStore {
@@ -125,23 +123,6 @@ fn is_known(c: &Connection, id: &str) -> rusqlite::Result<bool> {
         .query_row(params![id], |r| r.get(0))
         .optional()?;
     Ok(packed.is_some())
-}
-
-fn decode_segment(data: &[u8]) -> Result<Vec<UsageRecord>, UsageError> {
-    let text = zstd::decode_all(data).map_err(unavailable)?;
-    text.split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice(l).map_err(unavailable))
-        .collect()
-}
-
-fn encode_segment(records: &[UsageRecord]) -> Result<Vec<u8>, UsageError> {
-    let mut text = Vec::new();
-    for r in records {
-        serde_json::to_writer(&mut text, r).map_err(unavailable)?;
-        text.push(b'\n');
-    }
-    zstd::encode_all(text.as_slice(), ZSTD_LEVEL).map_err(unavailable)
 }
 
 #[async_trait]
@@ -340,16 +321,8 @@ impl UsageStore for SqliteUsageStore {
                 rows.map(|r| serde_json::from_str(&r.map_err(unavailable)?).map_err(unavailable))
                     .collect::<Result<_, UsageError>>()?
             };
-            let mut groups: std::collections::BTreeMap<(String, u64), Vec<UsageRecord>> =
-                Default::default();
-            for r in old {
-                groups
-                    .entry((r.tenant.clone(), r.at_ms - r.at_ms % DAY_MS))
-                    .or_default()
-                    .push(r);
-            }
             let mut packed = 0u64;
-            for ((tenant, day), mut records) in groups {
+            for ((tenant, day), records) in by_tenant_and_day(old) {
                 let existing: Option<Vec<u8>> = tx
                     .query_row(
                         "SELECT data FROM segments WHERE tenant = ?1 AND day_ms = ?2",
@@ -358,12 +331,7 @@ impl UsageStore for SqliteUsageStore {
                     )
                     .optional()
                     .map_err(unavailable)?;
-                if let Some(blob) = existing {
-                    let mut all = decode_segment(&blob)?;
-                    all.append(&mut records);
-                    records = all;
-                }
-                records.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.id.cmp(&b.id)));
+                let records = merged(existing.as_deref(), records)?;
                 let data = encode_segment(&records)?;
                 tx.execute(
                     "INSERT INTO segments (tenant, day_ms, records, data) VALUES (?1, ?2, ?3, ?4)
@@ -390,146 +358,5 @@ impl UsageStore for SqliteUsageStore {
             Ok(packed)
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use imgfleet_metering::{Batch, ImageSide, fold};
-
-    fn rec(id: usize, tenant: &str, at_ms: u64, status: u16) -> UsageRecord {
-        UsageRecord {
-            id: format!("r{id}"),
-            request_id: String::new(),
-            tenant: tenant.into(),
-            key_id: "k".into(),
-            at_ms,
-            route: "/v1/resize".into(),
-            status,
-            input: ImageSide {
-                bytes: 1000 + id as u64,
-                format: Some("jpeg".into()),
-                width: 40,
-                height: 30,
-            },
-            output: ImageSide {
-                bytes: 100,
-                format: Some("png".into()),
-                width: 4,
-                height: 3,
-            },
-            cpu_ns: 1_000_000 + id as u64,
-            wall_ns: 2_000_000,
-            queue_ns: 10,
-        }
-    }
-
-    async fn ingest(store: &SqliteUsageStore, records: Vec<UsageRecord>) {
-        let ids = records.iter().map(|r| r.id.clone()).collect();
-        let known = store.known(ids).await.unwrap();
-        store
-            .apply(fold(
-                Batch {
-                    id: "b".into(),
-                    records,
-                },
-                &known,
-            ))
-            .await
-            .unwrap();
-    }
-
-    /// Rollups recomputed from the raw records (wherever they are kept).
-    async fn recomputed(store: &SqliteUsageStore, tenant: &str) -> Vec<Rollup> {
-        let records = store.records(tenant, 0, u64::MAX).await.unwrap();
-        fold(
-            Batch {
-                id: "all".into(),
-                records,
-            },
-            &[],
-        )
-        .rollups
-    }
-
-    #[tokio::test]
-    async fn rollups_match_a_recomputation_from_raw_records_before_and_after_compaction() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteUsageStore::open(&dir.path().join("usage.sqlite")).unwrap();
-        let day = 20_000 * DAY_MS;
-        let records: Vec<UsageRecord> = (0..600)
-            .map(|i| {
-                rec(
-                    i,
-                    if i % 3 == 0 { "b" } else { "a" },
-                    day + (i as u64) * 7 * 60_000,
-                    if i % 10 == 0 { 415 } else { 200 },
-                )
-            })
-            .collect();
-        for chunk in records.chunks(50) {
-            ingest(&store, chunk.to_vec()).await;
-        }
-        // A redelivered batch adds nothing.
-        ingest(&store, records[100..150].to_vec()).await;
-        for tenant in ["a", "b"] {
-            let stored = store.rollups(tenant, 0, u64::MAX).await.unwrap();
-            assert_eq!(stored, recomputed(&store, tenant).await);
-        }
-        let total: u64 = store
-            .rollups("a", 0, u64::MAX)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.requests)
-            .sum();
-        assert_eq!(total, 400);
-
-        // Pack the first day and a half; everything still reads and still adds up.
-        let packed = store.compact(day + DAY_MS + DAY_MS / 2).await.unwrap();
-        assert!(packed > 0 && packed < 600, "{packed}");
-        for tenant in ["a", "b"] {
-            let stored = store.rollups(tenant, 0, u64::MAX).await.unwrap();
-            assert_eq!(stored, recomputed(&store, tenant).await);
-        }
-        assert_eq!(store.records("a", 0, u64::MAX).await.unwrap().len(), 400);
-        // Packed records are still known: redelivering them counts nothing.
-        ingest(&store, records[0..50].to_vec()).await;
-        assert_eq!(
-            store.rollups("a", 0, u64::MAX).await.unwrap(),
-            recomputed(&store, "a").await
-        );
-        // Compacting again merges into the existing segments.
-        store.compact(u64::MAX / 2).await.unwrap();
-        assert_eq!(store.records("b", 0, u64::MAX).await.unwrap().len(), 200);
-        assert_eq!(
-            store.rollups("b", 0, u64::MAX).await.unwrap(),
-            recomputed(&store, "b").await
-        );
-        // Time filters apply inside segments too.
-        let window = store.records("a", day, day + 3_600_000).await.unwrap();
-        assert!(!window.is_empty() && window.iter().all(|r| r.at_ms < day + 3_600_000));
-        assert_eq!(store.tenants(0, u64::MAX).await.unwrap(), ["a", "b"]);
-    }
-
-    #[tokio::test]
-    async fn a_fold_that_raced_another_is_refused_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteUsageStore::open(&dir.path().join("usage.sqlite")).unwrap();
-        let records = vec![rec(1, "a", 5, 200), rec(2, "a", 5, 200)];
-        let stale = fold(
-            Batch {
-                id: "b".into(),
-                records: records.clone(),
-            },
-            &[],
-        );
-        ingest(&store, records[..1].to_vec()).await;
-        assert!(matches!(store.apply(stale).await, Err(UsageError::Raced)));
-        assert_eq!(
-            store.rollups("a", 0, u64::MAX).await.unwrap()[0].requests,
-            1
-        );
     }
 }

@@ -1,0 +1,167 @@
+//! A real PostgreSQL server on 127.0.0.1 (Debian's `postgresql` binaries), in a directory of
+//! its own, started for a test run and stopped when dropped. Each test takes a fresh
+//! database from it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::nats::{free_port, wait_for_port};
+
+pub struct Postgres {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+/// `initdb` and `postgres`: `$IMGFLEET_PG_BIN`, else the newest /usr/lib/postgresql/*/bin.
+fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("IMGFLEET_PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is not installed: install Debian's postgresql (./dev.sh test does)")
+        .filter_map(|e| {
+            let e = e.ok()?;
+            Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin")))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().expect("no /usr/lib/postgresql/<version>").1
+}
+
+/// The `postgres` user's uid and gid, when running as root (PostgreSQL refuses root).
+fn server_user() -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    // SAFETY: a NUL-terminated name; the returned entry is read before any other getpw call.
+    let pw = unsafe { libc::getpwnam(c"postgres".as_ptr()) };
+    assert!(
+        !pw.is_null(),
+        "running as root needs a `postgres` user (Debian's postgresql package creates it)"
+    );
+    // SAFETY: checked non-null above.
+    Some(unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
+}
+
+fn as_server_user(program: &Path) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(program);
+    if let Some((uid, gid)) = server_user() {
+        c.uid(uid).gid(gid);
+    }
+    c
+}
+
+impl Postgres {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("a directory for the database");
+        let data = dir.path().join("data");
+        if let Some((uid, gid)) = server_user() {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .expect("handing the database directory to postgres");
+        }
+        let bin = bin_dir();
+        let init = as_server_user(&bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("running initdb");
+        assert!(init.success(), "initdb failed");
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("postgres.log")).expect("a server log");
+        if let Some((uid, gid)) = server_user() {
+            std::os::unix::fs::chown(dir.path().join("postgres.log"), Some(uid), Some(gid))
+                .expect("handing the log to postgres");
+        }
+        let child = as_server_user(&bin.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", dir.path().display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("starting postgres");
+        assert!(
+            wait_for_port(port, Duration::from_secs(30)),
+            "postgres did not listen on {port} (log: {})",
+            dir.path().join("postgres.log").display()
+        );
+        let pg = Self {
+            port,
+            child,
+            _dir: dir,
+        };
+        pg.wait_ready();
+        pg
+    }
+
+    fn psql(&self, sql: &str) -> bool {
+        Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn wait_ready(&self) {
+        for _ in 0..100 {
+            if self.psql("SELECT 1") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("postgres on {} never answered a query", self.port);
+    }
+
+    /// A new, empty database; returns its URL.
+    pub fn database(&self) -> String {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "t{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        assert!(
+            self.psql(&format!("CREATE DATABASE {name}")),
+            "CREATE DATABASE {name} failed"
+        );
+        self.url(&name)
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// SIGSTOP / SIGCONT the server (a database that stops answering).
+    pub fn pause(&self, paused: bool) {
+        let sig = if paused { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: kill(2) on the postmaster we started.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // SIGQUIT: immediate shutdown (the data directory is thrown away anyway).
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGQUIT) };
+        let _ = self.child.wait();
+    }
+}
