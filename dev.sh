@@ -208,6 +208,8 @@ case "$cmd" in
         # The end-to-end tests start the real binary.
         build_host
         start_moto
+        # The fleet's servers: the tests start their own JetStream cluster and PostgreSQL.
+        apt_ensure nats-server postgresql
         # The quality test decodes AVIF output with sharp (no AVIF decoder in the workspace).
         ensure_sharp
         log "running the test suite"

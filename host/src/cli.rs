@@ -178,6 +178,15 @@ pub struct StoreArgs {
     /// The host's data directory (the identity store is `identity.sqlite` in it).
     #[arg(long, env = "IMGFLEET_DATA_DIR", default_value = "data", global = true)]
     pub data_dir: PathBuf,
+    /// A fleet's shared PostgreSQL database (`postgres://user@host:port/db`), used for the
+    /// identity and usage stores instead of the data directory's SQLite files.
+    #[arg(
+        long,
+        env = "IMGFLEET_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -267,12 +276,28 @@ pub struct UpArgs {
     /// Where the embedded queue and the staging area keep their files.
     #[arg(long, env = "IMGFLEET_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
-    /// This host's name; its completions queue is `completions-<host id>`.
-    #[arg(long, env = "IMGFLEET_HOST_ID", default_value = "local")]
-    pub host_id: String,
+    /// This host's name; its completions queue is `completions-<host id>`. With a shared
+    /// queue (sqs, jetstream) every host needs its own: the default is then a fresh one per
+    /// start; with the embedded queue it is `local`.
+    #[arg(long, env = "IMGFLEET_HOST_ID")]
+    pub host_id: Option<String>,
     /// Queue backend between the API and the workers.
     #[arg(long, env = "IMGFLEET_QUEUE", default_value = "embedded")]
     pub queue: QueueKind,
+    /// JetStream servers of a fleet, comma-separated (the client fails over between them).
+    #[arg(
+        long,
+        env = "IMGFLEET_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// Replicas of every JetStream stream: 3 on a cluster of three, 1 on a single server.
+    #[arg(long, env = "IMGFLEET_NATS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5))]
+    pub nats_replicas: u64,
+    /// A fleet's shared PostgreSQL database for the identity and usage stores (otherwise
+    /// SQLite files in the data directory).
+    #[arg(long, env = "IMGFLEET_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// SQS endpoint (default: AWS's for the region); e.g. a moto_server address.
     #[arg(long, env = "IMGFLEET_SQS_ENDPOINT")]
     pub sqs_endpoint: Option<String>,
@@ -303,10 +328,23 @@ pub struct UpArgs {
     pub usage_raw_days: u64,
 }
 
+impl UpArgs {
+    /// The host id: given, or `local` on the embedded queue, or a fresh one per start.
+    pub fn host_id(&self) -> String {
+        match (&self.host_id, self.queue) {
+            (Some(id), _) => id.clone(),
+            (None, QueueKind::Embedded) => "local".into(),
+            (None, _) => format!("host-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum QueueKind {
     Embedded,
     Sqs,
+    /// NATS JetStream: a self-hosted fleet's replicated queue, and its shared staging.
+    Jetstream,
 }
 
 #[derive(Debug, Args, Clone)]

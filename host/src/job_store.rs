@@ -1,11 +1,14 @@
-//! Durable records of asynchronous jobs (SQLite): accepted before the client hears 202,
-//! finished exactly once, outputs remembered until they expire.
+//! Durable records of asynchronous jobs: accepted before the client hears 202, finished
+//! exactly once, outputs remembered until they expire. SQLite on one host; in a fleet,
+//! PostgreSQL (`job_store_pg`), since a job accepted by one host runs on another and its
+//! status may be asked of a third.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::job_store_pg::PgJobs;
 use crate::jobs::Job;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +27,7 @@ impl JobStatus {
         }
     }
 
-    fn parse(s: &str) -> Self {
+    pub(crate) fn parse(s: &str) -> Self {
         match s {
             "done" => Self::Done,
             "failed" => Self::Failed,
@@ -67,14 +70,34 @@ pub enum Finish {
 
 #[derive(Clone)]
 pub struct JobStore {
-    conn: Arc<Mutex<Connection>>,
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(Arc<Mutex<Connection>>),
+    Postgres(Arc<PgJobs>),
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("job store: {0}")]
-pub struct StoreError(#[from] rusqlite::Error);
+pub struct StoreError(pub String);
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self(e.to_string())
+    }
+}
 
 impl JobStore {
+    /// The fleet's job store in PostgreSQL; `host` names this host's jobs (see
+    /// [`JobStore::unfinished`]).
+    pub async fn postgres(url: &str, host: &str) -> Result<Self, StoreError> {
+        Ok(Self {
+            backend: Backend::Postgres(Arc::new(PgJobs::open(url, host).await?)),
+        })
+    }
+
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -98,29 +121,33 @@ impl JobStore {
             CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status);",
         )?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            backend: Backend::Sqlite(Arc::new(Mutex::new(conn))),
         })
     }
 
     async fn with<R: Send + 'static>(
-        &self,
+        conn: &Arc<Mutex<Connection>>,
         f: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
     ) -> Result<R, StoreError> {
-        let conn = self.conn.clone();
+        let conn = conn.clone();
         tokio::task::spawn_blocking(move || f(&conn.lock().expect("job store lock")))
             .await
             .expect("job store task")
-            .map_err(StoreError)
+            .map_err(StoreError::from)
     }
 
     pub async fn insert(&self, job: &Job) -> Result<(), StoreError> {
+        let conn = match &self.backend {
+            Backend::Sqlite(conn) => conn,
+            Backend::Postgres(pg) => return pg.insert(job).await,
+        };
         let (id, tenant, json, created) = (
             job.id.clone(),
             job.tenant.clone(),
             serde_json::to_string(job).expect("a job serialises"),
             job.submitted_ms,
         );
-        self.with(move |c| {
+        Self::with(conn, move |c| {
             c.execute(
                 "INSERT INTO jobs (id, tenant, status, job, created_ms) VALUES (?1, ?2, 'queued', ?3, ?4)",
                 params![id, tenant, json, created as i64],
@@ -132,8 +159,12 @@ impl JobStore {
 
     /// Forgets a job that was never accepted (its message could not be queued).
     pub async fn forget(&self, id: &str) -> Result<(), StoreError> {
+        let conn = match &self.backend {
+            Backend::Sqlite(conn) => conn,
+            Backend::Postgres(pg) => return pg.forget(id).await,
+        };
         let id = id.to_string();
-        self.with(move |c| {
+        Self::with(conn, move |c| {
             c.execute(
                 "DELETE FROM jobs WHERE id = ?1 AND status = 'queued'",
                 params![id],
@@ -146,8 +177,12 @@ impl JobStore {
     /// Records how a job ended, only if it has not ended yet. Returns whether this call
     /// was the one that finished it (a redelivered job finishes at most once).
     pub async fn finish(&self, id: &str, finish: Finish, now_ms: u64) -> Result<bool, StoreError> {
+        let conn = match &self.backend {
+            Backend::Sqlite(conn) => conn,
+            Backend::Postgres(pg) => return pg.finish(id, finish, now_ms).await,
+        };
         let id = id.to_string();
-        self.with(move |c| {
+        Self::with(conn, move |c| {
             let changed = match finish {
                 Finish::Answered {
                     http_status,
@@ -172,8 +207,12 @@ impl JobStore {
 
     /// The job, if it exists and belongs to `tenant` (another tenant's job does not exist).
     pub async fn get(&self, id: &str, tenant: &str) -> Result<Option<JobRecord>, StoreError> {
+        let conn = match &self.backend {
+            Backend::Sqlite(conn) => conn,
+            Backend::Postgres(pg) => return pg.get(id, tenant).await,
+        };
         let (id, tenant) = (id.to_string(), tenant.to_string());
-        self.with(move |c| {
+        Self::with(conn, move |c| {
             c.query_row(
                 "SELECT job, status, http_status, content_type, output, error_code, error_message,
                         created_ms, finished_ms, expires_ms
@@ -187,8 +226,12 @@ impl JobStore {
     }
 
     pub async fn status(&self, id: &str) -> Result<Option<JobStatus>, StoreError> {
+        let conn = match &self.backend {
+            Backend::Sqlite(conn) => conn,
+            Backend::Postgres(pg) => return pg.status(id).await,
+        };
         let id = id.to_string();
-        self.with(move |c| {
+        Self::with(conn, move |c| {
             c.query_row("SELECT status FROM jobs WHERE id = ?1", params![id], |r| {
                 Ok(JobStatus::parse(&r.get::<_, String>(0)?))
             })
@@ -199,8 +242,13 @@ impl JobStore {
 
     /// Jobs accepted and not finished: after a restart they are offered to the queue again
     /// (de-duplicated by job id), so a crash between acceptance and enqueueing loses none.
+    /// In a fleet, only the jobs this host (by its id) accepted.
     pub async fn unfinished(&self) -> Result<Vec<Job>, StoreError> {
-        self.with(|c| {
+        let conn = match &self.backend {
+            Backend::Sqlite(conn) => conn,
+            Backend::Postgres(pg) => return pg.unfinished().await,
+        };
+        Self::with(conn, |c| {
             let mut stmt =
                 c.prepare("SELECT job FROM jobs WHERE status = 'queued' ORDER BY created_ms")?;
             let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;

@@ -3,6 +3,7 @@
 //! Output is JSON, for scripts.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use imgfleet_auth::{Quota, Scope};
@@ -10,18 +11,62 @@ use imgfleet_auth::{Quota, Scope};
 use crate::cli::{ExportFormat, KeyAction, StoreArgs, TenantAction, UsageAction};
 use crate::identity::IdentityStore;
 use crate::identity::admin::{PublicKey, create_key, new_admin_token};
+use crate::identity::postgres::PostgresIdentityStore;
 use crate::identity::sqlite::SqliteIdentityStore;
 use crate::usage::UsageStore;
+use crate::usage::postgres::PostgresUsageStore;
 use crate::usage::sqlite::SqliteUsageStore;
 
 pub fn identity_path(data_dir: &Path) -> PathBuf {
     data_dir.join("identity.sqlite")
 }
 
-fn open(store: &StoreArgs) -> anyhow::Result<SqliteIdentityStore> {
-    std::fs::create_dir_all(&store.data_dir)
-        .with_context(|| format!("creating {}", store.data_dir.display()))?;
-    Ok(SqliteIdentityStore::open(&identity_path(&store.data_dir))?)
+/// The identity store: the fleet's PostgreSQL database when given, else the data
+/// directory's SQLite file.
+pub async fn open_identity(
+    data_dir: &Path,
+    database_url: Option<&str>,
+) -> anyhow::Result<Arc<dyn IdentityStore>> {
+    Ok(match database_url {
+        Some(url) => Arc::new(
+            PostgresIdentityStore::open(url)
+                .await
+                .context("opening the identity store in PostgreSQL")?,
+        ),
+        None => {
+            std::fs::create_dir_all(data_dir)
+                .with_context(|| format!("creating {}", data_dir.display()))?;
+            Arc::new(
+                SqliteIdentityStore::open(&identity_path(data_dir))
+                    .context("opening the identity store")?,
+            )
+        }
+    })
+}
+
+/// The usage store, chosen as [`open_identity`] chooses.
+pub async fn open_usage(
+    data_dir: &Path,
+    database_url: Option<&str>,
+) -> anyhow::Result<Arc<dyn UsageStore>> {
+    Ok(match database_url {
+        Some(url) => Arc::new(
+            PostgresUsageStore::open(url)
+                .await
+                .context("opening the usage store in PostgreSQL")?,
+        ),
+        None => {
+            std::fs::create_dir_all(data_dir)
+                .with_context(|| format!("creating {}", data_dir.display()))?;
+            Arc::new(
+                SqliteUsageStore::open(&usage_path(data_dir)).context("opening the usage store")?,
+            )
+        }
+    })
+}
+
+async fn open(store: &StoreArgs) -> anyhow::Result<Arc<dyn IdentityStore>> {
+    open_identity(&store.data_dir, store.database_url.as_deref()).await
 }
 
 fn print(value: impl serde::Serialize) -> anyhow::Result<()> {
@@ -30,7 +75,7 @@ fn print(value: impl serde::Serialize) -> anyhow::Result<()> {
 }
 
 pub async fn tenants(store: &StoreArgs, action: TenantAction) -> anyhow::Result<()> {
-    let s = open(store)?;
+    let s = open(store).await?;
     match action {
         TenantAction::Create { id } => print(s.create_tenant(&id).await?),
         TenantAction::List => print(s.tenants().await?),
@@ -56,7 +101,7 @@ pub async fn tenants(store: &StoreArgs, action: TenantAction) -> anyhow::Result<
 }
 
 pub async fn keys(store: &StoreArgs, action: KeyAction) -> anyhow::Result<()> {
-    let s = open(store)?;
+    let s = open(store).await?;
     match action {
         KeyAction::Create {
             tenant,
@@ -77,7 +122,7 @@ pub async fn keys(store: &StoreArgs, action: KeyAction) -> anyhow::Result<()> {
                         .collect::<anyhow::Result<Vec<_>>>()?,
                 )
             };
-            print(create_key(&s, &tenant, scopes, label).await?)
+            print(create_key(s.as_ref(), &tenant, scopes, label).await?)
         }
         KeyAction::List { tenant } => print(
             s.keys(&tenant)
@@ -118,7 +163,7 @@ pub fn usage_path(data_dir: &Path) -> PathBuf {
 }
 
 pub async fn usage(store: &StoreArgs, action: UsageAction) -> anyhow::Result<()> {
-    let s = SqliteUsageStore::open(&usage_path(&store.data_dir))?;
+    let s = open_usage(&store.data_dir, store.database_url.as_deref()).await?;
     match action {
         UsageAction::Export {
             tenant,

@@ -16,22 +16,22 @@ use crate::auth::cache::AuthCache;
 use crate::cli::{QueueKind, UpArgs};
 use crate::completions::Completions;
 use crate::identity::IdentityStore;
-use crate::identity::sqlite::SqliteIdentityStore;
 use crate::job_store::JobStore;
 use crate::manifest::Manifest;
 use crate::operator;
 use crate::queue::QueueSpec;
 use crate::queue::backend::{QueueBackend, QueueDirectory};
 use crate::queue::embedded::EmbeddedStore;
+use crate::queue::jetstream::{JetStream, JetStreamConfig};
 use crate::queue::sqs::{SqsConfig, client};
 use crate::runtime::Runtime;
 use crate::runtime::WarmPool;
+use crate::shared_staging::SharedStaging;
 use crate::slots::Slots;
 use crate::staging::{Staging, StagingConfig};
 use crate::usage::UsageStore;
 use crate::usage::meter::{METERING_COMPONENT, Meter};
 use crate::usage::shipper::{self, ShipperConfig};
-use crate::usage::sqlite::SqliteUsageStore;
 use crate::worker::{WorkerContext, spawn_dead_letter_watcher, spawn_workers};
 
 pub const JOBS_QUEUE: &str = "jobs";
@@ -63,7 +63,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
 
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let staging = Staging::open(
+    let host_id = args.host_id();
+    let mut staging = Staging::open(
         &args.data_dir.join("staging"),
         StagingConfig {
             capacity_bytes: args.staging_mb * 1024 * 1024,
@@ -71,7 +72,6 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         },
     )
     .context("opening the staging area")?;
-    staging.spawn_sweeper(Duration::from_secs(5));
 
     let backend = match args.queue {
         QueueKind::Embedded => QueueBackend::Embedded(
@@ -86,7 +86,24 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             })
             .await,
         ),
+        QueueKind::Jetstream => {
+            let js = JetStream::connect(&JetStreamConfig {
+                urls: args.nats_url.clone(),
+                replicas: args.nats_replicas as usize,
+            })
+            .await
+            .with_context(|| format!("connecting to JetStream at {}", args.nats_url))?;
+            // A job accepted here may run on any host: its input and output must be
+            // readable from all of them.
+            staging = staging.with_shared(
+                SharedStaging::open(&js, args.staging_mb * 1024 * 1024)
+                    .await
+                    .context("opening the fleet's shared staging")?,
+            );
+            QueueBackend::JetStream(Box::new(js))
+        }
     };
+    staging.spawn_sweeper(Duration::from_secs(5));
     let mut jobs_spec = QueueSpec::new(JOBS_QUEUE);
     jobs_spec.max_receives = Some(JOB_MAX_RECEIVES);
     // A worker holds a job for at most one run; past that it is presumed dead.
@@ -104,7 +121,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .context("opening the usage queue")?;
     let directory = Arc::new(QueueDirectory::new(backend, completions_spec));
     let completions_queue = directory
-        .get(&format!("completions-{}", args.host_id))
+        .get(&format!("completions-{host_id}"))
         .await
         .context("opening the completions queue")?;
     let completions = Completions::new(completions_queue);
@@ -112,8 +129,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
 
     let audit =
         AuditLog::open(&args.data_dir.join("audit.sqlite")).context("opening the audit log")?;
-    let job_store =
-        JobStore::open(&args.data_dir.join("jobs.sqlite")).context("opening the job store")?;
+    let job_store = match &args.database_url {
+        Some(url) => JobStore::postgres(url, &host_id)
+            .await
+            .context("opening the job store in PostgreSQL")?,
+        None => {
+            JobStore::open(&args.data_dir.join("jobs.sqlite")).context("opening the job store")?
+        }
+    };
     let dead_letters = directory
         .get(&jobs_spec.dead_letter_name())
         .await
@@ -135,10 +158,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     spawn_workers(worker.clone());
     spawn_dead_letter_watcher(worker, dead_letters);
 
-    let identity: Arc<dyn IdentityStore> = Arc::new(
-        SqliteIdentityStore::open(&operator::identity_path(&args.data_dir))
-            .context("opening the identity store")?,
-    );
+    let identity: Arc<dyn IdentityStore> =
+        operator::open_identity(&args.data_dir, args.database_url.as_deref()).await?;
     let cache = AuthCache::new(Duration::from_millis(args.auth_sla_ms));
     cache
         .sync(identity.as_ref())
@@ -163,10 +184,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
     };
 
-    let usage: Arc<dyn UsageStore> = Arc::new(
-        SqliteUsageStore::open(&operator::usage_path(&args.data_dir))
-            .context("opening the usage store")?,
-    );
+    let usage: Arc<dyn UsageStore> =
+        operator::open_usage(&args.data_dir, args.database_url.as_deref()).await?;
     spawn_compaction(
         usage.clone(),
         Duration::from_secs(args.usage_raw_days * 86_400),
@@ -225,7 +244,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, cores, queue = ?args.queue, "serving");
+    tracing::info!(%addr, cores, queue = ?args.queue, host = %host_id, "serving");
     // Scripts and tests read this line to find the port when listening on :0.
     println!("imgfleet listening on http://{addr}");
     axum::serve(listener, api::router(state))

@@ -1,6 +1,8 @@
 //! The staging area: image bytes waiting for a worker (inputs) or for their client
 //! (outputs). Small entries live in memory; larger ones, and every entry that must survive
 //! a crash, are written to files. Entries expire: imgfleet keeps no image for long.
+//! In a fleet the area is shared instead (`crate::shared_staging`): every entry goes to
+//! the JetStream object store, where any host can read it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+
+use crate::shared_staging::SharedStaging;
 
 #[derive(Debug, Clone, Copy)]
 pub struct StagingConfig {
@@ -61,6 +65,7 @@ pub struct Staging {
     config: StagingConfig,
     entries: Arc<Mutex<HashMap<String, Entry>>>,
     used: Arc<AtomicU64>,
+    shared: Option<SharedStaging>,
 }
 
 /// Whether a staged entry must survive a crash of this process.
@@ -106,11 +111,28 @@ impl Staging {
             config,
             entries: Arc::new(Mutex::new(entries)),
             used: Arc::new(AtomicU64::new(used)),
+            shared: None,
         })
     }
 
+    /// Every entry goes to the fleet's shared staging instead of this host's.
+    pub fn with_shared(mut self, shared: SharedStaging) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
     pub fn used_bytes(&self) -> u64 {
-        self.used.load(Ordering::Relaxed)
+        match &self.shared {
+            Some(shared) => shared.used_bytes(),
+            None => self.used.load(Ordering::Relaxed),
+        }
+    }
+
+    fn capacity_bytes(&self) -> u64 {
+        match &self.shared {
+            Some(shared) => shared.capacity_bytes(),
+            None => self.config.capacity_bytes,
+        }
     }
 
     /// Stages a request's input, but only while inputs fill less than
@@ -122,12 +144,12 @@ impl Staging {
         ttl: Duration,
         keep: Keep,
     ) -> Result<String, StagingError> {
-        let limit = (self.config.capacity_bytes as f64 * INPUT_SHARE) as u64;
+        let limit = (self.capacity_bytes() as f64 * INPUT_SHARE) as u64;
         let used = self.used_bytes();
         if used + bytes.len() as u64 > limit {
             return Err(StagingError::Full {
                 used,
-                capacity: self.config.capacity_bytes,
+                capacity: self.capacity_bytes(),
             });
         }
         self.put(bytes, ttl, keep).await
@@ -139,6 +161,10 @@ impl Staging {
         ttl: Duration,
         keep: Keep,
     ) -> Result<String, StagingError> {
+        if let Some(shared) = &self.shared {
+            // Replicated before `put` returns: durable whatever `keep` asks.
+            return shared.put(bytes, ttl).await;
+        }
         let size = bytes.len() as u64;
         let used = self.used.fetch_add(size, Ordering::Relaxed) + size;
         if used > self.config.capacity_bytes {
@@ -191,6 +217,9 @@ impl Staging {
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes, StagingError> {
+        if let Some(shared) = &self.shared {
+            return shared.get(key).await;
+        }
         let path = {
             let entries = self.entries.lock().expect("staging lock");
             match entries.get(key) {
@@ -205,6 +234,9 @@ impl Staging {
     }
 
     pub fn remove(&self, key: &str) {
+        if let Some(shared) = &self.shared {
+            return shared.remove(key);
+        }
         let entry = self.entries.lock().expect("staging lock").remove(key);
         if let Some(e) = entry {
             self.release(e);
@@ -244,7 +276,10 @@ impl Staging {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                staging.sweep();
+                match &staging.shared {
+                    Some(shared) => shared.refresh_used().await,
+                    None => drop(staging.sweep()),
+                }
             }
         });
     }

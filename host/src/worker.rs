@@ -341,6 +341,10 @@ async fn stage_output(
 async fn run(ctx: &WorkerContext, job: &Job, keep: Keep, output_ttl: Duration) -> Outcome {
     let input = match ctx.staging.get(&job.input).await {
         Ok(b) => b,
+        Err(e @ crate::staging::StagingError::Io(_)) => {
+            // Not gone, only unreadable for now (a fleet's shared staging failing over).
+            return failed(503, "staging_unavailable", format!("the staged input: {e}"));
+        }
         Err(e) => return failed(503, "input_lost", format!("the staged input is gone: {e}")),
     };
     let mut headers = HeaderMap::new();

@@ -9,329 +9,15 @@
 //!   (joined on its request id), a request that got no answer at most once, every finished
 //!   job's run once, and nothing else.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use imgfleet_tests::host::{DEFAULT_TENANT, Host, binary, get, repo_root, try_post};
+use imgfleet_tests::host::{Host, get, repo_root};
 use imgfleet_tests::images;
-
-/// What a client may wait at most for any answer: the host's own budget for a request
-/// (twice the 10 s deadline plus 2 s), and a margin.
-const BUDGET: Duration = Duration::from_secs(25);
-
-#[derive(Debug, Clone)]
-struct Sent {
-    request_id: String,
-    /// `None`: no answer (connection refused or reset).
-    status: Option<u16>,
-    code: Option<String>,
-    took: Duration,
-    /// The job id of an accepted asynchronous job.
-    job: Option<String>,
-}
-
-/// Clients sending until stopped; the base URL can change (a restarted host).
-struct Load {
-    stop: Arc<AtomicBool>,
-    base: Arc<RwLock<String>>,
-    clients: Vec<JoinHandle<Vec<Sent>>>,
-}
-
-fn small_jpeg() -> Vec<u8> {
-    images::jpeg(&images::photo(64, 48, 7), 80)
-}
-
-fn send(base: &str, key: &str, path: &str, request_id: &str, body: &[u8]) -> Sent {
-    let started = Instant::now();
-    let auth = format!("Bearer {key}");
-    let headers = [
-        ("authorization", auth.as_str()),
-        ("x-request-id", request_id),
-    ];
-    let answer = try_post(&format!("{base}{path}"), body, &headers, BUDGET + BUDGET);
-    let took = started.elapsed();
-    match answer {
-        Ok(r) => {
-            let json: Option<serde_json::Value> = serde_json::from_slice(&r.body).ok();
-            let code = json
-                .as_ref()
-                .and_then(|v| v["error"]["code"].as_str().map(str::to_string));
-            let job = (r.status == 202)
-                .then(|| {
-                    json.as_ref()
-                        .and_then(|v| v["id"].as_str().map(str::to_string))
-                })
-                .flatten();
-            Sent {
-                request_id: request_id.to_string(),
-                status: Some(r.status),
-                code,
-                took,
-                job,
-            }
-        }
-        Err(_) => Sent {
-            request_id: request_id.to_string(),
-            status: None,
-            code: None,
-            took,
-            job: None,
-        },
-    }
-}
-
-impl Load {
-    /// `clients` threads; every third request of each is an asynchronous job.
-    fn start(base: &str, key: &str, clients: usize, body: Vec<u8>, query: &str) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let base = Arc::new(RwLock::new(base.to_string()));
-        let body = Arc::new(body);
-        let clients = (0..clients)
-            .map(|c| {
-                let (stop, base, body) = (stop.clone(), base.clone(), body.clone());
-                let (key, query) = (key.to_string(), query.to_string());
-                std::thread::spawn(move || {
-                    let mut sent = Vec::new();
-                    for n in 0.. {
-                        if stop.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        let path = if n % 3 == 2 {
-                            format!("/v1/jobs?{query}")
-                        } else {
-                            format!("/v1/resize?{query}")
-                        };
-                        let url = base.read().unwrap().clone();
-                        let s = send(&url, &key, &path, &format!("chaos-{c}-{n}"), &body);
-                        let pause = if s.status.is_none() { 100 } else { 20 };
-                        sent.push(s);
-                        std::thread::sleep(Duration::from_millis(pause));
-                    }
-                    sent
-                })
-            })
-            .collect();
-        Self {
-            stop,
-            base,
-            clients,
-        }
-    }
-
-    fn retarget(&self, base: &str) {
-        *self.base.write().unwrap() = base.to_string();
-    }
-
-    fn finish(self) -> Vec<Sent> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.clients
-            .into_iter()
-            .flat_map(|c| c.join().expect("a load client"))
-            .collect()
-    }
-}
-
-/// Answers by status and code, for the report.
-fn tally(sent: &[Sent]) -> BTreeMap<String, usize> {
-    let mut t = BTreeMap::new();
-    for s in sent {
-        let key = match (s.status, &s.code) {
-            (None, _) => "no answer".to_string(),
-            (Some(st), Some(code)) => format!("{st} {code}"),
-            (Some(st), None) => st.to_string(),
-        };
-        *t.entry(key).or_default() += 1;
-    }
-    t
-}
-
-/// No hangs, and every refusal says why. `allowed` are the error codes this scenario may
-/// produce (as `"<status> <code>"`).
-fn assert_clear_errors(scenario: &str, sent: &[Sent], allowed: &[&str]) {
-    for s in sent {
-        assert!(
-            s.took <= BUDGET,
-            "{scenario}: {} waited {:?} (budget {BUDGET:?})",
-            s.request_id,
-            s.took
-        );
-        if let Some(status) = s.status.filter(|st| *st >= 400) {
-            let code = s.code.as_deref().unwrap_or_else(|| {
-                panic!(
-                    "{scenario}: {} got {status} without an error code",
-                    s.request_id
-                )
-            });
-            let label = format!("{status} {code}");
-            assert!(
-                allowed.contains(&label.as_str()),
-                "{scenario}: {} got {label}",
-                s.request_id
-            );
-        }
-    }
-}
-
-/// How long until a synchronous resize succeeds again.
-fn recovery(base: &str, key: &str, within: Duration) -> Duration {
-    let started = Instant::now();
-    let body = small_jpeg();
-    for n in 0.. {
-        let s = send(base, key, "/v1/resize?w=16", &format!("probe-{n}"), &body);
-        if s.status == Some(200) {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < within,
-            "not recovered within {within:?}: last {s:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    unreachable!()
-}
-
-/// Every accepted job finishes (`done`), within `within` of now.
-fn assert_jobs_finish(scenario: &str, h_base: &str, key: &str, sent: &[Sent], within: Duration) {
-    let deadline = Instant::now() + within;
-    let auth = format!("Bearer {key}");
-    let mut n = 0;
-    for job in sent.iter().filter_map(|s| s.job.as_ref()) {
-        loop {
-            // A served request too: named so that the usage check knows it.
-            n += 1;
-            let id = format!("probe-status-{n}");
-            let r = imgfleet_tests::host::request(
-                "GET",
-                &format!("{h_base}/v1/jobs/{job}"),
-                &[],
-                &[
-                    ("authorization", auth.as_str()),
-                    ("x-request-id", id.as_str()),
-                ],
-            );
-            let v = r.json();
-            match v["status"].as_str() {
-                Some("done") => break,
-                Some("queued") | Some("running") => {}
-                _ => panic!("{scenario}: job {job}: {v}"),
-            }
-            assert!(Instant::now() < deadline, "{scenario}: job {job} still {v}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-/// The raw usage records of the default tenant, as billing exports them.
-fn exported_usage(data: &std::path::Path) -> Vec<serde_json::Value> {
-    let out = Command::new(binary())
-        .args(["usage", "--data-dir"])
-        .arg(data)
-        .args(["export", "--tenant", DEFAULT_TENANT, "--format", "jsonl"])
-        .output()
-        .expect("imgfleet usage export");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect()
-}
-
-/// Usage equals service: waits for metering to catch up, then compares record by record.
-/// `probes` are the request ids of the recovery probes, which are served requests too.
-fn assert_usage_exact(scenario: &str, data: &std::path::Path, sent: &[Sent]) {
-    let answered: BTreeSet<&str> = sent
-        .iter()
-        .filter(|s| s.status.is_some())
-        .map(|s| s.request_id.as_str())
-        .collect();
-    let unanswered: BTreeSet<&str> = sent
-        .iter()
-        .filter(|s| s.status.is_none())
-        .map(|s| s.request_id.as_str())
-        .collect();
-    let jobs: BTreeSet<String> = sent
-        .iter()
-        .filter_map(|s| s.job.as_ref().map(|j| format!("run-{j}")))
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let records = loop {
-        let records = exported_usage(data);
-        let requests: BTreeSet<&str> = records
-            .iter()
-            .filter(|r| !r["id"].as_str().unwrap().starts_with("run-"))
-            .filter_map(|r| r["request_id"].as_str())
-            .collect();
-        let runs = records
-            .iter()
-            .filter(|r| jobs.contains(r["id"].as_str().unwrap()))
-            .count();
-        if answered.is_subset(&requests) && runs == jobs.len() {
-            // Let any duplicate that is on its way arrive before judging.
-            std::thread::sleep(Duration::from_millis(1500));
-            break exported_usage(data);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{scenario}: metering did not catch up: {} of {} answered requests and {runs} of {} job runs counted",
-            answered.intersection(&requests).count(),
-            answered.len(),
-            jobs.len()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    let mut per_request: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut runs: BTreeMap<&str, usize> = BTreeMap::new();
-    for r in &records {
-        let id = r["id"].as_str().unwrap();
-        if id.starts_with("run-") {
-            *runs.entry(id).or_default() += 1;
-        } else {
-            *per_request
-                .entry(r["request_id"].as_str().unwrap())
-                .or_default() += 1;
-        }
-    }
-    for (request, n) in &per_request {
-        let probe = request.starts_with("probe-");
-        assert!(
-            answered.contains(request) || unanswered.contains(request) || probe,
-            "{scenario}: usage for a request nobody sent: {request}"
-        );
-        assert_eq!(*n, 1, "{scenario}: {request} counted {n} times");
-    }
-    for request in &answered {
-        assert!(
-            per_request.contains_key(request),
-            "{scenario}: {request} was answered but not counted"
-        );
-    }
-    for (run, n) in &runs {
-        assert!(
-            jobs.contains(*run),
-            "{scenario}: a run of a job never accepted: {run}"
-        );
-        assert_eq!(*n, 1, "{scenario}: {run} counted {n} times");
-    }
-    let lost_in_flight = unanswered
-        .iter()
-        .filter(|r| per_request.contains_key(*r))
-        .count();
-    println!(
-        "{scenario}: usage = service: {} answered requests, {} job runs counted once each; {} of {} unanswered requests had been served when the host died",
-        answered.len(),
-        jobs.len(),
-        lost_in_flight,
-        unanswered.len()
-    );
-}
+use imgfleet_tests::traffic::{
+    Load, UsageAt, assert_clear_errors, assert_jobs_finish, assert_usage_exact, recovery, report,
+    small_jpeg, tally,
+};
 
 /// `GET /v1/usage` as a served request the usage check knows about.
 fn usage_query(h: &Host, n: usize) -> imgfleet_tests::host::Reply {
@@ -348,15 +34,6 @@ fn usage_query(h: &Host, n: usize) -> imgfleet_tests::host::Reply {
     )
 }
 
-fn report(scenario: &str, sent: &[Sent], recovered: Duration) {
-    let slowest = sent.iter().map(|s| s.took).max().unwrap_or_default();
-    println!(
-        "{scenario}: {} requests, answers {:?}, slowest {slowest:?}, recovered {recovered:?} after the dependency returned",
-        sent.len(),
-        tally(sent)
-    );
-}
-
 #[test]
 fn kill_9_of_a_host_mid_load() {
     let h = Host::start("spin.toml", &[]);
@@ -367,7 +44,7 @@ fn kill_9_of_a_host_mid_load() {
     std::thread::sleep(Duration::from_secs(1));
     let h = Host::start_in(data, "spin.toml", &[], &[]);
     let recovered = recovery(&h.base, &key, Duration::from_secs(30));
-    load.retarget(&h.base);
+    load.retarget(&[&h.base]);
     std::thread::sleep(Duration::from_secs(3));
     let sent = load.finish();
     report("kill -9", &sent, recovered);
@@ -377,7 +54,7 @@ fn kill_9_of_a_host_mid_load() {
     );
     assert_clear_errors("kill -9", &sent, &[]);
     assert_jobs_finish("kill -9", &h.base, &key, &sent, Duration::from_secs(60));
-    assert_usage_exact("kill -9", h.data.path(), &sent);
+    assert_usage_exact("kill -9", &UsageAt::DataDir(h.data.path()), &sent);
 }
 
 #[test]
@@ -431,7 +108,11 @@ fn the_identity_store_away_mid_load() {
         &sent,
         Duration::from_secs(60),
     );
-    assert_usage_exact("identity store away", h.data.path(), &sent);
+    assert_usage_exact(
+        "identity store away",
+        &UsageAt::DataDir(h.data.path()),
+        &sent,
+    );
 }
 
 #[test]
@@ -473,7 +154,7 @@ fn the_usage_store_away_mid_load() {
         &sent,
         Duration::from_secs(60),
     );
-    assert_usage_exact("usage store away", h.data.path(), &sent);
+    assert_usage_exact("usage store away", &UsageAt::DataDir(h.data.path()), &sent);
 }
 
 #[test]
@@ -506,7 +187,7 @@ fn a_full_staging_area_mid_load() {
         &sent,
         Duration::from_secs(120),
     );
-    assert_usage_exact("staging full", h.data.path(), &sent);
+    assert_usage_exact("staging full", &UsageAt::DataDir(h.data.path()), &sent);
 }
 
 /// A moto_server of this test's own, so that it can be stopped.
@@ -612,7 +293,7 @@ fn the_sqs_server_stopped_mid_load() {
         &sent,
         Duration::from_secs(90),
     );
-    assert_usage_exact("SQS stopped", h.data.path(), &sent);
+    assert_usage_exact("SQS stopped", &UsageAt::DataDir(h.data.path()), &sent);
     let health = get(&h.url("/healthz"));
     assert_eq!(health.status, 200);
 }

@@ -9,3 +9,4 @@ pub mod nats;
 pub mod photos;
 pub mod postgres;
 pub mod quality;
+pub mod traffic;

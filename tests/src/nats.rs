@@ -25,6 +25,31 @@ pub fn wait_for_port(port: u16, within: Duration) -> bool {
     false
 }
 
+/// Starts a server that dies with the test process, even when the process is killed or
+/// the server lives in a static that is never dropped. The parent-death signal fires when
+/// the spawning *thread* ends, so the spawn happens on a thread that lives as long as the
+/// process.
+pub fn spawn_tied(mut command: Command) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // SAFETY: prctl is async-signal-safe and touches only the child being set up.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let _ = tx.send(command.spawn());
+        loop {
+            std::thread::park();
+        }
+    });
+    rx.recv().expect("the spawning thread answers")
+}
+
 fn server_binary() -> String {
     std::env::var("IMGFLEET_NATS_SERVER").unwrap_or_else(|_| "nats-server".into())
 }
@@ -47,7 +72,8 @@ impl Node {
 
     fn spawn(&mut self) {
         let log = self.config.with_extension("log");
-        let child = Command::new(server_binary())
+        let mut command = Command::new(server_binary());
+        command
             .arg("-c")
             .arg(&self.config)
             .stdout(Stdio::null())
@@ -57,14 +83,13 @@ impl Node {
                     .append(true)
                     .open(&log)
                     .expect("a server log"),
-            ))
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "starting {} failed ({e}): install Debian's nats-server (./dev.sh test does)",
-                    server_binary()
-                )
-            });
+            ));
+        let child = spawn_tied(command).unwrap_or_else(|e| {
+            panic!(
+                "starting {} failed ({e}): install Debian's nats-server (./dev.sh test does)",
+                server_binary()
+            )
+        });
         self.child = Some(child);
         assert!(
             wait_for_port(self.port, Duration::from_secs(20)),

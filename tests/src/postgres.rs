@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::nats::{free_port, wait_for_port};
+use crate::nats::{free_port, spawn_tied, wait_for_port};
 
 pub struct Postgres {
     pub port: u16,
@@ -79,16 +79,16 @@ impl Postgres {
             std::os::unix::fs::chown(dir.path().join("postgres.log"), Some(uid), Some(gid))
                 .expect("handing the log to postgres");
         }
-        let child = as_server_user(&bin.join("postgres"))
+        let mut command = as_server_user(&bin.join("postgres"));
+        command
             .arg("-D")
             .arg(&data)
             .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
             .arg("-c")
             .arg(format!("unix_socket_directories={}", dir.path().display()))
             .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("starting postgres");
+            .stderr(Stdio::from(log));
+        let child = spawn_tied(command).expect("starting postgres");
         assert!(
             wait_for_port(port, Duration::from_secs(30)),
             "postgres did not listen on {port} (log: {})",

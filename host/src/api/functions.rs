@@ -202,7 +202,7 @@ async fn respond(state: &AppState, completion: Completion) -> Result<Response, A
 /// set is small and fixed, so known codes map to their constants and anything else to
 /// `internal` (never an unbounded leak).
 fn stable_code(code: &str) -> &'static str {
-    const KNOWN: [&str; 9] = [
+    const KNOWN: [&str; 10] = [
         "invalid_method",
         "deadline_exceeded",
         "memory_limit_exceeded",
@@ -211,6 +211,7 @@ fn stable_code(code: &str) -> &'static str {
         "overloaded",
         "shutting_down",
         "staging_full",
+        "staging_unavailable",
         "input_lost",
     ];
     KNOWN.into_iter().find(|k| *k == code).unwrap_or("internal")

@@ -126,6 +126,8 @@ pub struct JetStreamQueue {
     /// stream sequence.
     held_back: stream::Stream,
     max_receives: Option<u32>,
+    /// The consumer's ack wait: a receive asking for this visibility needs no NAK.
+    ack_wait: Duration,
     dead_letter: Option<Box<JetStreamQueue>>,
     max_message_bytes: usize,
 }
@@ -225,6 +227,7 @@ impl JetStreamQueue {
             consumer,
             held_back,
             max_receives: spec.max_receives,
+            ack_wait,
             dead_letter,
             max_message_bytes,
         })
@@ -350,7 +353,7 @@ impl JetStreamQueue {
             tracing::warn!(queue = %self.name, seq, receive_count, "moved to the dead-letter queue");
             return Ok(None);
         }
-        if let Some(v) = visibility {
+        if let Some(v) = visibility.filter(|v| *v != self.ack_wait) {
             ack(&self.js.client, &reply, jetstream::AckKind::Nak(Some(v))).await?;
         }
         let attributes: Attributes = headers
@@ -376,6 +379,24 @@ impl JetStreamQueue {
     fn stream_name(&self) -> String {
         self.stream.cached_info().config.name.clone()
     }
+}
+
+/// The messages of one pull request, until it ends (fulfilled, expired or cut short).
+async fn drain<E: std::fmt::Display>(
+    batch: Result<consumer::pull::Batch, E>,
+) -> Result<Vec<jetstream::Message>, QueueError> {
+    let mut batch = batch.map_err(unavailable)?;
+    let mut out = Vec::new();
+    while let Some(delivered) = batch.next().await {
+        match delivered {
+            Ok(m) => out.push(m),
+            Err(e) => {
+                tracing::debug!(error = %e, "pull ended");
+                break;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Retries a call that failed as unavailable until [`CALL_BUDGET`] is spent.
@@ -482,30 +503,26 @@ impl Queue for JetStreamQueue {
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let wanted = request.max_messages - out.len();
-            let batch = if left < Duration::from_millis(10) {
-                self.consumer.fetch().max_messages(wanted).messages().await
-            } else {
-                // The server answers a pull within its expiry; cap it so a long poll still
-                // notices a server that went away.
-                self.consumer
-                    .batch()
-                    .max_messages(wanted)
-                    .expires(left.min(Duration::from_secs(5)))
-                    .messages()
-                    .await
-            };
-            let mut batch = batch.map_err(unavailable)?;
-            let mut got_any = false;
-            while let Some(delivered) = batch.next().await {
-                let delivered = match delivered {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::debug!(error = %e, queue = %self.name, "pull ended");
-                        break;
-                    }
-                };
-                got_any = true;
-                if let Some(m) = self.admit(delivered, request.visibility).await? {
+            // What is there now, without waiting.
+            let mut delivered =
+                drain(self.consumer.fetch().max_messages(wanted).messages().await).await?;
+            if delivered.is_empty() && left >= Duration::from_millis(10) {
+                // Then wait for one: a pull for more would hold the first until the batch
+                // filled or expired. The expiry is capped so a long poll still notices a
+                // server that went away.
+                delivered = drain(
+                    self.consumer
+                        .batch()
+                        .max_messages(1)
+                        .expires(left.min(Duration::from_secs(5)))
+                        .messages()
+                        .await,
+                )
+                .await?;
+            }
+            let got_any = !delivered.is_empty();
+            for m in delivered {
+                if let Some(m) = self.admit(m, request.visibility).await? {
                     out.push(m);
                 }
             }

@@ -1,0 +1,412 @@
+//! The self-hosted fleet with real processes on 127.0.0.1: a three-node JetStream cluster
+//! (every stream replicated three times), one PostgreSQL server and three imgfleet hosts
+//! sharing them. Placement is pull-based: each host's slots take jobs from the one queue.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use imgfleet_host::queue::jetstream::{JetStream, JetStreamConfig, JetStreamQueue};
+use imgfleet_host::queue::{OutgoingMessage, Queue, QueueError, QueueSpec, ReceiveRequest};
+use imgfleet_tests::host::{Host, get};
+use imgfleet_tests::images;
+use imgfleet_tests::nats::Nats;
+use imgfleet_tests::postgres::Postgres;
+use imgfleet_tests::traffic::{
+    Load, UsageAt, assert_clear_errors, assert_jobs_finish, assert_usage_exact,
+    longest_gap_without_success, report, small_jpeg,
+};
+
+struct Fleet {
+    nats: Nats,
+    _pg: Postgres,
+    db: String,
+    hosts: Vec<Option<Host>>,
+}
+
+impl Fleet {
+    /// One host per entry of `slots`, with that many execution slots.
+    fn start(slots: &[usize], extra: &[&str]) -> Self {
+        let nats = Nats::cluster();
+        let pg = Postgres::start();
+        let db = pg.database();
+        let mut fleet = Self {
+            nats,
+            _pg: pg,
+            db,
+            hosts: Vec::new(),
+        };
+        for (i, n) in slots.iter().enumerate() {
+            let host = fleet.start_host(&format!("h{}", i + 1), *n, extra);
+            fleet.hosts.push(Some(host));
+        }
+        fleet
+    }
+
+    fn start_host(&self, id: &str, slots: usize, extra: &[&str]) -> Host {
+        let urls = self.nats.urls();
+        let replicas = self.nats.replicas().to_string();
+        let cores = slots.to_string();
+        let mut args = vec![
+            "--queue",
+            "jetstream",
+            "--nats-url",
+            &urls,
+            "--nats-replicas",
+            &replicas,
+            "--database-url",
+            &self.db,
+            "--host-id",
+            id,
+            "--cores",
+            &cores,
+            // One tenant may use every slot of the fleet.
+            "--tenant-shards",
+            "32",
+        ];
+        args.extend_from_slice(extra);
+        Host::start("spin.toml", &args)
+    }
+
+    fn host(&self, i: usize) -> &Host {
+        self.hosts[i].as_ref().expect("a running host")
+    }
+
+    fn bases(&self) -> Vec<String> {
+        self.hosts
+            .iter()
+            .flatten()
+            .map(|h| h.base.clone())
+            .collect()
+    }
+
+    fn usage(&self) -> UsageAt<'_> {
+        UsageAt::Database(&self.db)
+    }
+}
+
+/// Runs of the resize function this host has made (its own metrics).
+fn resize_runs(host: &Host) -> u64 {
+    let text = String::from_utf8(get(&host.url("/metrics")).body).expect("metrics text");
+    text.lines()
+        .filter(|l| {
+            l.starts_with("imgfleet_function_wall_seconds_count") && l.contains("\"resize\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Submits an asynchronous job to `host`; returns its id.
+fn submit(host: &Host, body: &[u8], query: &str) -> String {
+    let r = host.post(&format!("/v1/jobs?{query}"), body, &[]);
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    r.json()["id"].as_str().expect("a job id").to_string()
+}
+
+/// Waits until every job is finished, asking any host; returns each job's record.
+fn wait_done(fleet: &Fleet, jobs: &[String], within: Duration) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + within;
+    jobs.iter()
+        .enumerate()
+        .map(|(n, job)| {
+            loop {
+                // Any host answers for any job: the job store is shared.
+                let bases = fleet.bases();
+                let host = fleet
+                    .hosts
+                    .iter()
+                    .flatten()
+                    .nth(n % bases.len())
+                    .expect("a host");
+                let v = host.get(&format!("/v1/jobs/{job}")).json();
+                match v["status"].as_str() {
+                    Some("done") => return v,
+                    Some("queued") => {}
+                    _ => panic!("job {job}: {v}"),
+                }
+                assert!(Instant::now() < deadline, "job {job} still {v}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+        .collect()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+/// The name of the node leading a stream's Raft group.
+fn stream_leader(nats: &Nats, stream: &str) -> String {
+    runtime().block_on(async {
+        let running: Vec<async_nats::ServerAddr> = nats
+            .nodes
+            .iter()
+            .filter(|n| n.running())
+            .map(|n| n.url().parse().expect("a server address"))
+            .collect();
+        let client = async_nats::connect(running).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        let mut s = js.get_stream(stream).await.expect("the stream");
+        let info = s.info().await.expect("stream info");
+        info.cluster
+            .as_ref()
+            .and_then(|c| c.leader.clone())
+            .expect("a leader")
+    })
+}
+
+#[test]
+fn jobs_spread_across_hosts_in_proportion_to_their_slots() {
+    let slots = [1usize, 2, 3];
+    let fleet = Fleet::start(&slots, &[]);
+    let photo = images::jpeg(&images::photo(1024, 768, 3), 85);
+    let before: Vec<u64> = (0..3).map(|i| resize_runs(fleet.host(i))).collect();
+    let jobs: Vec<String> = (0..120)
+        .map(|n| submit(fleet.host(n % 3), &photo, "w=300"))
+        .collect();
+    wait_done(&fleet, &jobs, Duration::from_secs(240));
+    let runs: Vec<u64> = (0..3)
+        .map(|i| resize_runs(fleet.host(i)) - before[i])
+        .collect();
+    let total: u64 = runs.iter().sum();
+    assert!(total >= 120, "{runs:?}");
+    let all_slots: usize = slots.iter().sum();
+    println!("| host | slots | jobs run | share | expected |");
+    println!("|---|---:|---:|---:|---:|");
+    for (i, (s, r)) in slots.iter().zip(&runs).enumerate() {
+        println!(
+            "| h{} | {s} | {r} | {:.2} | {:.2} |",
+            i + 1,
+            *r as f64 / total as f64,
+            *s as f64 / all_slots as f64
+        );
+    }
+    for (s, r) in slots.iter().zip(&runs) {
+        let share = *r as f64 / total as f64;
+        let expected = *s as f64 / all_slots as f64;
+        assert!(
+            (share - expected).abs() <= expected * 0.5,
+            "jobs per host {runs:?} are not in proportion to slots {slots:?}"
+        );
+    }
+    assert!(runs[2] > runs[0], "{runs:?}");
+}
+
+#[test]
+fn killing_the_jetstream_stream_leader_under_load_loses_nothing() {
+    let mut fleet = Fleet::start(&[1, 1, 1], &[]);
+    let bases = fleet.bases();
+    let bases: Vec<&str> = bases.iter().map(String::as_str).collect();
+    let key = fleet.host(0).key.clone();
+    let load = Load::spread(&bases, &key, 3, small_jpeg(), "w=24");
+    std::thread::sleep(Duration::from_secs(3));
+    let leader = stream_leader(&fleet.nats, "IMGFLEET_jobs");
+    let killed_at = Instant::now();
+    let node = fleet.nats.node(&leader);
+    fleet.nats.kill_9(node);
+    std::thread::sleep(Duration::from_secs(12));
+    let sent = load.finish();
+    let gap = longest_gap_without_success(&sent, killed_at);
+    let new_leader = stream_leader(&fleet.nats, "IMGFLEET_jobs");
+    report("stream leader killed", &sent, gap);
+    println!(
+        "stream leader {leader} killed: longest time without a successful answer {gap:?}; new leader {new_leader}"
+    );
+    assert_ne!(new_leader, leader);
+    // The followers of a killed leader wait out a Raft election timeout (in nats-server a
+    // random 4-9 s) before electing another; the target of 5 s is recorded against the
+    // measured figures in the README, and this bounds what the server can guarantee.
+    assert!(
+        gap < Duration::from_secs(12),
+        "publishes and deliveries took {gap:?} to resume"
+    );
+    assert_clear_errors(
+        "stream leader killed",
+        &sent,
+        // While a staging or queue operation outlasts its retries (elections of the
+        // cluster's other Raft groups run at the same time).
+        &[
+            "503 queue_unavailable",
+            "503 staging_unavailable",
+            "504 deadline_exceeded",
+        ],
+    );
+    let answered_after = sent
+        .iter()
+        .filter(|s| s.status == Some(200) && s.at > killed_at + Duration::from_secs(6))
+        .count();
+    assert!(answered_after > 0, "nothing served after the failover");
+    // Every accepted job finishes, and each counts once; every answered request counts once.
+    assert_jobs_finish(
+        "stream leader killed",
+        &fleet.host(1).base,
+        &key,
+        &sent,
+        Duration::from_secs(60),
+    );
+    assert_usage_exact("stream leader killed", &fleet.usage(), &sent);
+}
+
+#[test]
+fn a_killed_hosts_jobs_are_redelivered_to_the_others() {
+    // A 2 s deadline makes the jobs' visibility timeout 9 s (twice the deadline plus 5 s).
+    let mut fleet = Fleet::start(&[1, 1, 1], &["--deadline-ms", "2000"]);
+    let visibility = Duration::from_secs(9);
+    let photo = images::jpeg(&images::photo(2400, 1800, 5), 92);
+    // Submitted to the host that will survive, so the killed one has no job of its own.
+    let jobs: Vec<String> = (0..12)
+        .map(|_| submit(fleet.host(1), &photo, "w=1200&fmt=png"))
+        .collect();
+    // Once the doomed host has finished one job it is running the next (most of the
+    // backlog is still queued).
+    let doomed = fleet.host(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while resize_runs(doomed) == 0 {
+        assert!(Instant::now() < deadline, "host 1 never took a job");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let killed = fleet.hosts[0].take().expect("host 1");
+    let killed_ms = now_ms();
+    drop(killed.kill_9());
+    let records = wait_done(&fleet, &jobs, Duration::from_secs(90));
+    let late: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| {
+            r["finished_ms"].as_u64().unwrap_or(0)
+                >= killed_ms + visibility.as_millis() as u64 - 1000
+        })
+        .collect();
+    println!(
+        "host 1 killed with a job in flight: all {} jobs done; {} finished only after its visibility timeout ({visibility:?}) ran out",
+        records.len(),
+        late.len()
+    );
+    assert!(
+        !late.is_empty(),
+        "no job waited out the visibility timeout: the killed host's job was not redelivered"
+    );
+    let ids: BTreeSet<&str> = records.iter().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids.len(), jobs.len());
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+async fn queue_on(urls: String, name: &str) -> JetStreamQueue {
+    let js = JetStream::connect(&JetStreamConfig { urls, replicas: 3 })
+        .await
+        .expect("connect");
+    JetStreamQueue::open(&js, &QueueSpec::new(name))
+        .await
+        .expect("the queue")
+}
+
+#[test]
+fn a_partitioned_minority_refuses_writes_and_the_majority_goes_on() {
+    let nats = Nats::cluster();
+    let rt = runtime();
+    rt.block_on(async {
+        let all = queue_on(nats.urls(), "partition").await;
+        // Writers that reach only some of the nodes, connected while all are up.
+        let majority = queue_on(
+            format!("{},{}", nats.nodes[0].url(), nats.nodes[1].url()),
+            "partition",
+        )
+        .await;
+        let minority = queue_on(nats.nodes[2].url(), "partition").await;
+        let mut acked: Vec<String> = Vec::new();
+        for i in 0..5 {
+            let body = format!("before-{i}");
+            all.send(OutgoingMessage::new(body.clone())).await.unwrap();
+            acked.push(body);
+        }
+
+        // One node cut off: the two others are a majority and keep taking writes.
+        nats.pause(2);
+        let started = Instant::now();
+        for i in 0..5 {
+            let body = format!("majority-{i}");
+            majority
+                .send(OutgoingMessage::new(body.clone()))
+                .await
+                .expect("the majority accepts writes");
+            acked.push(body);
+        }
+        println!(
+            "one node of three stopped: the majority acknowledged writes after {:?}",
+            started.elapsed()
+        );
+        nats.resume(2);
+
+        // Now the other way round: only n3 answers; a writer that reaches only it must be
+        // refused (no quorum), not acknowledged on a minority's say-so.
+        nats.pause(0);
+        nats.pause(1);
+        let refused = minority
+            .send(OutgoingMessage::new("minority-write").dedup_id("minority-write"))
+            .await;
+        assert!(
+            matches!(refused, Err(QueueError::Unavailable(_))),
+            "a minority acknowledged a write: {refused:?}"
+        );
+        nats.resume(0);
+        nats.resume(1);
+        let healed = Instant::now();
+        while all.depth().await.is_err() {
+            assert!(
+                healed.elapsed() < Duration::from_secs(30),
+                "the cluster did not heal"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        // Healed: every acknowledged write is there exactly once; the refused one at most
+        // once (it may have reached the log before the heal, unacknowledged).
+        let mut bodies: Vec<String> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let got = match all
+                .receive(ReceiveRequest {
+                    max_messages: 10,
+                    wait: Duration::from_millis(1500),
+                    visibility: None,
+                })
+                .await
+            {
+                Ok(got) => got,
+                Err(_) => continue,
+            };
+            if got.is_empty() && bodies.len() >= acked.len() {
+                break;
+            }
+            for m in got {
+                bodies.push(String::from_utf8_lossy(&m.body).into_owned());
+                let mut tries = 0;
+                while let Err(e) = all.delete(&m.receipt).await {
+                    tries += 1;
+                    assert!(tries < 20, "deleting after the heal: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        for body in &acked {
+            assert_eq!(
+                bodies.iter().filter(|b| *b == body).count(),
+                1,
+                "acknowledged {body} lost or duplicated: {bodies:?}"
+            );
+        }
+        assert!(bodies.iter().filter(|b| *b == "minority-write").count() <= 1);
+        assert_eq!(
+            bodies.len(),
+            acked.len() + bodies.iter().filter(|b| *b == "minority-write").count()
+        );
+    });
+}
