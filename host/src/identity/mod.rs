@@ -66,6 +66,57 @@ pub trait IdentityStore: Send + Sync {
     async fn changes_since(&self, version: u64, limit: usize) -> Result<Vec<Change>, StoreError>;
 }
 
+/// A change to one tenant, decided on its current record (none when it does not exist
+/// yet). Both stores apply these inside their write transaction.
+#[derive(Debug, Clone)]
+pub enum TenantUpdate {
+    Create,
+    SetDisabled(bool),
+    SetQuota(Quota),
+}
+
+impl TenantUpdate {
+    /// Refuses what no store may write, before any transaction starts.
+    pub fn validate(&self, id: &str) -> Result<(), StoreError> {
+        match self {
+            Self::Create if !valid_tenant_id(id) => Err(StoreError::Invalid(format!(
+                "tenant id `{id}`: use 1-64 of a-z, 0-9, '-' and '_', starting with a letter or digit"
+            ))),
+            Self::SetQuota(q)
+                if q.requests_per_second
+                    .is_some_and(|r| !(r.is_finite() && r >= 0.0)) =>
+            {
+                Err(StoreError::Invalid(
+                    "requests_per_second must be a number ≥ 0".into(),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The tenant's new record (its version is set when the change is logged).
+    pub fn apply(
+        self,
+        id: &str,
+        current: Option<TenantRecord>,
+    ) -> Result<TenantRecord, StoreError> {
+        match (self, current) {
+            (Self::Create, Some(_)) => Err(StoreError::Conflict(format!(
+                "tenant `{id}` already exists"
+            ))),
+            (Self::Create, None) => Ok(TenantRecord {
+                id: id.to_string(),
+                disabled: false,
+                quota: Quota::default(),
+                version: 0,
+            }),
+            (_, None) => Err(StoreError::NotFound(format!("no tenant `{id}`"))),
+            (Self::SetDisabled(disabled), Some(t)) => Ok(TenantRecord { disabled, ..t }),
+            (Self::SetQuota(quota), Some(t)) => Ok(TenantRecord { quota, ..t }),
+        }
+    }
+}
+
 /// Tenant ids appear in URLs, queue groups and logs: short, lower-case, unambiguous.
 pub fn valid_tenant_id(id: &str) -> bool {
     (1..=64).contains(&id.len())

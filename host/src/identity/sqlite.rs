@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use imgfleet_auth::{KeyRecord, Quota, TenantRecord};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{Change, IdentityStore, NewKey, StoreError, valid_tenant_id};
+use super::{Change, IdentityStore, NewKey, StoreError, TenantUpdate};
 use crate::file_guard::FileGuard;
 use crate::jobs::now_ms;
 
@@ -82,8 +82,9 @@ impl SqliteIdentityStore {
     async fn write_tenant(
         &self,
         id: &str,
-        update: impl FnOnce(Option<TenantRecord>) -> Result<TenantRecord, StoreError> + Send + 'static,
+        update: TenantUpdate,
     ) -> Result<TenantRecord, StoreError> {
+        update.validate(id)?;
         let id = id.to_string();
         self.with(move |c| {
             let tx = c
@@ -91,7 +92,7 @@ impl SqliteIdentityStore {
                 .map_err(unavailable)?;
             let current =
                 read_json::<TenantRecord>(&tx, "SELECT record FROM tenants WHERE id = ?1", &id)?;
-            let mut record = update(current)?;
+            let mut record = update.apply(&id, current)?;
             record.version = log_change(&tx, |v| {
                 record.version = v;
                 Change::Tenant(record.clone())
@@ -168,24 +169,7 @@ fn unavailable(e: rusqlite::Error) -> StoreError {
 #[async_trait]
 impl IdentityStore for SqliteIdentityStore {
     async fn create_tenant(&self, id: &str) -> Result<TenantRecord, StoreError> {
-        if !valid_tenant_id(id) {
-            return Err(StoreError::Invalid(format!(
-                "tenant id `{id}`: use 1-64 of a-z, 0-9, '-' and '_', starting with a letter or digit"
-            )));
-        }
-        let owned = id.to_string();
-        self.write_tenant(id, move |current| match current {
-            Some(_) => Err(StoreError::Conflict(format!(
-                "tenant `{owned}` already exists"
-            ))),
-            None => Ok(TenantRecord {
-                id: owned,
-                disabled: false,
-                quota: Quota::default(),
-                version: 0,
-            }),
-        })
-        .await
+        self.write_tenant(id, TenantUpdate::Create).await
     }
 
     async fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
@@ -194,32 +178,12 @@ impl IdentityStore for SqliteIdentityStore {
     }
 
     async fn set_disabled(&self, id: &str, disabled: bool) -> Result<TenantRecord, StoreError> {
-        let owned = id.to_string();
-        self.write_tenant(id, move |current| {
-            let mut t =
-                current.ok_or_else(|| StoreError::NotFound(format!("no tenant `{owned}`")))?;
-            t.disabled = disabled;
-            Ok(t)
-        })
-        .await
+        self.write_tenant(id, TenantUpdate::SetDisabled(disabled))
+            .await
     }
 
     async fn set_quota(&self, id: &str, quota: Quota) -> Result<TenantRecord, StoreError> {
-        if let Some(r) = quota.requests_per_second
-            && !(r.is_finite() && r >= 0.0)
-        {
-            return Err(StoreError::Invalid(
-                "requests_per_second must be a number ≥ 0".into(),
-            ));
-        }
-        let owned = id.to_string();
-        self.write_tenant(id, move |current| {
-            let mut t =
-                current.ok_or_else(|| StoreError::NotFound(format!("no tenant `{owned}`")))?;
-            t.quota = quota;
-            Ok(t)
-        })
-        .await
+        self.write_tenant(id, TenantUpdate::SetQuota(quota)).await
     }
 
     async fn insert_key(&self, key: NewKey) -> Result<KeyRecord, StoreError> {

@@ -30,7 +30,7 @@ use futures_util::StreamExt;
 
 use super::{
     Attributes, DEDUP_WINDOW, Depth, Message, OutgoingMessage, Queue, QueueError, QueueSpec,
-    Receipt, ReceiveRequest, validate_receive,
+    Receipt, ReceiveRequest, validate_receive, validate_send,
 };
 
 /// The consumer every host pulls from.
@@ -436,11 +436,6 @@ async fn ack(
     let payload: Bytes = kind.into();
     match tokio::time::timeout(ATTEMPT_TIMEOUT, client.request(reply.to_string(), payload)).await {
         Ok(Ok(_)) => Ok(()),
-        // No confirmation: the delivery is no longer pending (acknowledged, or redelivered
-        // and acknowledged elsewhere) — or the server is away.
-        Ok(Err(e)) if matches!(e.kind(), async_nats::RequestErrorKind::NoResponders) => {
-            Err(QueueError::Unavailable(e.to_string()))
-        }
         Ok(Err(e)) => Err(unavailable(e)),
         Err(_) => Err(unavailable("no confirmation of the acknowledgement")),
     }
@@ -464,17 +459,7 @@ impl Queue for JetStreamQueue {
     }
 
     async fn send(&self, message: OutgoingMessage) -> Result<String, QueueError> {
-        if message.body.len() > self.max_message_bytes {
-            return Err(QueueError::TooLarge {
-                size: message.body.len(),
-                limit: self.max_message_bytes,
-            });
-        }
-        if !message.delay.is_zero() {
-            return Err(QueueError::Invalid(
-                "the JetStream backend has no per-message delay".into(),
-            ));
-        }
+        validate_send(&message, self.max_message_bytes, "the JetStream backend")?;
         let mut headers = HeaderMap::new();
         let dedup = message
             .dedup_id

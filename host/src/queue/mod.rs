@@ -214,6 +214,27 @@ pub async fn receive_or_pause(
     }
 }
 
+/// What a backend without per-message delays (`backend` names it) refuses to send, and
+/// bodies over its `limit`.
+pub(crate) fn validate_send(
+    message: &OutgoingMessage,
+    limit: usize,
+    backend: &str,
+) -> Result<(), QueueError> {
+    if message.body.len() > limit {
+        return Err(QueueError::TooLarge {
+            size: message.body.len(),
+            limit,
+        });
+    }
+    if !message.delay.is_zero() {
+        return Err(QueueError::Invalid(format!(
+            "no per-message delay on {backend}"
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn validate_receive(request: &ReceiveRequest) -> Result<(), QueueError> {
     if !(1..=MAX_BATCH).contains(&request.max_messages) {
         return Err(QueueError::Invalid(format!(

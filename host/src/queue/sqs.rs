@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use super::{
     Attributes, Depth, Message, OutgoingMessage, Queue, QueueError, QueueSpec, Receipt,
-    ReceiveRequest, validate_receive,
+    ReceiveRequest, validate_receive, validate_send,
 };
 
 /// SQS's hard limit on a message (the queue attribute can be set up to this).
@@ -199,17 +199,7 @@ impl Queue for SqsQueue {
 
     async fn send(&self, message: OutgoingMessage) -> Result<String, QueueError> {
         bounded(CALL_TIMEOUT, async move {
-            if message.body.len() > self.max_message_bytes {
-                return Err(QueueError::TooLarge {
-                    size: message.body.len(),
-                    limit: self.max_message_bytes,
-                });
-            }
-            if !message.delay.is_zero() {
-                return Err(QueueError::Invalid(
-                    "SQS FIFO queues have no per-message delay".into(),
-                ));
-            }
+            validate_send(&message, self.max_message_bytes, "SQS FIFO queues")?;
             let mut req = self
                 .client
                 .send_message()
