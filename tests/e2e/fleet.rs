@@ -292,6 +292,52 @@ fn a_killed_hosts_jobs_are_redelivered_to_the_others() {
     assert_eq!(ids.len(), jobs.len());
 }
 
+#[test]
+fn a_planned_stop_of_the_stream_leader_fails_over_at_once() {
+    let mut nats = Nats::cluster();
+    let rt = runtime();
+    let leader = rt.block_on(async {
+        let q = queue_on(nats.urls(), "planned").await;
+        q.send(OutgoingMessage::new("first")).await.unwrap();
+        q
+    });
+    let name = stream_leader(&nats, "IMGFLEET_planned");
+    let node = nats.node(&name);
+    rt.block_on(async {
+        let sender = tokio::spawn(async move {
+            let mut slowest = Duration::ZERO;
+            let mut acked = 1;
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(6) {
+                let t = Instant::now();
+                leader
+                    .send(OutgoingMessage::new("during"))
+                    .await
+                    .expect("sends go on through a planned stop");
+                slowest = slowest.max(t.elapsed());
+                acked += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (slowest, acked, leader)
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // SIGTERM: the node hands its leaderships over before it exits.
+        nats.terminate(node);
+        let (slowest, acked, q) = sender.await.unwrap();
+        println!("stream leader {name} stopped (SIGTERM): slowest send {slowest:?} of {acked}");
+        assert!(
+            slowest < Duration::from_secs(5),
+            "a planned stop held sends for {slowest:?} (target < 5 s)"
+        );
+        let depth = q.depth().await.unwrap();
+        assert_eq!(
+            depth.visible + depth.in_flight,
+            acked,
+            "acknowledged sends lost"
+        );
+    });
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -192,6 +192,14 @@ impl Nats {
         }
     }
 
+    /// SIGTERM, and wait for the node to exit: a planned stop.
+    pub fn terminate(&mut self, i: usize) {
+        self.nodes[i].signal(libc::SIGTERM);
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.wait();
+        }
+    }
+
     pub fn restart(&mut self, i: usize) {
         assert!(self.nodes[i].child.is_none(), "node {i} is still running");
         self.nodes[i].spawn();

@@ -368,8 +368,9 @@ pub fn report(scenario: &str, sent: &[Sent], recovered: Duration) {
 }
 
 /// The longest time after `from` in which no request got a successful answer (the
-/// service's interruption as clients saw it).
+/// service's interruption as clients saw it), up to the last answer of the run.
 pub fn longest_gap_without_success(sent: &[Sent], from: Instant) -> Duration {
+    let end = sent.iter().map(|s| s.at).max().unwrap_or(from).max(from);
     let mut times: Vec<Instant> = sent
         .iter()
         .filter(|s| matches!(s.status, Some(200 | 202)))
@@ -383,5 +384,5 @@ pub fn longest_gap_without_success(sent: &[Sent], from: Instant) -> Duration {
         longest = longest.max(t - last);
         last = t;
     }
-    longest
+    longest.max(end - last)
 }

@@ -507,8 +507,19 @@ impl Queue for JetStreamQueue {
             }
             let got_any = !delivered.is_empty();
             for m in delivered {
-                if let Some(m) = self.admit(m, request.visibility).await? {
-                    out.push(m);
+                let reply = m.reply.as_ref().map(|r| r.to_string());
+                match self.admit(m, request.visibility).await {
+                    Ok(Some(m)) => out.push(m),
+                    Ok(None) => {}
+                    Err(e) => {
+                        // Handed back at once, not left in flight for a whole visibility
+                        // timeout (this delivery then counts as a receive: errors are rare).
+                        tracing::warn!(error = %e, queue = %self.name, "a delivery could not be checked; handed back");
+                        if let Some(reply) = reply {
+                            let retry = jetstream::AckKind::Nak(Some(BUSY_GROUP_RETRY));
+                            let _ = ack(&self.js.client, &reply, retry).await;
+                        }
+                    }
                 }
             }
             if !out.is_empty() || tokio::time::Instant::now() >= deadline {
