@@ -29,6 +29,8 @@ impl Pg {
             url.parse().map_err(|e| format!("PostgreSQL URL: {e}"))?;
         config.connect_timeout(Duration::from_secs(3));
         config.application_name("imgfleet");
+        // The schema's `IF NOT EXISTS` notices on every connection are not news.
+        config.options("-c client_min_messages=warning");
         let pg = Self {
             config,
             client: Mutex::new(None),

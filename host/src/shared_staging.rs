@@ -41,21 +41,34 @@ fn io(e: impl std::fmt::Display) -> StagingError {
 
 impl SharedStaging {
     pub async fn open(js: &JetStream, capacity_bytes: u64) -> Result<Self, StagingError> {
-        let store = match js.context.get_object_store(BUCKET).await {
-            Ok(store) => store,
-            Err(_) => js
-                .context
-                .create_object_store(object_store::Config {
-                    bucket: BUCKET.into(),
-                    description: Some("imgfleet staging: images between hosts".into()),
-                    max_age: MAX_AGE,
-                    max_bytes: capacity_bytes as i64,
-                    storage: StorageType::File,
-                    num_replicas: js.replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(io)?,
+        // Hosts starting together on a cluster that is still electing leaders: creating
+        // the bucket is retried (and another host may create it meanwhile).
+        let started = tokio::time::Instant::now();
+        let store = loop {
+            let attempt = match js.context.get_object_store(BUCKET).await {
+                Ok(store) => Ok(store),
+                Err(_) => js
+                    .context
+                    .create_object_store(object_store::Config {
+                        bucket: BUCKET.into(),
+                        description: Some("imgfleet staging: images between hosts".into()),
+                        max_age: MAX_AGE,
+                        max_bytes: capacity_bytes as i64,
+                        storage: StorageType::File,
+                        num_replicas: js.replicas,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(io),
+            };
+            match attempt {
+                Ok(store) => break store,
+                Err(e) if started.elapsed() < FAILOVER_GRACE => {
+                    tracing::debug!(error = %e, "opening the staging bucket; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => return Err(e),
+            }
         };
         let staging = Self {
             store,
