@@ -202,7 +202,7 @@ async fn respond(state: &AppState, completion: Completion) -> Result<Response, A
 /// set is small and fixed, so known codes map to their constants and anything else to
 /// `internal` (never an unbounded leak).
 fn stable_code(code: &str) -> &'static str {
-    const KNOWN: [&str; 10] = [
+    const KNOWN: [&str; 11] = [
         "invalid_method",
         "deadline_exceeded",
         "memory_limit_exceeded",
@@ -213,6 +213,7 @@ fn stable_code(code: &str) -> &'static str {
         "staging_full",
         "staging_unavailable",
         "input_lost",
+        "job_abandoned",
     ];
     KNOWN.into_iter().find(|k| *k == code).unwrap_or("internal")
 }

@@ -508,16 +508,32 @@ impl Queue for JetStreamQueue {
             let got_any = !delivered.is_empty();
             for m in delivered {
                 let reply = m.reply.as_ref().map(|r| r.to_string());
+                let seq = m.info().ok().map(|i| i.stream_sequence);
                 match self.admit(m, request.visibility).await {
                     Ok(Some(m)) => out.push(m),
                     Ok(None) => {}
                     Err(e) => {
-                        // Handed back at once, not left in flight for a whole visibility
-                        // timeout (this delivery then counts as a receive: errors are rare).
+                        // Handed back rather than left in flight for a whole visibility
+                        // timeout, and not counted as a receive (during a failover this
+                        // repeats, and would dead-letter a job nobody ever ran): counted as
+                        // held back first, so its redelivery cannot be seen before the count.
                         tracing::warn!(error = %e, queue = %self.name, "a delivery could not be checked; handed back");
+                        let counted = match seq {
+                            Some(seq) => self.count_held_back(seq).await.is_ok(),
+                            None => false,
+                        };
                         if let Some(reply) = reply {
-                            let retry = jetstream::AckKind::Nak(Some(BUSY_GROUP_RETRY));
-                            let _ = ack(&self.js.client, &reply, retry).await;
+                            let pause = if counted {
+                                BUSY_GROUP_RETRY
+                            } else {
+                                Duration::from_secs(2)
+                            };
+                            let _ = ack(
+                                &self.js.client,
+                                &reply,
+                                jetstream::AckKind::Nak(Some(pause)),
+                            )
+                            .await;
                         }
                     }
                 }
