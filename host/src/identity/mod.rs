@@ -52,6 +52,22 @@ pub struct NewKey {
     pub created_ms: u64,
 }
 
+impl NewKey {
+    /// The key's first record (its version is set when the change is logged).
+    pub fn into_record(self) -> KeyRecord {
+        KeyRecord {
+            key_id: self.key_id,
+            tenant: self.tenant,
+            secret_hash: self.secret_hash,
+            scopes: self.scopes,
+            revoked: false,
+            label: self.label,
+            created_ms: self.created_ms,
+            version: 0,
+        }
+    }
+}
+
 #[async_trait]
 pub trait IdentityStore: Send + Sync {
     async fn create_tenant(&self, id: &str) -> Result<TenantRecord, StoreError>;

@@ -161,16 +161,7 @@ impl IdentityStore for PostgresIdentityStore {
             if tenant.is_none() {
                 return Err(StoreError::NotFound(format!("no tenant `{}`", key.tenant)));
             }
-            let mut record = KeyRecord {
-                key_id: key.key_id.clone(),
-                tenant: key.tenant.clone(),
-                secret_hash: key.secret_hash.clone(),
-                scopes: key.scopes.clone(),
-                revoked: false,
-                label: key.label.clone(),
-                created_ms: key.created_ms,
-                version: 0,
-            };
+            let mut record = key.clone().into_record();
             record.version = log_change(&tx, |v| {
                 record.version = v;
                 Change::Key(record.clone())

@@ -199,16 +199,7 @@ impl IdentityStore for SqliteIdentityStore {
             if tenant.is_none() {
                 return Err(StoreError::NotFound(format!("no tenant `{}`", key.tenant)));
             }
-            let mut record = KeyRecord {
-                key_id: key.key_id,
-                tenant: key.tenant,
-                secret_hash: key.secret_hash,
-                scopes: key.scopes,
-                revoked: false,
-                label: key.label,
-                created_ms: key.created_ms,
-                version: 0,
-            };
+            let mut record = key.into_record();
             record.version = log_change(&tx, |v| {
                 record.version = v;
                 Change::Key(record.clone())
