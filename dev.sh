@@ -5,6 +5,7 @@
 #   ./dev.sh test                     build everything and run the whole test suite (installs sharp)
 #   ./dev.sh build-wasm               build the WASM functions into target/wasm/
 #   ./dev.sh lint                     cargo fmt --check and clippy -D warnings
+#   ./dev.sh aws-checks               sam validate (--lint and plain) and cargo lambda build --release
 #   ./dev.sh bench                    the resize benchmark against sharp (see docs/BENCHMARKS.md)
 #   ./dev.sh photos                   fetch the benchmark's real photographs into target/photos/
 #   ./dev.sh fuzz [seconds]           run each cargo-fuzz target for that long (60 s; see fuzz/README.md)
@@ -94,14 +95,31 @@ build_wasm() {
     ls -l "$WASM_OUT"/*.wasm >&2
 }
 
-# Python tools the tests use (moto_server: a real SQS API on 127.0.0.1), in a venv.
+# Python tools, in a venv: moto_server (a real SQS, DynamoDB and S3 API on 127.0.0.1) for
+# the tests; the AWS SAM CLI and cargo-lambda (which brings zig to link with) for the AWS
+# deployment's checks.
 MOTO_VERSION="5.2.5"
+SAM_VERSION="1.170.0"
+CARGO_LAMBDA_VERSION="1.9.2"
 ensure_venv() {
-    if [ -x "$ROOT/.venv/bin/moto_server" ]; then return 0; fi
-    log "installing moto[server] $MOTO_VERSION into .venv"
+    local bin="$ROOT/.venv/bin"
+    if [ -x "$bin/moto_server" ] && [ -x "$bin/sam" ] && [ -x "$bin/cargo-lambda" ]; then return 0; fi
+    log "installing moto[server] $MOTO_VERSION, aws-sam-cli $SAM_VERSION and cargo-lambda $CARGO_LAMBDA_VERSION into .venv"
     command -v python3 >/dev/null || apt_ensure python3
     python3 -m venv "$ROOT/.venv" 2>/dev/null || { apt_ensure python3-venv; python3 -m venv "$ROOT/.venv"; }
-    "$ROOT/.venv/bin/pip" install -q "moto[server]==$MOTO_VERSION"
+    "$bin/pip" install -q "moto[server]==$MOTO_VERSION" "aws-sam-cli==$SAM_VERSION" "cargo-lambda==$CARGO_LAMBDA_VERSION"
+}
+
+# The AWS deployment without AWS: the template passes SAM's validation and cfn-lint, and
+# every function builds the way `sam build` builds it (cargo lambda, for provided.al2023).
+aws_checks() {
+    ensure_venv
+    log "sam validate --lint; sam validate"
+    (export SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
+        "$ROOT/.venv/bin/sam" validate --lint && "$ROOT/.venv/bin/sam" validate)
+    log "cargo lambda build --release (imgfleet-api, imgfleet-resize, imgfleet-metering)"
+    PATH="$ROOT/.venv/bin:$PATH" cargo lambda build --release -j "$JOBS" -p imgfleet-lambda
+    ls -l "$CARGO_TARGET_DIR"/lambda/*/bootstrap >&2
 }
 
 free_port() {
@@ -212,9 +230,11 @@ case "$cmd" in
         apt_ensure nats-server postgresql
         # The quality test decodes AVIF output with sharp (no AVIF decoder in the workspace).
         ensure_sharp
+        aws_checks
         log "running the test suite"
         cargo test --release -j "$JOBS" --workspace --exclude resize-spin --exclude auth-check-spin --exclude metering-spin --exclude hog "$@"
         ;;
+    aws-checks) aws_checks ;;
     lint)
         cargo fmt --all --check
         cargo clippy --release -j "$JOBS" --workspace --exclude resize-spin --exclude auth-check-spin --exclude metering-spin --exclude hog --all-targets -- -D warnings
@@ -228,7 +248,7 @@ case "$cmd" in
         cargo bench -j "$JOBS" -p imgfleet-tests --bench resize -- "$@"
         ;;
     *)
-        sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac

@@ -178,8 +178,9 @@ pub struct StoreArgs {
     /// The host's data directory (the identity store is `identity.sqlite` in it).
     #[arg(long, env = "IMGFLEET_DATA_DIR", default_value = "data", global = true)]
     pub data_dir: PathBuf,
-    /// A fleet's shared PostgreSQL database (`postgres://user@host:port/db`), used for the
-    /// identity and usage stores instead of the data directory's SQLite files.
+    /// A fleet's shared database for the identity and usage stores instead of the data
+    /// directory's SQLite files: PostgreSQL (`postgres://user@host:port/db`) or DynamoDB
+    /// (`dynamodb://<table prefix>[?endpoint=URL&region=R]`).
     #[arg(
         long,
         env = "IMGFLEET_DATABASE_URL",
@@ -294,8 +295,9 @@ pub struct UpArgs {
     /// Replicas of every JetStream stream: 3 on a cluster of three, 1 on a single server.
     #[arg(long, env = "IMGFLEET_NATS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5))]
     pub nats_replicas: u64,
-    /// A fleet's shared PostgreSQL database for the identity and usage stores (otherwise
-    /// SQLite files in the data directory).
+    /// A fleet's shared database for the identity and usage stores (otherwise SQLite files
+    /// in the data directory): `postgres://…` (which also shares the job store) or
+    /// `dynamodb://<table prefix>[?endpoint=URL&region=R]`.
     #[arg(long, env = "IMGFLEET_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// SQS endpoint (default: AWS's for the region); e.g. a moto_server address.

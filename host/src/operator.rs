@@ -16,24 +16,61 @@ use crate::identity::sqlite::SqliteIdentityStore;
 use crate::usage::UsageStore;
 use crate::usage::postgres::PostgresUsageStore;
 use crate::usage::sqlite::SqliteUsageStore;
+use imgfleet_stores::dynamodb::{DynamoIdentityStore, DynamoUsageStore};
 
 pub fn identity_path(data_dir: &Path) -> PathBuf {
     data_dir.join("identity.sqlite")
 }
 
-/// The identity store: the fleet's PostgreSQL database when given, else the data
-/// directory's SQLite file.
+/// Which database holds the shared stores, from `--database-url`.
+enum Database<'a> {
+    Local,
+    Postgres(&'a str),
+    Dynamo(imgfleet_stores::dynamodb::Location),
+}
+
+impl<'a> Database<'a> {
+    fn from_url(url: Option<&'a str>) -> anyhow::Result<Self> {
+        Ok(match url {
+            None => Self::Local,
+            Some(url) => match imgfleet_stores::dynamodb::Location::parse(url) {
+                Some(location) => Self::Dynamo(location.map_err(anyhow::Error::msg)?),
+                None => Self::Postgres(url),
+            },
+        })
+    }
+}
+
+/// The DynamoDB table `name`, created (on-demand billing) when missing.
+async fn dynamo_table(
+    location: &imgfleet_stores::dynamodb::Location,
+    name: String,
+) -> anyhow::Result<(aws_sdk_dynamodb::Client, String)> {
+    let client = location.client().await;
+    imgfleet_stores::dynamodb::ensure_table(&client, &name)
+        .await
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("opening the DynamoDB table {name}"))?;
+    Ok((client, name))
+}
+
+/// The identity store: the fleet's PostgreSQL database or DynamoDB tables when given, else
+/// the data directory's SQLite file.
 pub async fn open_identity(
     data_dir: &Path,
     database_url: Option<&str>,
 ) -> anyhow::Result<Arc<dyn IdentityStore>> {
-    Ok(match database_url {
-        Some(url) => Arc::new(
+    Ok(match Database::from_url(database_url)? {
+        Database::Postgres(url) => Arc::new(
             PostgresIdentityStore::open(url)
                 .await
                 .context("opening the identity store in PostgreSQL")?,
         ),
-        None => {
+        Database::Dynamo(location) => {
+            let (client, table) = dynamo_table(&location, location.identity_table()).await?;
+            Arc::new(DynamoIdentityStore::new(client, table))
+        }
+        Database::Local => {
             std::fs::create_dir_all(data_dir)
                 .with_context(|| format!("creating {}", data_dir.display()))?;
             Arc::new(
@@ -49,13 +86,17 @@ pub async fn open_usage(
     data_dir: &Path,
     database_url: Option<&str>,
 ) -> anyhow::Result<Arc<dyn UsageStore>> {
-    Ok(match database_url {
-        Some(url) => Arc::new(
+    Ok(match Database::from_url(database_url)? {
+        Database::Postgres(url) => Arc::new(
             PostgresUsageStore::open(url)
                 .await
                 .context("opening the usage store in PostgreSQL")?,
         ),
-        None => {
+        Database::Dynamo(location) => {
+            let (client, table) = dynamo_table(&location, location.usage_table()).await?;
+            Arc::new(DynamoUsageStore::new(client, table))
+        }
+        Database::Local => {
             std::fs::create_dir_all(data_dir)
                 .with_context(|| format!("creating {}", data_dir.display()))?;
             Arc::new(
@@ -63,6 +104,11 @@ pub async fn open_usage(
             )
         }
     })
+}
+
+/// Whether `--database-url` names PostgreSQL (which also holds the fleet's shared job store).
+pub fn is_postgres(database_url: Option<&str>) -> bool {
+    matches!(Database::from_url(database_url), Ok(Database::Postgres(_)))
 }
 
 async fn open(store: &StoreArgs) -> anyhow::Result<Arc<dyn IdentityStore>> {

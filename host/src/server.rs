@@ -129,13 +129,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
 
     let audit =
         AuditLog::open(&args.data_dir.join("audit.sqlite")).context("opening the audit log")?;
-    let job_store = match &args.database_url {
-        Some(url) => JobStore::postgres(url, &host_id)
+    // Jobs are shared through PostgreSQL; with DynamoDB (or no database) each host keeps
+    // the jobs it accepted.
+    let job_store = match args.database_url.as_deref() {
+        Some(url) if operator::is_postgres(Some(url)) => JobStore::postgres(url, &host_id)
             .await
             .context("opening the job store in PostgreSQL")?,
-        None => {
-            JobStore::open(&args.data_dir.join("jobs.sqlite")).context("opening the job store")?
-        }
+        _ => JobStore::open(&args.data_dir.join("jobs.sqlite")).context("opening the job store")?,
     };
     let dead_letters = directory
         .get(&jobs_spec.dead_letter_name())

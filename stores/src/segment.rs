@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use imgfleet_metering::UsageRecord;
 
-use super::UsageError;
+use crate::usage::UsageError;
 
 pub const DAY_MS: u64 = 86_400_000;
 const ZSTD_LEVEL: i32 = 9;

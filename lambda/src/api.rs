@@ -1,0 +1,484 @@
+//! The API function (API Gateway HTTP API): authenticates every request with the
+//! auth-check logic against the identity table, then
+//! - `POST /v1/resize` runs the resize logic right here (a Lambda instance is one request's
+//!   core, so a queue hop would only add latency) and answers with the image;
+//! - `POST /v1/jobs` stages the image in S3 and queues a job for the resize function;
+//! - `GET /v1/jobs/{id}` and `…/output` read the job's row and output.
+//!
+//! Usage and audit are recorded for every authenticated request before it is answered.
+
+use std::time::Instant;
+
+use aws_sdk_s3::primitives::ByteStream;
+use imgfleet_auth::{CheckRequest, Decision, Denial, Grant, Scope, Usage, check};
+use imgfleet_metering::{ImageSide, UsageRecord};
+use imgfleet_resize::http::{FACTS_HEADER, HttpRequest};
+use imgfleet_stores::usage::{UsageStore, image_sides};
+use lambda_http::{Body, Request, RequestExt, Response};
+
+use crate::deps::{Deps, now_ms};
+use crate::envelope::{error, json};
+use crate::job::{self, JobMessage, Status};
+use crate::usage::account;
+
+/// The request as the handlers see it.
+struct Call<'a> {
+    req: &'a Request,
+    request_id: String,
+    started: Instant,
+}
+
+impl Call<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.req.headers().get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn query(&self) -> &str {
+        self.req.uri().query().unwrap_or("")
+    }
+
+    fn body(&self) -> &[u8] {
+        self.req.body().as_ref()
+    }
+
+    /// A usage record of this request with the caller's identity.
+    fn record(
+        &self,
+        grant: &Grant,
+        route: &str,
+        status: u16,
+        sides: (ImageSide, ImageSide),
+    ) -> UsageRecord {
+        let wall_ns = self.started.elapsed().as_nanos() as u64;
+        UsageRecord {
+            id: uuid::Uuid::now_v7().simple().to_string(),
+            request_id: self.request_id.clone(),
+            tenant: grant.tenant.clone(),
+            key_id: grant.key_id.clone(),
+            at_ms: now_ms(),
+            route: route.to_string(),
+            status,
+            input: sides.0,
+            output: sides.1,
+            // One request per instance: the function's time is the request's CPU time.
+            cpu_ns: wall_ns,
+            wall_ns,
+            queue_ns: 0,
+        }
+    }
+}
+
+pub async fn handle(deps: &Deps, req: Request) -> Response<Body> {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| valid_request_id(v))
+        .map_or_else(|| uuid::Uuid::now_v7().simple().to_string(), str::to_string);
+    let call = Call {
+        req: &req,
+        request_id,
+        started: Instant::now(),
+    };
+    let mut response = route(deps, &call).await;
+    if let Ok(v) = call.request_id.parse() {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
+fn valid_request_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+async fn route(deps: &Deps, call: &Call<'_>) -> Response<Body> {
+    // API Gateway's path without the stage prefix (`/dev/v1/resize` is `/v1/resize`).
+    let raw = call.req.raw_http_path();
+    let path = if raw.is_empty() {
+        call.req.uri().path()
+    } else {
+        raw
+    };
+    let path = path.trim_end_matches('/');
+    let method = call.req.method().as_str();
+    match (method, path) {
+        ("GET", "/healthz") => json(200, &serde_json::json!({ "status": "ok" })),
+        ("POST", "/v1/resize") => resize(deps, call).await,
+        ("POST", "/v1/jobs") => submit(deps, call).await,
+        (_, "/healthz" | "/v1/resize" | "/v1/jobs") => method_not_allowed(),
+        _ => match path
+            .strip_prefix("/v1/jobs/")
+            .map(|rest| rest.split_once('/'))
+        {
+            Some(None) if method == "GET" => status(deps, call, &path[9..]).await,
+            Some(Some((id, "output"))) if method == "GET" => output(deps, call, id).await,
+            Some(None | Some((_, "output"))) => method_not_allowed(),
+            _ => error(404, "not_found", format!("no route {path}")),
+        },
+    }
+}
+
+fn method_not_allowed() -> Response<Body> {
+    error(
+        405,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+async fn authenticate(deps: &Deps, call: &Call<'_>, scope: Scope) -> Result<Grant, Response<Body>> {
+    let header = call.header("authorization");
+    let credential =
+        imgfleet_auth::parse_authorization(header.map(str::as_bytes)).map_err(denied)?;
+    let unavailable = |e: imgfleet_stores::identity::StoreError| {
+        error(
+            503,
+            "auth_unavailable",
+            format!("the request could not be authenticated: {e}"),
+        )
+    };
+    let (key, tenant) = deps
+        .identity
+        .key_and_tenant(credential.key_id)
+        .await
+        .map_err(unavailable)?;
+    let usage = match &tenant {
+        Some(t) if t.quota.monthly_bytes.is_some() || t.quota.monthly_pixels.is_some() => {
+            month_usage(deps, &t.id).await.map_err(|e| {
+                error(
+                    503,
+                    "auth_unavailable",
+                    format!("this month's usage could not be read: {e}"),
+                )
+            })?
+        }
+        _ => Usage::default(),
+    };
+    let request = CheckRequest {
+        authorization: header.map(str::to_string),
+        scope,
+        key,
+        tenant,
+        usage,
+    };
+    match check(&request) {
+        Decision::Allow(grant) => Ok(grant),
+        Decision::Deny(denial) => Err(denied(denial)),
+    }
+}
+
+/// Input bytes and output pixels the tenant has used this calendar month (UTC).
+async fn month_usage(
+    deps: &Deps,
+    tenant: &str,
+) -> Result<Usage, imgfleet_stores::usage::UsageError> {
+    let now = now_ms();
+    let rollups = deps
+        .usage
+        .rollups(
+            tenant,
+            imgfleet_auth::calendar::month_start_ms(now),
+            now + 1,
+        )
+        .await?;
+    Ok(rollups.iter().fold(Usage::default(), |u, r| Usage {
+        bytes: u.bytes + r.bytes_in,
+        pixels: u.pixels + r.pixels_out,
+    }))
+}
+
+fn denied(denial: Denial) -> Response<Body> {
+    let mut response = error(denial.status(), denial.code(), denial.message());
+    if let Denial::QuotaExceeded(_) = denial {
+        let now = now_ms();
+        let wait = imgfleet_auth::calendar::next_month_start_ms(now).saturating_sub(now) / 1000;
+        response
+            .headers_mut()
+            .insert("retry-after", wait.max(1).into());
+    }
+    response
+}
+
+async fn resize(deps: &Deps, call: &Call<'_>) -> Response<Body> {
+    let grant = match authenticate(deps, call, Scope::Resize).await {
+        Ok(g) => g,
+        Err(response) => return response,
+    };
+    let auth_ms = call.started.elapsed().as_secs_f64() * 1000.0;
+    // Inline: this instance serves one request at a time, there is nothing to yield to.
+    let out = imgfleet_resize::http::handle(HttpRequest {
+        method: "POST",
+        query: call.query(),
+        accept: call.header("accept"),
+        limits: None,
+        body: call.body(),
+    });
+    let record = call.record(
+        &grant,
+        "/v1/resize",
+        out.status,
+        image_sides(out.header(FACTS_HEADER)),
+    );
+    if let Err(e) = account(deps, record, None).await {
+        tracing::error!(request_id = %call.request_id, error = %e, "usage not recorded");
+        return error(
+            503,
+            "metering_unavailable",
+            "the request could not be metered; nothing was charged, try again",
+        );
+    }
+    let mut response = Response::builder().status(out.status);
+    for (name, value) in &out.headers {
+        match *name {
+            FACTS_HEADER => {}
+            "server-timing" => {
+                response = response.header(*name, format!("auth;dur={auth_ms:.3}, {value}"))
+            }
+            _ => response = response.header(*name, value),
+        }
+    }
+    let body = if out.status == 200 {
+        Body::Binary(out.body)
+    } else {
+        Body::Text(String::from_utf8_lossy(&out.body).into_owned())
+    };
+    response
+        .body(body)
+        .expect("a response built from the function's own headers")
+}
+
+async fn submit(deps: &Deps, call: &Call<'_>) -> Response<Body> {
+    let grant = match authenticate(deps, call, Scope::Jobs).await {
+        Ok(g) => g,
+        Err(response) => return response,
+    };
+    // Refuse what could never run before anything is stored.
+    if let Err(e) = imgfleet_resize::ResizeParams::from_query(call.query()) {
+        return error(e.status(), e.code.as_str(), e.message.clone());
+    }
+    if call.body().is_empty() {
+        return error(400, "empty_body", "send the image as the request body");
+    }
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let input_key = format!("jobs/{id}/input");
+    let staged = deps
+        .s3
+        .put_object()
+        .bucket(&deps.names.staging_bucket)
+        .key(&input_key)
+        .body(ByteStream::from(call.body().to_vec()))
+        .send()
+        .await;
+    if let Err(e) = staged {
+        tracing::error!(error = %aws_sdk_s3::error::DisplayErrorContext(e), "staging the input");
+        return error(
+            503,
+            "staging_unavailable",
+            "the image could not be staged; try again",
+        );
+    }
+    let message = JobMessage {
+        id: id.clone(),
+        tenant: grant.tenant.clone(),
+        key_id: grant.key_id.clone(),
+        request_id: call.request_id.clone(),
+        query: call.query().to_string(),
+        accept: call.header("accept").map(str::to_string),
+        input_key,
+        submitted_ms: now_ms(),
+    };
+    if let Err(e) = job::put_queued(deps, &message).await {
+        tracing::error!(error = %e, "recording the job");
+        return error(
+            503,
+            "store_unavailable",
+            "the job could not be recorded; try again",
+        );
+    }
+    let sent = deps
+        .sqs
+        .send_message()
+        .queue_url(&deps.names.jobs_queue_url)
+        .message_body(serde_json::to_string(&message).expect("a job message serialises"))
+        // Per-tenant order; one tenant's burst queues behind itself, not before others.
+        .message_group_id(&grant.tenant)
+        .message_deduplication_id(&id)
+        .send()
+        .await;
+    if let Err(e) = sent {
+        tracing::error!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "queueing the job");
+        return error(
+            503,
+            "queue_unavailable",
+            "the job could not be queued; try again",
+        );
+    }
+    let input = ImageSide {
+        bytes: call.body().len() as u64,
+        ..ImageSide::default()
+    };
+    let record = call.record(&grant, "/v1/jobs", 202, (input, ImageSide::default()));
+    // The job is queued and will be metered when it runs; a lost submission record must
+    // not make the client submit it twice.
+    if let Err(e) = account(deps, record, Some(&id)).await {
+        tracing::error!(request_id = %call.request_id, job = %id, error = %e, "submission not metered");
+    }
+    let mut response = json(
+        202,
+        &serde_json::json!({ "id": id, "status": "queued", "status_url": format!("/v1/jobs/{id}") }),
+    );
+    if let Ok(location) = format!("/v1/jobs/{id}").parse() {
+        response.headers_mut().insert("location", location);
+    }
+    response
+}
+
+/// The caller's job; another tenant's answers exactly like a missing one.
+async fn find(deps: &Deps, id: &str, grant: &Grant) -> Result<job::JobRow, Response<Body>> {
+    let not_found = || error(404, "not_found", format!("no job {id}"));
+    if !job::valid_id(id) {
+        return Err(not_found());
+    }
+    match job::get(deps, id).await {
+        Ok(Some(row)) if row.tenant == grant.tenant => Ok(row),
+        Ok(_) => Err(not_found()),
+        Err(e) => {
+            tracing::error!(error = %e, "reading a job");
+            Err(error(
+                503,
+                "store_unavailable",
+                "the job store could not be read; try again",
+            ))
+        }
+    }
+}
+
+async fn status(deps: &Deps, call: &Call<'_>, id: &str) -> Response<Body> {
+    let grant = match authenticate(deps, call, Scope::Jobs).await {
+        Ok(g) => g,
+        Err(response) => return response,
+    };
+    let response = match find(deps, id, &grant).await {
+        Ok(row) => json(200, &row.to_json(now_ms())),
+        Err(response) => response,
+    };
+    let record = call.record(
+        &grant,
+        "/v1/jobs/{id}",
+        response.status().as_u16(),
+        Default::default(),
+    );
+    if let Err(e) = account(deps, record, Some(id)).await {
+        tracing::error!(request_id = %call.request_id, error = %e, "usage not recorded");
+        return error(
+            503,
+            "metering_unavailable",
+            "the request could not be metered; try again",
+        );
+    }
+    response
+}
+
+async fn output(deps: &Deps, call: &Call<'_>, id: &str) -> Response<Body> {
+    let grant = match authenticate(deps, call, Scope::Jobs).await {
+        Ok(g) => g,
+        Err(response) => return response,
+    };
+    let response = match find(deps, id, &grant).await {
+        Ok(row) => output_of(deps, row).await,
+        Err(response) => response,
+    };
+    let output = ImageSide {
+        bytes: if response.status() == 200 {
+            body_len(response.body())
+        } else {
+            0
+        },
+        ..ImageSide::default()
+    };
+    let record = call.record(
+        &grant,
+        "/v1/jobs/{id}/output",
+        response.status().as_u16(),
+        (ImageSide::default(), output),
+    );
+    if let Err(e) = account(deps, record, Some(id)).await {
+        tracing::error!(request_id = %call.request_id, error = %e, "usage not recorded");
+        return error(
+            503,
+            "metering_unavailable",
+            "the request could not be metered; try again",
+        );
+    }
+    response
+}
+
+fn body_len(body: &Body) -> u64 {
+    body.as_ref().len() as u64
+}
+
+async fn output_of(deps: &Deps, row: job::JobRow) -> Response<Body> {
+    let gone = || {
+        error(
+            410,
+            "output_expired",
+            "the output has expired; submit the job again",
+        )
+    };
+    match row.status {
+        Status::Queued => error(409, "not_ready", "the job has not finished yet"),
+        Status::Failed => {
+            let (_, message) = row.error.unwrap_or_default();
+            error(row.http_status.unwrap_or(500), "job_failed", message)
+        }
+        Status::Done => {
+            if row.expires_ms.is_some_and(|e| e <= now_ms()) {
+                return gone();
+            }
+            let Some(key) = row.output_key else {
+                return gone();
+            };
+            let object = deps
+                .s3
+                .get_object()
+                .bucket(&deps.names.staging_bucket)
+                .key(&key)
+                .send()
+                .await;
+            let bytes = match object {
+                Ok(o) => match o.body.collect().await {
+                    Ok(data) => data.into_bytes().to_vec(),
+                    Err(_) => {
+                        return error(
+                            503,
+                            "staging_unavailable",
+                            "the output could not be read; try again",
+                        );
+                    }
+                },
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                    return gone();
+                }
+                Err(_) => {
+                    return error(
+                        503,
+                        "staging_unavailable",
+                        "the output could not be read; try again",
+                    );
+                }
+            };
+            Response::builder()
+                .status(row.http_status.unwrap_or(200))
+                .header(
+                    "content-type",
+                    row.content_type
+                        .unwrap_or_else(|| "application/octet-stream".into()),
+                )
+                .body(Body::Binary(bytes))
+                .expect("a response of a stored status and content type")
+        }
+    }
+}
