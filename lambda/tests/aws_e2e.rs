@@ -701,3 +701,71 @@ async fn an_api_gateway_event_carries_the_image_both_ways_as_base64() {
     let image = b64.decode(response["body"].as_str().unwrap()).unwrap();
     assert_eq!(image::load_from_memory(&image).unwrap().width(), 40);
 }
+
+/// A usage message that is not a batch fails alone: the good records delivered with it are
+/// counted once, and the bad one is dead-lettered after its receives.
+#[tokio::test(flavor = "multi_thread")]
+async fn metering_counts_the_good_messages_of_a_batch_and_fails_only_the_bad_one() {
+    let s = stack().await;
+    let d = &s.deps;
+    for w in [10, 20] {
+        let r = imgfleet_lambda::api::handle(
+            d,
+            request(
+                "POST",
+                &format!("/v1/resize?w={w}"),
+                Some(&s.acme),
+                jpeg(40, 40),
+            ),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+    d.sqs
+        .send_message()
+        .queue_url(&d.names.usage_queue_url)
+        .message_body(r#"{"id":"x","records":"not a list"}"#)
+        .send()
+        .await
+        .unwrap();
+    let url = d.names.usage_queue_url.clone();
+    let mut failures = 0;
+    let mut delivered = 0;
+    for _ in 0..6 {
+        let (n, failed) = deliver(d, &url, |e| imgfleet_lambda::metering::handle_batch(d, e)).await;
+        delivered += n;
+        failures += failed.len();
+        if n == 0 {
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+        }
+    }
+    assert_eq!(failures, 2, "the bad message, once per receive");
+    assert_eq!(delivered, 4, "two good messages once, the bad one twice");
+    let requests: u64 = d
+        .usage
+        .rollups("acme", 0, u64::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.requests)
+        .sum();
+    assert_eq!(requests, 2);
+    let dlq = d
+        .sqs
+        .get_queue_url()
+        .queue_name(format!("{}-dlq", url.rsplit('/').next().unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let dead = d
+        .sqs
+        .receive_message()
+        .queue_url(dlq)
+        .wait_time_seconds(2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dead.messages.unwrap_or_default().len(), 1);
+}

@@ -97,6 +97,83 @@ fn resizes_with_sqs_between_api_and_workers() {
     );
 }
 
+/// The host on AWS's services instead of its embedded ones: SQS between API and workers,
+/// identity and usage in DynamoDB (moto_server from `./dev.sh test` speaks both). Tenants
+/// made through the admin API are in the tables the CLI reads; usage reaches DynamoDB.
+#[test]
+fn serves_with_sqs_and_dynamodb_stores() {
+    let endpoint = std::env::var("IMGFLEET_TEST_SQS_ENDPOINT")
+        .expect("IMGFLEET_TEST_SQS_ENDPOINT is not set: run the tests with ./dev.sh test, which starts moto_server");
+    let id = format!("ddb-{}", std::process::id());
+    let database = format!("dynamodb://{id}?endpoint={endpoint}&region=us-east-1");
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ];
+    let h = Host::start_with_env(
+        "spin.toml",
+        &[
+            "--queue",
+            "sqs",
+            "--sqs-endpoint",
+            &endpoint,
+            "--sqs-region",
+            "us-east-1",
+            "--host-id",
+            &id,
+            "--database-url",
+            &database,
+        ],
+        &env,
+    );
+    let src = images::jpeg(&images::photo(320, 240, 3), 85);
+    for w in [40, 80, 120] {
+        let r = h.post(&format!("/v1/resize?w={w}"), &src, &[]);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let listed = std::process::Command::new(imgfleet_tests::host::binary())
+        .args(["tenants", "--database-url", &database, "list"])
+        .envs(env)
+        .output()
+        .expect("imgfleet tenants list");
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let tenants: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert!(
+        tenants
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == imgfleet_tests::host::DEFAULT_TENANT),
+        "{tenants}"
+    );
+    // The three resizes are metered into the DynamoDB usage table.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = h.get("/v1/usage?granularity=day");
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let bytes_in: u64 = r.json()["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["bytes_in"].as_u64().unwrap())
+            .sum();
+        if bytes_in >= 3 * src.len() as u64 {
+            assert_eq!(bytes_in, 3 * src.len() as u64, "counted more than once");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "usage not in DynamoDB after 30 s: {}",
+            r.json()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 /// Tenant A floods the host with slow work; tenant B's single request is served next, not
 /// after A's backlog: jobs are grouped per tenant and groups are served round robin. (Sent
 /// with A's key instead, the same request waits for the whole backlog: about 10 s here.)
