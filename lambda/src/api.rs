@@ -9,7 +9,6 @@
 
 use std::time::Instant;
 
-use aws_sdk_s3::primitives::ByteStream;
 use imgfleet_auth::{CheckRequest, Decision, Denial, Grant, Scope, Usage, check};
 use imgfleet_metering::{ImageSide, UsageRecord};
 use imgfleet_resize::http::{FACTS_HEADER, HttpRequest};
@@ -19,6 +18,7 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use crate::deps::{Deps, now_ms};
 use crate::envelope::{error, json};
 use crate::job::{self, JobMessage, Status};
+use crate::staging;
 use crate::usage::account;
 
 /// The request as the handlers see it.
@@ -222,13 +222,8 @@ async fn resize(deps: &Deps, call: &Call<'_>) -> Response<Body> {
         out.status,
         image_sides(out.header(FACTS_HEADER)),
     );
-    if let Err(e) = account(deps, record, None).await {
-        tracing::error!(request_id = %call.request_id, error = %e, "usage not recorded");
-        return error(
-            503,
-            "metering_unavailable",
-            "the request could not be metered; nothing was charged, try again",
-        );
+    if let Err(refused) = metered(deps, call, record, None).await {
+        return refused;
     }
     let mut response = Response::builder().status(out.status);
     for (name, value) in &out.headers {
@@ -263,17 +258,9 @@ async fn submit(deps: &Deps, call: &Call<'_>) -> Response<Body> {
         return error(400, "empty_body", "send the image as the request body");
     }
     let id = uuid::Uuid::now_v7().simple().to_string();
-    let input_key = format!("jobs/{id}/input");
-    let staged = deps
-        .s3
-        .put_object()
-        .bucket(&deps.names.staging_bucket)
-        .key(&input_key)
-        .body(ByteStream::from(call.body().to_vec()))
-        .send()
-        .await;
-    if let Err(e) = staged {
-        tracing::error!(error = %aws_sdk_s3::error::DisplayErrorContext(e), "staging the input");
+    let input_key = staging::input_key(&id);
+    if let Err(e) = staging::put(deps, &input_key, call.body().to_vec()).await {
+        tracing::error!(error = %e, "staging the input");
         return error(
             503,
             "staging_unavailable",
@@ -371,15 +358,9 @@ async fn status(deps: &Deps, call: &Call<'_>, id: &str) -> Response<Body> {
         response.status().as_u16(),
         Default::default(),
     );
-    if let Err(e) = account(deps, record, Some(id)).await {
-        tracing::error!(request_id = %call.request_id, error = %e, "usage not recorded");
-        return error(
-            503,
-            "metering_unavailable",
-            "the request could not be metered; try again",
-        );
-    }
-    response
+    metered(deps, call, record, Some(id))
+        .await
+        .map_or_else(|refused| refused, |()| response)
 }
 
 async fn output(deps: &Deps, call: &Call<'_>, id: &str) -> Response<Body> {
@@ -405,15 +386,27 @@ async fn output(deps: &Deps, call: &Call<'_>, id: &str) -> Response<Body> {
         response.status().as_u16(),
         (ImageSide::default(), output),
     );
-    if let Err(e) = account(deps, record, Some(id)).await {
+    metered(deps, call, record, Some(id))
+        .await
+        .map_or_else(|refused| refused, |()| response)
+}
+
+/// Records the request's usage and audit row; a request that cannot be accounted for is
+/// answered `503 metering_unavailable` instead of being served.
+async fn metered(
+    deps: &Deps,
+    call: &Call<'_>,
+    record: UsageRecord,
+    job: Option<&str>,
+) -> Result<(), Response<Body>> {
+    account(deps, record, job).await.map_err(|e| {
         tracing::error!(request_id = %call.request_id, error = %e, "usage not recorded");
-        return error(
+        error(
             503,
             "metering_unavailable",
-            "the request could not be metered; try again",
-        );
-    }
-    response
+            "the request could not be metered; nothing was served or charged, try again",
+        )
+    })
 }
 
 fn body_len(body: &Body) -> u64 {
@@ -441,28 +434,11 @@ async fn output_of(deps: &Deps, row: job::JobRow) -> Response<Body> {
             let Some(key) = row.output_key else {
                 return gone();
             };
-            let object = deps
-                .s3
-                .get_object()
-                .bucket(&deps.names.staging_bucket)
-                .key(&key)
-                .send()
-                .await;
-            let bytes = match object {
-                Ok(o) => match o.body.collect().await {
-                    Ok(data) => data.into_bytes().to_vec(),
-                    Err(_) => {
-                        return error(
-                            503,
-                            "staging_unavailable",
-                            "the output could not be read; try again",
-                        );
-                    }
-                },
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                    return gone();
-                }
-                Err(_) => {
+            let bytes = match staging::get(deps, &key).await {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => return gone(),
+                Err(e) => {
+                    tracing::error!(error = %e, "reading a job's output");
                     return error(
                         503,
                         "staging_unavailable",

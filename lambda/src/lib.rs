@@ -10,4 +10,5 @@ pub mod envelope;
 pub mod job;
 pub mod metering;
 pub mod resize;
+pub mod staging;
 pub mod usage;

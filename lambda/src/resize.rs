@@ -9,13 +9,13 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use aws_sdk_s3::primitives::ByteStream;
 use imgfleet_metering::UsageRecord;
 use imgfleet_resize::http::{FACTS_HEADER, HttpRequest};
 use imgfleet_stores::usage::image_sides;
 
 use crate::deps::{Deps, now_ms};
 use crate::job::{self, JobMessage, Outcome, Status};
+use crate::staging;
 use crate::usage::account;
 
 /// The jobs queue is FIFO: once a message of a group fails, the group's later messages in
@@ -59,24 +59,9 @@ async fn handle_message(deps: &Deps, message: &SqsMessage) -> Result<(), String>
 
 async fn run(deps: &Deps, job: &JobMessage) -> Result<(), String> {
     let started = Instant::now();
-    let input = deps
-        .s3
-        .get_object()
-        .bucket(&deps.names.staging_bucket)
-        .key(&job.input_key)
-        .send()
-        .await
-        .map_err(|e| {
-            format!(
-                "reading the input: {}",
-                aws_sdk_s3::error::DisplayErrorContext(e)
-            )
-        })?
-        .body
-        .collect()
-        .await
-        .map_err(|e| format!("reading the input: {e}"))?
-        .into_bytes();
+    let input = staging::get(deps, &job.input_key)
+        .await?
+        .ok_or_else(|| format!("the input of job {} is not in staging", job.id))?;
     let out = imgfleet_resize::http::handle(HttpRequest {
         method: "POST",
         query: &job.query,
@@ -87,20 +72,8 @@ async fn run(deps: &Deps, job: &JobMessage) -> Result<(), String> {
     let wall_ns = started.elapsed().as_nanos() as u64;
     let now = now_ms();
     let outcome = if out.status == 200 {
-        let output_key = format!("jobs/{}/output", job.id);
-        deps.s3
-            .put_object()
-            .bucket(&deps.names.staging_bucket)
-            .key(&output_key)
-            .body(ByteStream::from(out.body.clone()))
-            .send()
-            .await
-            .map_err(|e| {
-                format!(
-                    "storing the output: {}",
-                    aws_sdk_s3::error::DisplayErrorContext(e)
-                )
-            })?;
+        let output_key = staging::output_key(&job.id);
+        staging::put(deps, &output_key, out.body.clone()).await?;
         Outcome::Done {
             output_key,
             content_type: out
@@ -137,13 +110,6 @@ async fn run(deps: &Deps, job: &JobMessage) -> Result<(), String> {
     };
     account(deps, record, Some(&job.id)).await?;
     job::finish(deps, &job.id, &outcome, now).await?;
-    // The input is no longer needed; the bucket's lifecycle rule removes it anyway.
-    let _ = deps
-        .s3
-        .delete_object()
-        .bucket(&deps.names.staging_bucket)
-        .key(&job.input_key)
-        .send()
-        .await;
+    staging::remove(deps, &job.input_key).await;
     Ok(())
 }

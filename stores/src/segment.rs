@@ -53,6 +53,11 @@ pub fn merged(
         None => Vec::new(),
     };
     records.append(&mut new);
-    records.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.id.cmp(&b.id)));
+    in_order(&mut records);
     Ok(records)
+}
+
+/// Segment order, which is also the order `UsageStore::records` answers in: time, then id.
+pub fn in_order(records: &mut [UsageRecord]) {
+    records.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.id.cmp(&b.id)));
 }

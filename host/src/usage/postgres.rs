@@ -229,7 +229,7 @@ impl UsageStore for PostgresUsageStore {
             for r in &raw {
                 out.push(parse(r.get(0))?);
             }
-            out.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.id.cmp(&b.id)));
+            super::segment::in_order(&mut out);
             Ok(out)
         })
     }

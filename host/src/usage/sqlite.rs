@@ -298,7 +298,7 @@ impl UsageStore for SqliteUsageStore {
             for row in rows {
                 out.push(serde_json::from_str(&row.map_err(unavailable)?).map_err(unavailable)?);
             }
-            out.sort_by(|a: &UsageRecord, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.id.cmp(&b.id)));
+            super::segment::in_order(&mut out);
             Ok(out)
         })
         .await

@@ -175,14 +175,7 @@ impl DynamoIdentityStore {
                 let current = self.record::<TenantRecord>(tenant_pk(id), "tenant").await?;
                 let mut record = update.apply(id, current)?;
                 record.version = version;
-                let write = Write {
-                    pk: tenant_pk(id),
-                    sk: "tenant",
-                    record_json: to_json(&record)?,
-                    extra: vec![],
-                    change: Change::Tenant(record.clone()),
-                };
-                Ok((write, record))
+                Ok((Write::tenant(&record)?, record))
             }
         })
         .await
@@ -193,31 +186,49 @@ impl DynamoIdentityStore {
         sk: &str,
         tenant: Option<&str>,
     ) -> Result<Vec<T>, StoreError> {
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let mut scan = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .expression_attribute_values(":sk", s(sk));
-            scan = match tenant {
-                Some(t) => scan
-                    .filter_expression("sk = :sk AND tenant = :t")
-                    .expression_attribute_values(":t", s(t)),
-                None => scan.filter_expression("sk = :sk"),
-            };
-            let page = scan.send().await.map_err(|e| unavailable(error_text(e)))?;
-            for item in page.items() {
-                out.push(parse(item, "record")?);
-            }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(out),
-            }
-        }
+        let scan = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .expression_attribute_values(":sk", s(sk));
+        let scan = match tenant {
+            Some(t) => scan
+                .filter_expression("sk = :sk AND tenant = :t")
+                .expression_attribute_values(":t", s(t)),
+            None => scan.filter_expression("sk = :sk"),
+        };
+        let items: Vec<Item> = scan
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| unavailable(error_text(e)))?;
+        items.iter().map(|item| parse(item, "record")).collect()
+    }
+}
+
+impl Write {
+    fn tenant(record: &TenantRecord) -> Result<Self, StoreError> {
+        Ok(Self {
+            pk: tenant_pk(&record.id),
+            sk: "tenant",
+            record_json: to_json(record)?,
+            extra: vec![],
+            change: Change::Tenant(record.clone()),
+        })
+    }
+
+    /// Keys carry their tenant outside the record too, for listing a tenant's keys.
+    fn key(record: &KeyRecord) -> Result<Self, StoreError> {
+        Ok(Self {
+            pk: key_pk(&record.key_id),
+            sk: "key",
+            record_json: to_json(record)?,
+            extra: vec![("tenant", s(record.tenant.clone()))],
+            change: Change::Key(record.clone()),
+        })
     }
 }
 
@@ -276,14 +287,7 @@ impl IdentityStore for DynamoIdentityStore {
                 }
                 let mut record = key.into_record();
                 record.version = version;
-                let write = Write {
-                    pk: key_pk(&record.key_id),
-                    sk: "key",
-                    record_json: to_json(&record)?,
-                    extra: vec![("tenant", s(record.tenant.clone()))],
-                    change: Change::Key(record.clone()),
-                };
-                Ok((write, record))
+                Ok((Write::key(&record)?, record))
             }
         })
         .await
@@ -310,14 +314,7 @@ impl IdentityStore for DynamoIdentityStore {
                 .ok_or_else(|| StoreError::NotFound(format!("no key `{key_id}`")))?;
             record.revoked = true;
             record.version = version;
-            let write = Write {
-                pk: key_pk(key_id),
-                sk: "key",
-                record_json: to_json(&record)?,
-                extra: vec![("tenant", s(record.tenant.clone()))],
-                change: Change::Key(record.clone()),
-            };
-            Ok((write, record))
+            Ok((Write::key(&record)?, record))
         })
         .await
     }

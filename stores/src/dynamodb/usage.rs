@@ -13,7 +13,7 @@
 //! reported as `Raced`; the meter folds again without the records now known, so each record
 //! is counted exactly once even when a fold is only partly written before a failure.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -21,11 +21,10 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, KeysAndAttributes, Put, TransactWriteItem, Update,
 };
-use imgfleet_metering::fold::HOUR_MS;
-use imgfleet_metering::{Folded, Rollup, UsageRecord};
+use imgfleet_metering::{Batch, Folded, Rollup, UsageRecord, fold};
 
 use super::{error_text, get_n, get_s, is_condition_failure, n, s, sortable};
-use crate::segment::{DAY_MS, by_tenant_and_day, decode_segment, encode_segment};
+use crate::segment::{DAY_MS, by_tenant_and_day, decode_segment, encode_segment, in_order};
 use crate::usage::{UsageError, UsageStore};
 
 /// Two items per record plus at most one rollup each stay under DynamoDB's 100 per
@@ -89,28 +88,20 @@ impl DynamoUsageStore {
         from: String,
         to: String,
     ) -> Result<Vec<Item>, UsageError> {
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                .expression_attribute_values(":pk", s(pk.clone()))
-                .expression_attribute_values(":from", s(from.clone()))
-                .expression_attribute_values(":to", s(to.clone()))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| unavailable(error_text(e)))?;
-            out.extend(page.items().iter().cloned());
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(out),
-            }
-        }
+        self.client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":from", s(from))
+            .expression_attribute_values(":to", s(to))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| unavailable(error_text(e)))
     }
 
     /// Every item whose `pk` starts with `prefix` and whose `field` is in `[from, to)`.
@@ -121,34 +112,25 @@ impl DynamoUsageStore {
         from: u64,
         to: u64,
     ) -> Result<Vec<Item>, UsageError> {
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .filter_expression("begins_with(pk, :prefix) AND #f >= :from AND #f < :to")
-                .expression_attribute_names("#f", field)
-                .expression_attribute_values(":prefix", s(prefix))
-                .expression_attribute_values(":from", n(from))
-                .expression_attribute_values(":to", n(to))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| unavailable(error_text(e)))?;
-            out.extend(page.items().iter().cloned());
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(out),
-            }
-        }
+        self.client
+            .scan()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .filter_expression("begins_with(pk, :prefix) AND #f >= :from AND #f < :to")
+            .expression_attribute_names("#f", field)
+            .expression_attribute_values(":prefix", s(prefix))
+            .expression_attribute_values(":from", n(from))
+            .expression_attribute_values(":to", n(to))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| unavailable(error_text(e)))
     }
 
     fn chunk_items(&self, records: &[UsageRecord]) -> Result<Vec<TransactWriteItem>, UsageError> {
         let mut items = Vec::new();
-        let mut rollups: BTreeMap<(String, u64), Rollup> = BTreeMap::new();
         for r in records {
             let (pk, sk) = mark_key(&r.id);
             let mark = Put::builder()
@@ -168,17 +150,17 @@ impl DynamoUsageStore {
                 .map_err(unavailable)?;
             items.push(TransactWriteItem::builder().put(mark).build());
             items.push(TransactWriteItem::builder().put(raw).build());
-            let hour = r.at_ms - r.at_ms % HOUR_MS;
-            rollups
-                .entry((r.tenant.clone(), hour))
-                .or_insert_with(|| Rollup {
-                    tenant: r.tenant.clone(),
-                    hour_ms: hour,
-                    ..Rollup::default()
-                })
-                .add(r);
         }
-        for rollup in rollups.values() {
+        // The chunk's own rollups: a chunk is written, or cancelled, whole.
+        let rollups = fold(
+            Batch {
+                id: String::new(),
+                records: records.to_vec(),
+            },
+            &[],
+        )
+        .rollups;
+        for rollup in &rollups {
             let mut update = Update::builder()
                 .table_name(&self.table)
                 .key("pk", s(format!("hour#{}", rollup.tenant)))
@@ -391,7 +373,7 @@ impl UsageStore for DynamoUsageStore {
         {
             out.push(parse_record(&item)?);
         }
-        out.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.id.cmp(&b.id)));
+        in_order(&mut out);
         Ok(out)
     }
 
@@ -404,7 +386,7 @@ impl UsageStore for DynamoUsageStore {
             .collect::<Result<Vec<_>, _>>()?;
         let mut packed = 0;
         for ((tenant, day), mut records) in by_tenant_and_day(old) {
-            records.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.id.cmp(&b.id)));
+            in_order(&mut records);
             for chunk in records.chunks(RECORDS_PER_SEGMENT) {
                 if self.pack(&tenant, day, chunk).await? {
                     packed += chunk.len() as u64;
