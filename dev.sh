@@ -117,7 +117,7 @@ aws_checks() {
     log "sam validate --lint; sam validate"
     (export SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
         "$ROOT/.venv/bin/sam" validate --lint && "$ROOT/.venv/bin/sam" validate)
-    log "cargo lambda build --release (imgfleet-api, imgfleet-resize, imgfleet-metering)"
+    log "cargo lambda build --release (imgfleet-api, imgfleet-resize, imgfleet-metering, imgfleet-compact)"
     PATH="$ROOT/.venv/bin:$PATH" cargo lambda build --release -j "$JOBS" -p imgfleet-lambda
     ls -l "$CARGO_TARGET_DIR"/lambda/*/bootstrap >&2
 }

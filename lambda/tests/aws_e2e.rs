@@ -769,3 +769,50 @@ async fn metering_counts_the_good_messages_of_a_batch_and_fails_only_the_bad_one
         .unwrap();
     assert_eq!(dead.messages.unwrap_or_default().len(), 1);
 }
+
+/// The daily compaction packs old raw records into segments; they stay readable and counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn compaction_packs_old_records_and_keeps_them_readable() {
+    let s = stack().await;
+    let d = &s.deps;
+    const DAY: u64 = 86_400_000;
+    let now = imgfleet_lambda::deps::now_ms();
+    let record = |i: u64, at_ms: u64| imgfleet_metering::UsageRecord {
+        id: format!("r{i}"),
+        request_id: format!("q{i}"),
+        tenant: "acme".into(),
+        key_id: "k".into(),
+        at_ms,
+        route: "/v1/resize".into(),
+        status: 200,
+        input: Default::default(),
+        output: Default::default(),
+        cpu_ns: 1,
+        wall_ns: 1,
+        queue_ns: 0,
+    };
+    // Three from ten days ago, two from today.
+    let records: Vec<_> = (0..5)
+        .map(|i| record(i, if i < 3 { now - 10 * DAY + i } else { now - i }))
+        .collect();
+    let folded = imgfleet_metering::fold(
+        imgfleet_metering::Batch {
+            id: "b".into(),
+            records: records.clone(),
+        },
+        &[],
+    );
+    d.usage.apply(folded).await.unwrap();
+    let packed = imgfleet_lambda::compact::run(d, now, 7).await.unwrap();
+    assert_eq!(packed, 3);
+    assert_eq!(
+        imgfleet_lambda::compact::run(d, now, 7).await.unwrap(),
+        0,
+        "packed twice"
+    );
+    let read = d.usage.records("acme", 0, u64::MAX).await.unwrap();
+    let ids: Vec<&str> = read.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["r0", "r1", "r2", "r4", "r3"]);
+    // Packed records are still known: a late redelivery is not counted again.
+    assert_eq!(d.usage.known(vec!["r0".into()]).await.unwrap(), ["r0"]);
+}
