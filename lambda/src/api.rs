@@ -192,6 +192,11 @@ async fn month_usage(
 
 fn denied(denial: Denial) -> Response<Body> {
     let mut response = error(denial.status(), denial.code(), denial.message());
+    if denial.status() == 401 {
+        response
+            .headers_mut()
+            .insert("www-authenticate", http::HeaderValue::from_static("Bearer"));
+    }
     if let Denial::QuotaExceeded(_) = denial {
         let now = now_ms();
         let wait = imgfleet_auth::calendar::next_month_start_ms(now).saturating_sub(now) / 1000;

@@ -816,3 +816,53 @@ async fn compaction_packs_old_records_and_keeps_them_readable() {
     // Packed records are still known: a late redelivery is not counted again.
     assert_eq!(d.usage.known(vec!["r0".into()]).await.unwrap(), ["r0"]);
 }
+
+/// Monthly allowances are checked against the metered usage in the usage table.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_used_up_monthly_allowance_is_refused_until_next_month() {
+    let s = stack().await;
+    let d = &s.deps;
+    let input = jpeg(64, 64);
+    d.identity
+        .set_quota(
+            "acme",
+            imgfleet_auth::Quota {
+                monthly_bytes: Some(input.len() as u64 + 1),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let resize = || {
+        imgfleet_lambda::api::handle(
+            d,
+            request("POST", "/v1/resize?w=8", Some(&s.acme), input.clone()),
+        )
+    };
+    assert_eq!(resize().await.status(), 200, "under the allowance");
+    meter_all(d).await;
+    assert_eq!(resize().await.status(), 200, "one byte left");
+    meter_all(d).await;
+    let refused = resize().await;
+    assert_eq!(
+        (refused.status().as_u16(), code_of(&refused).as_str()),
+        (429, "quota_exceeded")
+    );
+    let wait: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=31 * 86_400).contains(&wait), "Retry-After {wait}");
+    // Another tenant is not affected.
+    let theirs = imgfleet_lambda::api::handle(
+        d,
+        request("POST", "/v1/resize?w=8", Some(&s.other), input.clone()),
+    )
+    .await;
+    assert_eq!(theirs.status(), 200);
+    let anonymous =
+        imgfleet_lambda::api::handle(d, request("POST", "/v1/resize?w=8", None, input.clone()))
+            .await;
+    assert_eq!(anonymous.headers()["www-authenticate"], "Bearer");
+}
