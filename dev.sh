@@ -147,6 +147,24 @@ start_moto() {
     wait_for_port "$port"
     export IMGFLEET_TEST_SQS_ENDPOINT="http://127.0.0.1:$port"
     log "moto_server on $IMGFLEET_TEST_SQS_ENDPOINT"
+    # A second moto that answers one request at a time, for the DynamoDB store suite:
+    # moto undoes a failed transaction by restoring a copy of the whole table, which loses
+    # writes that other threads committed meanwhile. Served serially, its transactions are
+    # isolated as DynamoDB's are (and the suite's concurrent writers test the store, not
+    # the emulator).
+    local serial
+    serial=$(free_port)
+    "$ROOT/.venv/bin/python" -c "
+import sys
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+run_simple('127.0.0.1', int(sys.argv[1]), DomainDispatcherApplication(create_backend_app), threaded=False)
+" "$serial" >"$ROOT/target/moto-serial.log" 2>&1 &
+    MOTO_SERIAL_PID=$!
+    trap 'kill "$MOTO_PID" "$MOTO_SERIAL_PID" 2>/dev/null || true' EXIT
+    wait_for_port "$serial"
+    export IMGFLEET_TEST_DYNAMODB_ENDPOINT="http://127.0.0.1:$serial"
+    log "serial moto_server (DynamoDB store suite) on $IMGFLEET_TEST_DYNAMODB_ENDPOINT"
 }
 
 build_host() {

@@ -1,6 +1,9 @@
 //! The DynamoDB identity and usage stores through the stores' behavioural suite, against a
-//! real DynamoDB API (moto_server, which `./dev.sh test` and `.ci/run` start; its address
-//! comes in `IMGFLEET_TEST_SQS_ENDPOINT`). Two clients on one table stand for two hosts.
+//! real DynamoDB API: a moto_server that `./dev.sh test` and `.ci/run` start serving one
+//! request at a time (address in `IMGFLEET_TEST_DYNAMODB_ENDPOINT`), because a threaded
+//! moto undoes a cancelled transaction by restoring a copy of the table, losing writes other
+//! threads committed meanwhile — the suite's concurrent writers would test that instead of
+//! the store. Two clients on one table stand for two hosts.
 
 mod store_suite;
 
@@ -11,19 +14,16 @@ use imgfleet_stores::dynamodb::{DynamoIdentityStore, DynamoUsageStore, ensure_ta
 use store_suite::{Identities, Usages};
 
 async fn fresh_table(kind: &str) -> (aws_sdk_dynamodb::Client, aws_sdk_dynamodb::Client, String) {
-    let endpoint = std::env::var("IMGFLEET_TEST_SQS_ENDPOINT").expect(
-        "IMGFLEET_TEST_SQS_ENDPOINT is not set: run the tests with ./dev.sh test, which starts moto_server",
+    let endpoint = std::env::var("IMGFLEET_TEST_DYNAMODB_ENDPOINT").expect(
+        "IMGFLEET_TEST_DYNAMODB_ENDPOINT is not set: run the tests with ./dev.sh test, which starts a serial moto_server",
     );
     let options = AwsOptions {
         endpoint: Some(endpoint),
         region: Some("us-east-1".into()),
         static_credentials: Some(("test".into(), "test".into())),
-        // moto answers a 90-item transaction in seconds when twenty run at once.
-        call_timeout: Some(std::time::Duration::from_secs(60)),
-        // moto's DynamoDB sometimes fails concurrent transactions with a 500 (a race in
-        // the emulator, "dictionary changed size during iteration"); AWS's own 500s are
-        // retried the same way.
-        max_attempts: Some(10),
+        // Served one at a time, twenty concurrent 90-item transactions queue for seconds.
+        call_timeout: Some(std::time::Duration::from_secs(120)),
+        max_attempts: Some(3),
     };
     let client = || async { aws_sdk_dynamodb::Client::new(&sdk_config(&options).await) };
     let (a, b) = (client().await, client().await);
