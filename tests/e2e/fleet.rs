@@ -379,10 +379,14 @@ fn a_partitioned_minority_refuses_writes_and_the_majority_goes_on() {
         let started = Instant::now();
         for i in 0..5 {
             let body = format!("majority-{i}");
-            majority
-                .send(OutgoingMessage::new(body.clone()))
-                .await
-                .expect("the majority accepts writes");
+            // When the stopped node led the stream, the majority first elects a new leader
+            // (nats-server waits 4-9 s, which can outlast one send's 8 s budget): a client
+            // sends again after a `queue_unavailable`, and the majority must then take it.
+            let mut sent = majority.send(OutgoingMessage::new(body.clone())).await;
+            while sent.is_err() && started.elapsed() < Duration::from_secs(20) {
+                sent = majority.send(OutgoingMessage::new(body.clone())).await;
+            }
+            sent.expect("the majority accepts writes");
             acked.push(body);
         }
         println!(
