@@ -101,7 +101,8 @@ pub(crate) fn decode(data: &[u8], factor: u32, max_alloc: u64) -> Option<Bitmap>
         } else {
             (n, n)
         };
-        if nx > 8 || ny > 8 {
+        // Sampling ratios of 3 (rare, legal) would need 3- or 6-point transforms.
+        if nx > 8 || ny > 8 || !nx.is_power_of_two() || !ny.is_power_of_two() {
             return None;
         }
         // Chroma at half the luma's resolution: a 4-point transform repeated twice costs a

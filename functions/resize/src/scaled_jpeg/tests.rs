@@ -156,6 +156,17 @@ fn hands_progressive_truncated_and_multi_scan_files_to_the_general_decoder() {
         .unwrap();
     assert!(decode(&cmyk, 2, u64::MAX).is_none(), "CMYK");
 
+    // Luma sampled 3× across the chroma: a ratio no power-of-two transform reaches.
+    let mut thirds = encode(96, 64, false, SamplingFactor::F_1_1, 0);
+    let sof = thirds
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC0])
+        .expect("a baseline frame");
+    // Marker, length, precision, height, width, count, then the first component's id and
+    // its sampling byte.
+    thirds[sof + 11] = 0x31;
+    assert!(decode(&thirds, 8, u64::MAX).is_none(), "3:1 sampling");
+
     // jpeg-encoder writes 4:1:1 as one scan per component.
     let multi_scan = encode(200, 150, false, SamplingFactor::F_4_1, 0);
     assert!(
