@@ -98,8 +98,14 @@ impl Bases {
 /// 2×2: every basis value is ±1/(2√2), so each pixel is (F00 ± F01 ± F10 ± F11) / 8.
 #[inline]
 fn two_by_two(f: &[i32; 64], out: &mut [u8], stride: usize) {
-    let (a, b, c, d) = (f[0], f[1], f[8], f[9]);
-    let px = |sum: i32| ((sum + 4) >> 3).wrapping_add(128).clamp(0, 255) as u8;
+    // Wide enough that damaged data's huge coefficients cannot overflow.
+    let (a, b, c, d) = (
+        i64::from(f[0]),
+        i64::from(f[1]),
+        i64::from(f[8]),
+        i64::from(f[9]),
+    );
+    let px = |sum: i64| (((sum + 4) >> 3) + 128).clamp(0, 255) as u8;
     out[0] = px(a + b + c + d);
     out[1] = px(a - b + c - d);
     out[stride] = px(a + b - c - d);

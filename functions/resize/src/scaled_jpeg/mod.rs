@@ -86,8 +86,9 @@ pub(crate) fn decode(data: &[u8], factor: u32, max_alloc: u64) -> Option<Bitmap>
         (headers.width * n).div_ceil(8),
         (headers.height * n).div_ceil(8),
     );
-    let planes_bytes = plane_w * plane_h * headers.components.len();
-    if (planes_bytes + out_w * out_h * 3) as u64 > max_alloc {
+    // In u64: on wasm32 the product of two 16-bit sides can overflow usize.
+    let planes_bytes = plane_w as u64 * plane_h as u64 * headers.components.len() as u64;
+    if planes_bytes + out_w as u64 * out_h as u64 * 3 > max_alloc {
         return None;
     }
     let mut planes = Vec::with_capacity(headers.components.len());
