@@ -101,11 +101,7 @@ impl<'a> BitReader<'a> {
         }
         let v = self.peek(s) as i32;
         self.consume(s);
-        if v < 1 << (s - 1) {
-            v - (1 << s) + 1
-        } else {
-            v
-        }
+        extend(v, s)
     }
 
     /// Whether bits past the end of the data were used: the scan was cut short.
@@ -132,6 +128,17 @@ impl<'a> BitReader<'a> {
         } else {
             false
         }
+    }
+}
+
+/// JPEG's magnitude categories: the `size` raw bits `v` of a value, sign-extended (a
+/// leading 0 bit means negative).
+#[inline]
+pub(super) fn extend(v: i32, size: u32) -> i32 {
+    if v < 1 << (size - 1) {
+        v - (1 << size) + 1
+    } else {
+        v
     }
 }
 

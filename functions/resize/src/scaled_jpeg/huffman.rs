@@ -1,7 +1,7 @@
-//! Huffman tables of a baseline JPEG, decoded with a 9-bit lookahead: one table lookup for
+//! Huffman tables of a baseline JPEG, decoded with a 10-bit lookahead: one table lookup for
 //! most codes, and for AC codes whose value bits fit as well, the coefficient itself.
 
-use super::bits::BitReader;
+use super::bits::{BitReader, extend};
 
 const LOOKAHEAD: u32 = 10;
 const LOOKAHEAD_MASK: u32 = (1 << LOOKAHEAD) - 1;
@@ -25,7 +25,7 @@ pub(super) struct HuffmanTable {
     /// value in the upper 16 bits.
     lookup: [u32; 1 << LOOKAHEAD],
     /// Largest code of each length (1..=16), -1 when there is none.
-    max_code: [i32; 18],
+    max_code: [i32; 17],
     /// Per length: index into `values` of its first code, less that code.
     offset: [i32; 17],
     values: Vec<u8>,
@@ -40,7 +40,7 @@ impl HuffmanTable {
             return None;
         }
         let mut lookup = [0u32; 1 << LOOKAHEAD];
-        let mut max_code = [-1i32; 18];
+        let mut max_code = [-1i32; 17];
         let mut offset = [0i32; 17];
         let mut code: u32 = 0;
         let mut k = 0usize;
@@ -66,7 +66,6 @@ impl HuffmanTable {
             }
             code <<= 1;
         }
-        max_code[17] = i32::MAX;
         Some(Self {
             lookup,
             max_code,
@@ -132,11 +131,7 @@ fn entry(index: u32, len: u32, symbol: u8, ac: bool) -> u32 {
         return plain;
     }
     let raw = ((index << len) & LOOKAHEAD_MASK) >> (LOOKAHEAD - size);
-    let value = if raw < 1 << (size - 1) {
-        raw as i32 - (1 << size) + 1
-    } else {
-        raw as i32
-    };
+    let value = extend(raw as i32, size);
     (value as u32) << 16 | u32::from(symbol) << 8 | RESOLVED | (len + size)
 }
 

@@ -5,7 +5,8 @@
 //! must be read even when only the DC term is used), so this decoder reads the data eight
 //! bytes at a time and most coefficients in one table lookup, keeps only the frequencies
 //! the reduced inverse DCT uses, and decodes subsampled chroma with a larger reduced
-//! transform instead of upsampling it afterwards. It is deliberately narrow: anything else
+//! transform (up to 4-point; beyond that, a 4-point one with each pixel repeated) instead
+//! of upsampling a small one afterwards. It is deliberately narrow: anything else
 //! (progressive, CMYK, 12-bit, multi-scan files, corrupt or truncated data) answers `None`
 //! and the general decoder takes over, so an unusual file costs time, never correctness.
 
@@ -106,8 +107,9 @@ pub(crate) fn decode(data: &[u8], factor: u32, max_alloc: u64) -> Option<Bitmap>
         if nx > 8 || ny > 8 || !nx.is_power_of_two() || !ny.is_power_of_two() {
             return None;
         }
-        // Chroma at half the luma's resolution: a 4-point transform repeated twice costs a
-        // fraction of an 8-point one, and the resampler averages far more than that.
+        // Only at 1/2: chroma at half the luma's resolution, a 4-point transform repeated
+        // twice, costs a fraction of an 8-point one, and a 1/2 decode is chosen only when
+        // the resampler then averages at least two pixels into one.
         let (nx, rx) = if nx == 8 { (4, 2) } else { (nx, 1) };
         let (ny, ry) = if ny == 8 { (4, 2) } else { (ny, 1) };
         let mut slot = [UNUSED; 64];
