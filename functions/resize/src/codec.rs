@@ -168,13 +168,49 @@ pub(crate) fn probe<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Probe<'a>, R
     })
 }
 
-/// Whether an end-of-image marker follows the first start-of-scan. Entropy-coded data
-/// cannot contain `FF D9` (a data `FF` is always followed by `00`), so this is exact.
+/// Whether an end-of-image marker follows the image's start-of-scan. Entropy-coded data
+/// cannot contain `FF D9` (a data `FF` is always followed by `00`), so this is exact. The
+/// scan is found by walking the segments, not by the first `FF DA` in the file: an EXIF
+/// thumbnail (or any JPEG inside a metadata segment) has a scan and an end of its own.
 fn jpeg_has_end(bytes: &[u8]) -> bool {
-    let Some(sos) = bytes.windows(2).position(|w| w == [0xFF, 0xDA]) else {
+    let sos = jpeg_segments(bytes)
+        .find(|&(marker, ..)| marker == 0xDA)
+        .map(|(_, at, _)| at)
+        // Segments that do not lead to a scan: the first one anywhere, and the decoder
+        // judges the rest.
+        .or_else(|| bytes.windows(2).position(|w| w == [0xFF, 0xDA]));
+    let Some(sos) = sos else {
         return false;
     };
-    bytes[sos..].windows(2).any(|w| w == [0xFF, 0xD9])
+    // From the end, where the marker is in a whole file: the scan is most of the file.
+    bytes[sos..].windows(2).rev().any(|w| w == [0xFF, 0xD9])
+}
+
+/// The marker segments before the first scan, as the decoders walk them: (marker, offset of
+/// its `FF`, payload). The walk ends after the start-of-scan or at an impossible length.
+fn jpeg_segments(bytes: &[u8]) -> impl Iterator<Item = (u8, usize, &[u8])> {
+    let mut at = 2;
+    std::iter::from_fn(move || {
+        while at + 4 <= bytes.len() {
+            if bytes[at] != 0xFF || bytes[at + 1] == 0xFF {
+                // Fill bytes, or a segment length that lies: resynchronise on the next
+                // marker, as the decoders do, so that they cannot find a segment this
+                // walk missed.
+                at += 1;
+                continue;
+            }
+            let (here, marker) = (at, bytes[at + 1]);
+            let len = usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]));
+            let segment = bytes.get(at + 4..at + 2 + len).unwrap_or_default();
+            at = if marker == 0xDA || len < 2 {
+                bytes.len()
+            } else {
+                at + 2 + len
+            };
+            return Some((marker, here, segment));
+        }
+        None
+    })
 }
 
 /// Whether the frame header's sampling factors are ones the decoder handles: each 1 to 4,
@@ -182,38 +218,18 @@ fn jpeg_has_end(bytes: &[u8]) -> bool {
 /// fuzz/regressions/resize/jpeg-*). `true` when there is no frame header to read; the
 /// decoder reports that itself.
 fn jpeg_sampling_supported(bytes: &[u8]) -> bool {
-    let mut at = 2;
-    while at + 4 <= bytes.len() {
-        if bytes[at] != 0xFF {
-            // A segment length that lies: resynchronise on the next marker, as the
-            // decoder does, so that it cannot find a frame header this walk missed.
-            at += 1;
-            continue;
-        }
-        let marker = bytes[at + 1];
-        if marker == 0xFF {
-            at += 1;
-            continue;
-        }
-        let len = usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]));
-        let segment = bytes.get(at + 4..at + 2 + len).unwrap_or_default();
-        let is_frame = (0xC0..=0xCF).contains(&marker) && ![0xC4, 0xC8, 0xCC].contains(&marker);
-        if is_frame {
-            let components = segment.get(6..).unwrap_or_default().chunks_exact(3);
-            let factors: Vec<(u8, u8)> = components.map(|c| (c[1] >> 4, c[1] & 0x0F)).collect();
-            let Some(&(h0, v0)) = factors.first() else {
-                return true;
-            };
-            return factors
-                .iter()
-                .all(|&(h, v)| (1..=4).contains(&h) && (1..=4).contains(&v) && h <= h0 && v <= v0);
-        }
-        if marker == 0xDA || len < 2 {
-            return true;
-        }
-        at += 2 + len;
-    }
-    true
+    let is_frame = |m: u8| (0xC0..=0xCF).contains(&m) && ![0xC4, 0xC8, 0xCC].contains(&m);
+    let Some((_, _, frame)) = jpeg_segments(bytes).find(|&(marker, ..)| is_frame(marker)) else {
+        return true;
+    };
+    let components = frame.get(6..).unwrap_or_default().chunks_exact(3);
+    let factors: Vec<(u8, u8)> = components.map(|c| (c[1] >> 4, c[1] & 0x0F)).collect();
+    let Some(&(h0, v0)) = factors.first() else {
+        return true;
+    };
+    factors
+        .iter()
+        .all(|&(h, v)| (1..=4).contains(&h) && (1..=4).contains(&v) && h <= h0 && v <= v0)
 }
 
 /// Runs a decoder so that a bug in it cannot take the caller down: zune-jpeg's AVX2 IDCT

@@ -13,6 +13,7 @@ pub mod pipeline;
 mod codec;
 mod colour;
 mod encode;
+mod jpeg_rows;
 mod scaled_jpeg;
 mod shrink;
 

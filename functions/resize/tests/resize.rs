@@ -341,6 +341,20 @@ fn bad_input_gets_the_documented_code() {
     assert_eq!(run_err(&noise, "w=10"), ErrorCode::UnsupportedFormat);
     assert_eq!(run_err(images::SVG, "w=10"), ErrorCode::UnsupportedFormat);
     assert_eq!(run_err(truncated, "w=10"), ErrorCode::CorruptImage);
+    // A thumbnail in a metadata segment has its own scan and end marker; a truncated main
+    // image is still caught.
+    let thumbnail = images::jpeg(&images::photo(16, 16, 3), 80);
+    let mut with_thumbnail = good[..2].to_vec();
+    with_thumbnail.extend([0xFF, 0xFE]);
+    with_thumbnail.extend(u16::try_from(thumbnail.len() + 2).unwrap().to_be_bytes());
+    with_thumbnail.extend(&thumbnail);
+    with_thumbnail.extend(&good[2..]);
+    assert_eq!(run(&with_thumbnail, "w=10").output.width, 10);
+    let cut = &with_thumbnail[..with_thumbnail.len() * 2 / 3];
+    // Both a shrunk decode and a full one (which would paint the missing rows grey).
+    for query in ["w=10", "w=300"] {
+        assert_eq!(run_err(cut, query), ErrorCode::CorruptImage, "{query}");
+    }
     assert_eq!(
         run_err(&images::jpeg_claiming(60000, 60000), "w=10"),
         ErrorCode::TooManyPixels

@@ -25,7 +25,7 @@ impl<'a> BitReader<'a> {
     }
 
     /// Tops the buffer up to at least 57 bits.
-    #[inline]
+    #[inline(always)]
     pub(super) fn refill(&mut self) {
         if self.count > 56 {
             return;

@@ -1,5 +1,9 @@
 //! Huffman tables of a baseline JPEG, decoded with a 10-bit lookahead: one table lookup for
-//! most codes, and for AC codes whose value bits fit as well, the coefficient itself.
+//! most codes, and for AC codes whose value bits fit as well, the coefficient itself. AC
+//! tables also have a skip table: for a 12-bit lookahead, how far the whole (symbol, value)
+//! pairs it holds move through the block, for the coefficients a reduced transform never
+//! reads (most of them at 1/8), which then cost one lookup per two or three instead of one
+//! each.
 
 use super::bits::{BitReader, extend};
 
@@ -11,6 +15,15 @@ const LENGTH: u32 = 0x1F;
 /// In an AC entry: the coefficient's value bits were in the lookahead too, and the entry
 /// holds the value itself.
 const RESOLVED: u32 = 0x20;
+
+const SKIP_LOOKAHEAD: u32 = 12;
+/// In a skip entry: the bits to consume (0: not even one pair fits in the lookahead)...
+const SKIP_BITS: u16 = 0xF;
+/// ...whether the last pair was the end of the block...
+const SKIP_EOB: u16 = 0x10;
+/// ...and, from this bit up, how many zigzag positions the pairs cover (at most 127). In
+/// 16 bits, so that the tables of a colour image's two AC tables fit in the L1 cache.
+const SKIP_ADVANCE_SHIFT: u16 = 5;
 
 /// What one lookup of an AC table gives.
 pub(super) enum Ac {
@@ -29,6 +42,18 @@ pub(super) struct HuffmanTable {
     /// Per length: index into `values` of its first code, less that code.
     offset: [i32; 17],
     values: Vec<u8>,
+    /// AC tables only (a DC table skips nothing): per 12-bit lookahead, `advance << 5 |
+    /// EOB? | bits` of the whole pairs in it.
+    skip: Option<Box<[u16; 1 << SKIP_LOOKAHEAD]>>,
+}
+
+/// Where a skip ended.
+pub(super) enum Skipped {
+    /// At the end of the block.
+    End,
+    /// Not resolvable by lookup (a long code, or pairs that would reach the block's end):
+    /// the next symbol, at this position, must be decoded on its own.
+    Slow(usize),
 }
 
 impl HuffmanTable {
@@ -66,12 +91,90 @@ impl HuffmanTable {
             }
             code <<= 1;
         }
-        Some(Self {
+        let mut table = Self {
             lookup,
             max_code,
             offset,
             values: values.to_vec(),
-        })
+            skip: None,
+        };
+        if ac {
+            let mut skip = Box::new([0u16; 1 << SKIP_LOOKAHEAD]);
+            for (window, entry) in skip.iter_mut().enumerate() {
+                *entry = table.skip_entry(window as u32);
+            }
+            table.skip = Some(skip);
+        }
+        Some(table)
+    }
+
+    /// The skip entry of a 12-bit lookahead: the complete (symbol, value bits) pairs at its
+    /// start, up to and including an end of block.
+    fn skip_entry(&self, window: u32) -> u16 {
+        let (mut used, mut advance) = (0u32, 0u32);
+        let mut eob = 0;
+        while used < SKIP_LOOKAHEAD {
+            // The pair at the window's remaining bits, through the one-symbol table (a
+            // code longer than its lookahead ends the entry: rare, and left to the slow
+            // path).
+            let available = SKIP_LOOKAHEAD - used;
+            let rest = window & ((1 << available) - 1);
+            let index = if available >= LOOKAHEAD {
+                rest >> (available - LOOKAHEAD)
+            } else {
+                rest << (LOOKAHEAD - available)
+            };
+            let entry = self.lookup[index as usize];
+            let symbol = (entry >> 8) as u8;
+            let (run, size) = (u32::from(symbol >> 4), u32::from(symbol & 15));
+            // A resolved entry's length already counts the value bits.
+            let pair = match entry & LENGTH {
+                0 => break,
+                n if entry & RESOLVED != 0 => n,
+                n => n + size,
+            };
+            if pair > available {
+                break;
+            }
+            used += pair;
+            if size == 0 && run != 15 {
+                eob = SKIP_EOB;
+                break;
+            }
+            // 16 zeros for ZRL (run 15, size 0), else the run and the coefficient.
+            advance += run + 1;
+        }
+        // A block has 63 AC positions; more (short ZRL codes can give up to 192) can only
+        // run past the block, which the cap keeps true and the slow path then judges.
+        (advance.min(127) as u16) << SKIP_ADVANCE_SHIFT | eob | used as u16
+    }
+
+    /// Moves over the block's remaining coefficients from zigzag position `k` without their
+    /// values, two or three pairs per lookup. The reader is refilled here.
+    #[inline]
+    pub(super) fn skip_ac(&self, reader: &mut BitReader, mut k: usize) -> Skipped {
+        let Some(skip) = &self.skip else {
+            return Skipped::Slow(k);
+        };
+        loop {
+            if reader.count() < 32 {
+                reader.refill();
+            }
+            let entry = skip[reader.peek(SKIP_LOOKAHEAD) as usize];
+            let bits = u32::from(entry & SKIP_BITS);
+            let next = k + (entry >> SKIP_ADVANCE_SHIFT) as usize;
+            // Pairs that reach the block's last position are left to the slow path: a
+            // block ending there has no end-of-block code, and what follows in the
+            // lookahead belongs to the next block.
+            if bits == 0 || next >= 64 {
+                return Skipped::Slow(k);
+            }
+            reader.consume(bits);
+            if entry & SKIP_EOB != 0 {
+                return Skipped::End;
+            }
+            k = next;
+        }
     }
 
     /// The next symbol of a DC table; the reader holds at least 16 bits. A code no table
@@ -137,7 +240,7 @@ fn entry(index: u32, len: u32, symbol: u8, ac: bool) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use super::{Ac, HuffmanTable};
+    use super::{Ac, HuffmanTable, Skipped};
     use crate::scaled_jpeg::bits::BitReader;
 
     /// Codes: 00 → 0x01, 01 → 0x02, 100 → 0x11, 10100000000 (11 bits) → 0x03.
@@ -175,6 +278,51 @@ mod tests {
                 _ => panic!("not resolved in one lookup"),
             }
         }
+    }
+
+    /// An AC table: 00 → EOB, 01 → (run 0, size 1), 10 → (run 1, size 1), 1100 → ZRL,
+    /// 11010000000 (11 bits) → (run 0, size 2).
+    fn ac_table() -> HuffmanTable {
+        let mut counts = [0u8; 16];
+        counts[1] = 3;
+        counts[3] = 1;
+        counts[10] = 1;
+        HuffmanTable::new(&counts, &[0x00, 0x01, 0x11, 0xF0, 0x02], true).expect("a valid table")
+    }
+
+    #[test]
+    fn skips_several_pairs_in_one_lookup_up_to_the_end_of_block() {
+        // 01 1 | 10 0 | 1100 | 00, then 1011 to show where the reader stopped.
+        let data = [0b0111_0011, 0b0000_1011, 0];
+        let mut r = BitReader::new(&data);
+        r.refill();
+        assert!(matches!(ac_table().skip_ac(&mut r, 1), Skipped::End));
+        assert_eq!(r.peek(4), 0b1011);
+    }
+
+    #[test]
+    fn a_skip_stops_before_a_long_code_or_a_run_past_the_block() {
+        // 01 1 | 01 0 | 11010000000 (a code longer than the lookahead) | 00
+        let data = [0b0110_1011, 0b0100_0000, 0b0000_0000];
+        let mut r = BitReader::new(&data);
+        r.refill();
+        let t = ac_table();
+        assert!(matches!(t.skip_ac(&mut r, 5), Skipped::Slow(7)));
+        assert_eq!(r.peek(11), 0b110_1000_0000);
+        // At position 63, a run of one would land past the block: left to the slow path,
+        // which calls it corrupt, and nothing is consumed.
+        let data = [0b1000_0000, 0];
+        let mut r = BitReader::new(&data);
+        r.refill();
+        assert!(matches!(t.skip_ac(&mut r, 63), Skipped::Slow(63)));
+        assert_eq!(r.peek(3), 0b100);
+        // A coefficient at 63 ends the block without an EOB, so the 00 after it is the next
+        // block's: left to the slow path too.
+        let data = [0b0110_0000, 0];
+        let mut r = BitReader::new(&data);
+        r.refill();
+        assert!(matches!(t.skip_ac(&mut r, 63), Skipped::Slow(63)));
+        assert_eq!(r.peek(5), 0b01100);
     }
 
     #[test]

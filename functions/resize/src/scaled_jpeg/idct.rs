@@ -36,7 +36,7 @@ impl Bases {
 
     /// Writes the `nx × ny` pixels of `coefficients` (natural order, dequantized) at
     /// `out[0]`, rows `stride` apart. Only the top-left `nx × ny` coefficients are read.
-    #[inline]
+    #[inline(always)]
     pub(super) fn transform(
         &self,
         coefficients: &[i32; 64],
@@ -48,10 +48,13 @@ impl Bases {
     ) {
         if only_dc || (nx == 1 && ny == 1) {
             // Flat block: the DC term alone, its average.
-            let v = clamp(coefficients[0] as f32 / 8.0 + 128.0);
-            for row in out.chunks_mut(stride).take(ny) {
-                row[..nx].fill(v);
-            }
+            fill(
+                clamp(coefficients[0] as f32 / 8.0 + 128.0),
+                nx,
+                ny,
+                out,
+                stride,
+            );
             return;
         }
         match (nx, ny) {
@@ -61,7 +64,9 @@ impl Bases {
         }
     }
 
-    /// Any size, from the basis tables.
+    /// Any size, from the basis tables. Kept out of line: its scratch space would
+    /// otherwise be set up on every call of the small transforms that run per block.
+    #[inline(never)]
     fn generic(
         &self,
         coefficients: &[i32; 64],
@@ -91,6 +96,24 @@ impl Bases {
                 }
                 row[x] = clamp(sum + 128.0);
             }
+        }
+    }
+}
+
+/// Fills the top-left `nx × ny` of a block stored `stride` apart with `v` (pixels of a flat
+/// block, or coefficients cleared for the next one), in fixed-size stores for the usual
+/// widths: a `memset` call for two to eight elements costs more than the block's transform,
+/// and in WASM it is a call out to the runtime.
+#[inline]
+pub(super) fn fill<T: Copy>(v: T, nx: usize, ny: usize, out: &mut [T], stride: usize) {
+    for y in 0..ny {
+        let row = &mut out[y * stride..];
+        match nx {
+            1 => row[0] = v,
+            2 => row[..2].copy_from_slice(&[v; 2]),
+            4 => row[..4].copy_from_slice(&[v; 4]),
+            8 => row[..8].copy_from_slice(&[v; 8]),
+            _ => row[..nx].fill(v),
         }
     }
 }

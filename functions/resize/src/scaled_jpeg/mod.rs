@@ -4,9 +4,9 @@
 //! Entropy decoding is where a shrunk decode spends its time (every coefficient's code
 //! must be read even when only the DC term is used), so this decoder reads the data eight
 //! bytes at a time and most coefficients in one table lookup, keeps only the frequencies
-//! the reduced inverse DCT uses, and decodes subsampled chroma with a larger reduced
-//! transform (up to 4-point; beyond that, a 4-point one with each pixel repeated) instead
-//! of upsampling a small one afterwards. It is deliberately narrow: anything else
+//! the reduced inverse DCT uses (moving over the others two or three to a lookup), and
+//! decodes subsampled chroma with a larger reduced transform (up to 4-point; beyond that,
+//! a 4-point one with each pixel repeated) instead of upsampling a small one afterwards. It is deliberately narrow: anything else
 //! (progressive, CMYK, 12-bit, multi-scan files, corrupt or truncated data) answers `None`
 //! and the general decoder takes over, so an unusual file costs time, never correctness.
 
@@ -17,7 +17,7 @@ mod idct;
 
 use bits::BitReader;
 use headers::Headers;
-use huffman::{Ac, HuffmanTable};
+use huffman::{Ac, HuffmanTable, Skipped};
 use idct::Bases;
 
 use crate::codec::{Bitmap, Layout};
@@ -47,6 +47,8 @@ struct Plane<'h> {
     ry: usize,
     /// Per zigzag position: the coefficient's natural index if used, else `UNUSED`.
     slot: [u8; 64],
+    /// The last zigzag position the transform uses; the rest of a block is only skipped.
+    last_used: usize,
     pixels: Vec<u8>,
     stride: usize,
     prediction: i32,
@@ -119,6 +121,7 @@ pub(crate) fn decode(data: &[u8], factor: u32, max_alloc: u64) -> Option<Bitmap>
                 *s = natural as u8;
             }
         }
+        let last_used = slot.iter().rposition(|&s| s != UNUSED).unwrap_or(0);
         planes.push(Plane {
             dc: headers.dc[c.dc].as_ref()?,
             ac: headers.ac[c.ac].as_ref()?,
@@ -130,6 +133,7 @@ pub(crate) fn decode(data: &[u8], factor: u32, max_alloc: u64) -> Option<Bitmap>
             rx,
             ry,
             slot,
+            last_used,
             pixels: vec![0; plane_w * plane_h],
             stride: plane_w,
             prediction: 0,
@@ -173,9 +177,7 @@ fn decode_scan(headers: &Headers, planes: &mut [Plane], mcux: usize, mcuy: usize
                     if only_dc {
                         coefficients[0] = 0;
                     } else {
-                        for row in coefficients.chunks_mut(8).take(p.ny) {
-                            row[..p.nx].fill(0);
-                        }
+                        idct::fill(0, p.nx, p.ny, &mut coefficients, 8);
                     }
                 }
             }
@@ -205,6 +207,12 @@ fn decode_block(
     let mut only_dc = true;
     let mut k = 1usize;
     while k < 64 {
+        if k > p.last_used {
+            match p.ac.skip_ac(reader, k) {
+                Skipped::End => break,
+                Skipped::Slow(at) => k = at,
+            }
+        }
         if reader.count() < 32 {
             reader.refill();
         }
@@ -244,7 +252,11 @@ fn repeat(block: &[u8; 64], p: &mut Plane, at: usize) {
             let start = at + (y * p.ry + r) * p.stride;
             let out = &mut p.pixels[start..start + p.nx * p.rx];
             for (o, &v) in out.chunks_exact_mut(p.rx).zip(&row[..p.nx]) {
-                o.fill(v);
+                // Chroma is repeated only in pairs (see `decode`); no `memset` per pixel.
+                match o {
+                    [a, b] => (*a, *b) = (v, v),
+                    _ => o.fill(v),
+                }
             }
         }
     }

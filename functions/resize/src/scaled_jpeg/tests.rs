@@ -3,6 +3,7 @@
 
 use super::decode;
 use crate::codec::{Bitmap, Layout};
+use imgfleet_tests::quality::psnr_of_samples as psnr;
 use jpeg_encoder::{ColorType, Encoder, SamplingFactor};
 
 fn photo(width: u32, height: u32) -> Vec<u8> {
@@ -40,17 +41,6 @@ fn reference(jpeg: &[u8], factor: u16) -> (u16, u16, Vec<u8>) {
         .scale(info.width.div_ceil(factor), info.height.div_ceil(factor))
         .unwrap();
     (w, h, d.decode().unwrap())
-}
-
-fn psnr(a: &[u8], b: &[u8]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let mse = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
-        .sum::<f64>()
-        / a.len() as f64;
-    10.0 * (255.0f64.powi(2) / mse.max(1e-9)).log10()
 }
 
 fn check(jpeg: &[u8], factor: u32, layout: Layout, label: &str) -> f64 {
@@ -107,6 +97,34 @@ fn decodes_greyscale_and_restart_intervals() {
             Layout::L8,
             &format!("grey, restart every {restart}"),
         );
+    }
+}
+
+#[test]
+fn blocks_coded_to_their_last_coefficient_decode_alike() {
+    // A photo with faint noise, at quality 100: most blocks then end at position 63 without
+    // an end-of-block code, the case the skip tables leave to the one-symbol path. (Strong
+    // noise would not do: the reduced transforms differ from jpeg-decoder's in what high
+    // frequencies they fold in, which only strong high frequencies make visible.)
+    let (w, h) = (203u16, 157u16);
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let noisy: Vec<u8> = photo(u32::from(w), u32::from(h))
+        .into_iter()
+        .map(|v| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            v.saturating_add((state % 5) as u8).saturating_sub(2)
+        })
+        .collect();
+    // 4:4:4, where both decoders treat every component alike (at 1/8 they differ on
+    // subsampled chroma, by design, which noise at quality 100 brings out).
+    let mut out = Vec::new();
+    let mut encoder = Encoder::new(&mut out, 100);
+    encoder.set_sampling_factor(SamplingFactor::F_1_1);
+    encoder.encode(&noisy, w, h, ColorType::Rgb).unwrap();
+    for factor in [2, 4, 8] {
+        check(&out, factor, Layout::Rgb8, &format!("noisy at 1/{factor}"));
     }
 }
 
