@@ -38,6 +38,39 @@ apt_ensure() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 }
 
+# The fleet needs nats-server 2.10 or newer: 2.9 (Debian 12's) was seen keeping a write that a
+# partitioned old stream leader took in place of one the majority had acknowledged. On Debian 12
+# it comes from Debian 13's archive, pinned low so that nothing else is taken from there (the
+# package needs only libc6 >= 2.34 and adduser).
+NATS_MIN_VERSION=2.10.0
+nats_version() { nats-server --version 2>/dev/null | sed -n 's/^nats-server: v//p'; }
+nats_recent() {
+    local v
+    v="$(nats_version)"
+    [ -n "$v" ] && [ "$(printf '%s\n%s\n' "$NATS_MIN_VERSION" "$v" | sort -V | head -n1)" = "$NATS_MIN_VERSION" ]
+}
+ensure_nats_server() {
+    nats_recent && return 0
+    apt_ensure nats-server
+    nats_recent && return 0
+    log "nats-server $(nats_version) is older than $NATS_MIN_VERSION: installing Debian 13's"
+    as_root tee /etc/apt/sources.list.d/imgfleet-trixie.sources >/dev/null <<'EOF'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+    as_root tee /etc/apt/preferences.d/imgfleet-trixie >/dev/null <<'EOF'
+Package: *
+Pin: release n=trixie
+Pin-Priority: 1
+EOF
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server/trixie
+    nats_recent || { log "nats-server $(nats_version) is still older than $NATS_MIN_VERSION"; return 1; }
+}
+
 # The resize function links C (libwebp): clang and wasi-libc's headers compile it for WASM.
 wasm_c_toolchain() {
     apt_ensure clang-19 llvm-19 wasi-libc
@@ -245,7 +278,8 @@ case "$cmd" in
         build_host
         start_moto
         # The fleet's servers: the tests start their own JetStream cluster and PostgreSQL.
-        apt_ensure nats-server postgresql
+        ensure_nats_server
+        apt_ensure postgresql
         # The quality test decodes AVIF output with sharp (no AVIF decoder in the workspace).
         ensure_sharp
         aws_checks

@@ -96,11 +96,18 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             // A job accepted here may run on any host: its input and output must be
             // readable from all of them.
             staging = staging.with_shared(
-                SharedStaging::open(&js, args.staging_mb * 1024 * 1024)
-                    .await
-                    .context("opening the fleet's shared staging")?,
+                SharedStaging::open(
+                    &js,
+                    args.staging_mb * 1024 * 1024,
+                    args.nats_partitions as usize,
+                )
+                .await
+                .context("opening the fleet's shared staging")?,
             );
-            QueueBackend::JetStream(Box::new(js))
+            QueueBackend::JetStream {
+                js: Box::new(js),
+                partitions: args.nats_partitions as usize,
+            }
         }
     };
     staging.spawn_sweeper(Duration::from_secs(5));

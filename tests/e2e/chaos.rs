@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use imgfleet_tests::host::{Host, get, repo_root};
 use imgfleet_tests::images;
 use imgfleet_tests::traffic::{
-    Load, UsageAt, assert_clear_errors, assert_jobs_finish, assert_usage_exact, recovery, report,
-    small_jpeg, tally,
+    Load, Sent, UsageAt, assert_clear_errors, assert_jobs_finish, assert_usage_exact, recovery,
+    report, send, small_jpeg, tally,
 };
 
 /// `GET /v1/usage` as a served request the usage check knows about.
@@ -270,17 +270,38 @@ fn the_sqs_server_stopped_mid_load() {
     let load = Load::start(&h.base, &h.key, 3, small_jpeg(), "w=24");
     std::thread::sleep(Duration::from_secs(3));
     moto.signal("-STOP");
-    std::thread::sleep(Duration::from_secs(5));
+    // The load's clients may all be waiting on work queued before the stop (which then
+    // finishes once SQS is back); requests that arrive during the stop must be refused.
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped_at = Instant::now();
+    let probes: Vec<Sent> = std::thread::scope(|s| {
+        let probes: Vec<_> = ["/v1/resize?w=24", "/v1/jobs?w=24"]
+            .iter()
+            .enumerate()
+            .map(|(n, path)| {
+                let id = format!("probe-stopped-{n}");
+                let h = &h;
+                s.spawn(move || send(&h.base, &h.key, path, &id, &small_jpeg()))
+            })
+            .collect();
+        probes.into_iter().map(|p| p.join().unwrap()).collect()
+    });
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(stopped_at.elapsed()));
     moto.signal("-CONT");
     let recovered = recovery(&h.base, &h.key, Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(2));
-    let sent = load.finish();
+    let mut sent = load.finish();
     report("SQS stopped", &sent, recovered);
-    assert!(
-        sent.iter().any(|s| s.status.is_some_and(|st| st >= 500)),
-        "nobody noticed the queue was gone: {:?}",
-        tally(&sent)
-    );
+    for p in &probes {
+        assert_eq!(
+            (p.status, p.code.as_deref()),
+            (Some(503), Some("queue_unavailable")),
+            "a request sent while SQS was stopped ({}, {:?})",
+            p.request_id,
+            p.took
+        );
+    }
+    sent.extend(probes);
     assert_clear_errors(
         "SQS stopped",
         &sent,

@@ -2,8 +2,10 @@
 //! (every stream replicated three times), one PostgreSQL server and three imgfleet hosts
 //! sharing them. Placement is pull-based: each host's slots take jobs from the one queue.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
 
 use imgfleet_host::queue::jetstream::{JetStream, JetStreamConfig, JetStreamQueue};
 use imgfleet_host::queue::{OutgoingMessage, Queue, QueueError, QueueSpec, ReceiveRequest};
@@ -139,22 +141,54 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// The name of the node leading a stream's Raft group.
+/// A plain JetStream client of the servers still running (to look at streams).
+async fn running_context(nats: &Nats) -> async_nats::jetstream::Context {
+    let running: Vec<async_nats::ServerAddr> = nats
+        .nodes
+        .iter()
+        .filter(|n| n.running())
+        .map(|n| n.url().parse().expect("a server address"))
+        .collect();
+    let client = async_nats::connect(running).await.expect("connect");
+    async_nats::jetstream::new(client)
+}
+
 fn stream_leader(nats: &Nats, stream: &str) -> String {
+    runtime().block_on(stream_leader_async(nats, stream))
+}
+
+async fn stream_leader_async(nats: &Nats, stream: &str) -> String {
+    let js = running_context(nats).await;
+    let mut s = js.get_stream(stream).await.expect("the stream");
+    let info = s.info().await.expect("stream info");
+    info.cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .expect("a leader")
+}
+
+/// The Raft groups (streams, and consumers as `stream/consumer`) each node leads.
+fn leaders(nats: &Nats) -> BTreeMap<String, Vec<String>> {
     runtime().block_on(async {
-        let running: Vec<async_nats::ServerAddr> = nats
-            .nodes
-            .iter()
-            .filter(|n| n.running())
-            .map(|n| n.url().parse().expect("a server address"))
-            .collect();
-        let client = async_nats::connect(running).await.expect("connect");
-        let js = async_nats::jetstream::new(client);
-        let mut s = js.get_stream(stream).await.expect("the stream");
-        let info = s.info().await.expect("stream info");
-        info.cluster
-            .as_ref()
-            .and_then(|c| c.leader.clone())
-            .expect("a leader")
+        let js = running_context(nats).await;
+        let mut led: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut streams = js.streams();
+        while let Some(Ok(info)) = streams.next().await {
+            let name = info.config.name.clone();
+            if let Some(leader) = info.cluster.as_ref().and_then(|c| c.leader.clone()) {
+                led.entry(leader).or_default().push(name.clone());
+            }
+            let stream = js.get_stream(&name).await.expect("the stream");
+            let mut consumers = stream.consumers();
+            while let Some(Ok(c)) = consumers.next().await {
+                if let Some(leader) = c.cluster.as_ref().and_then(|c| c.leader.clone()) {
+                    led.entry(leader)
+                        .or_default()
+                        .push(format!("{name}/{}", c.name));
+                }
+            }
+        }
+        led
     })
 }
 
@@ -197,28 +231,80 @@ fn jobs_spread_across_hosts_in_proportion_to_their_slots() {
 
 #[test]
 fn killing_the_jetstream_stream_leader_under_load_loses_nothing() {
-    let mut fleet = Fleet::start(&[1, 1, 1], &[]);
+    kill_the_leader_under_load(1);
+}
+
+#[test]
+fn killing_one_partitions_leader_under_load_loses_nothing() {
+    kill_the_leader_under_load(3);
+}
+
+/// Whether the hosts have spread the partitions of `queue`: every partition's stream led
+/// by a node of its own, and its consumer by the same node.
+fn spread(led: &BTreeMap<String, Vec<String>>, queue: &str, partitions: usize) -> bool {
+    let leader_of = |group: &str| {
+        led.iter()
+            .find(|(_, groups)| groups.iter().any(|g| g == group))
+            .map(|(node, _)| node.clone())
+    };
+    let mut nodes = BTreeSet::new();
+    (0..partitions).all(|i| {
+        let stream = format!("IMGFLEET_p{i}-{queue}");
+        let leader = leader_of(&stream);
+        leader.is_some()
+            && leader == leader_of(&format!("{stream}/workers"))
+            && nodes.insert(leader)
+    })
+}
+
+fn kill_the_leader_under_load(partitions: usize) {
+    let (extra, stream) = match partitions {
+        1 => (vec![], "IMGFLEET_jobs".to_string()),
+        n => (
+            vec!["--nats-partitions".to_string(), n.to_string()],
+            "IMGFLEET_p0-jobs".to_string(),
+        ),
+    };
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let stream = stream.as_str();
+    let mut fleet = Fleet::start(&[1, 1, 1], &extra);
+    if partitions > 1 {
+        // The hosts move leaders apart as they start (a partition whose stream and
+        // consumer the killed node both led would stall like an unpartitioned queue).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !spread(&leaders(&fleet.nats), "jobs", partitions) {
+            assert!(
+                Instant::now() < deadline,
+                "the jobs queue's partitions' leaders were not spread: {:#?}",
+                leaders(&fleet.nats)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
     let bases = fleet.bases();
     let bases: Vec<&str> = bases.iter().map(String::as_str).collect();
     let key = fleet.host(0).key.clone();
     let load = Load::spread(&bases, &key, 3, small_jpeg(), "w=24");
     std::thread::sleep(Duration::from_secs(3));
-    let leader = stream_leader(&fleet.nats, "IMGFLEET_jobs");
+    let leader = stream_leader(&fleet.nats, stream);
     let killed_at = Instant::now();
     let node = fleet.nats.node(&leader);
     fleet.nats.kill_9(node);
     std::thread::sleep(Duration::from_secs(12));
+    let stopping = Instant::now();
     let sent = load.finish();
-    let gap = longest_gap_without_success(&sent, killed_at);
-    let new_leader = stream_leader(&fleet.nats, "IMGFLEET_jobs");
+    let gap = longest_gap_without_success(&sent, killed_at, stopping);
+    let new_leader = stream_leader(&fleet.nats, stream);
     report("stream leader killed", &sent, gap);
     println!(
-        "stream leader {leader} killed: longest time without a successful answer {gap:?}; new leader {new_leader}"
+        "{stream}: leader {leader} killed: longest time without a successful answer {gap:?}; new leader {new_leader}"
     );
     assert_ne!(new_leader, leader);
     // The followers of a killed leader wait out a Raft election timeout (in nats-server a
-    // random 4-9 s) before electing another; the target of 5 s is recorded against the
-    // measured figures in the README, and this bounds what the server can guarantee.
+    // random 4-9 s) before electing another: one stream cannot fail over in under 5 s,
+    // partitions whose leaders live elsewhere take the work meanwhile. The figures against
+    // the 5 s target are in the README; on a machine as shared as a CI runner the
+    // partitioned gap has reached 5.7 s, so this bounds only what must never happen.
     assert!(
         gap < Duration::from_secs(12),
         "publishes and deliveries took {gap:?} to resume"
@@ -360,13 +446,6 @@ fn a_partitioned_minority_refuses_writes_and_the_majority_goes_on() {
     let rt = runtime();
     rt.block_on(async {
         let all = queue_on(nats.urls(), "partition").await;
-        // Writers that reach only some of the nodes, connected while all are up.
-        let majority = queue_on(
-            format!("{},{}", nats.nodes[0].url(), nats.nodes[1].url()),
-            "partition",
-        )
-        .await;
-        let minority = queue_on(nats.nodes[2].url(), "partition").await;
         let mut acked: Vec<String> = Vec::new();
         for i in 0..5 {
             let body = format!("before-{i}");
@@ -374,14 +453,30 @@ fn a_partitioned_minority_refuses_writes_and_the_majority_goes_on() {
             acked.push(body);
         }
 
+        // The node cut off is the stream's leader, the hardest case: the others must elect
+        // a new one, and the old one wakes up believing it still leads.
+        let cut = nats.node(&stream_leader_async(&nats, "IMGFLEET_partition").await);
+        let others: Vec<usize> = (0..nats.nodes.len()).filter(|i| *i != cut).collect();
+        // Writers that reach only some of the nodes, connected while all are up.
+        let majority = queue_on(
+            format!(
+                "{},{}",
+                nats.nodes[others[0]].url(),
+                nats.nodes[others[1]].url()
+            ),
+            "partition",
+        )
+        .await;
+        let minority = queue_on(nats.nodes[cut].url(), "partition").await;
+
         // One node cut off: the two others are a majority and keep taking writes.
-        nats.pause(2);
+        nats.pause(cut);
         let started = Instant::now();
         for i in 0..5 {
             let body = format!("majority-{i}");
-            // When the stopped node led the stream, the majority first elects a new leader
-            // (nats-server waits 4-9 s, which can outlast one send's 8 s budget): a client
-            // sends again after a `queue_unavailable`, and the majority must then take it.
+            // The majority first elects a new leader (nats-server waits 4-9 s, which can
+            // outlast one send's 8 s budget): a client sends again after a
+            // `queue_unavailable`, and the majority must then take it.
             let mut sent = majority.send(OutgoingMessage::new(body.clone())).await;
             while sent.is_err() && started.elapsed() < Duration::from_secs(20) {
                 sent = majority.send(OutgoingMessage::new(body.clone())).await;
@@ -393,12 +488,13 @@ fn a_partitioned_minority_refuses_writes_and_the_majority_goes_on() {
             "one node of three stopped: the majority acknowledged writes after {:?}",
             started.elapsed()
         );
-        nats.resume(2);
+        nats.resume(cut);
 
-        // Now the other way round: only n3 answers; a writer that reaches only it must be
-        // refused (no quorum), not acknowledged on a minority's say-so.
-        nats.pause(0);
-        nats.pause(1);
+        // Now the other way round: only the old leader answers, woken just now and perhaps
+        // not yet aware of the new term; a writer that reaches only it must be refused (no
+        // quorum), not acknowledged on a minority's say-so.
+        nats.pause(others[0]);
+        nats.pause(others[1]);
         let refused = minority
             .send(OutgoingMessage::new("minority-write").dedup_id("minority-write"))
             .await;
@@ -406,8 +502,8 @@ fn a_partitioned_minority_refuses_writes_and_the_majority_goes_on() {
             matches!(refused, Err(QueueError::Unavailable(_))),
             "a minority acknowledged a write: {refused:?}"
         );
-        nats.resume(0);
-        nats.resume(1);
+        nats.resume(others[0]);
+        nats.resume(others[1]);
         let healed = Instant::now();
         while all.depth().await.is_err() {
             assert!(
@@ -433,7 +529,7 @@ fn a_partitioned_minority_refuses_writes_and_the_majority_goes_on() {
                 Ok(got) => got,
                 Err(_) => continue,
             };
-            if got.is_empty() && bodies.len() >= acked.len() {
+            if got.is_empty() && acked.iter().all(|a| bodies.contains(a)) {
                 break;
             }
             for m in got {

@@ -10,14 +10,18 @@ pub fn psnr(a: &DynamicImage, b: &DynamicImage) -> f64 {
         (b.width(), b.height()),
         "PSNR needs equal sizes"
     );
-    let (a, b) = (a.to_rgb8(), b.to_rgb8());
+    psnr_of_samples(a.to_rgb8().as_raw(), b.to_rgb8().as_raw())
+}
+
+/// PSNR between two buffers of 8-bit samples of the same layout.
+pub fn psnr_of_samples(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len(), "PSNR needs equal sizes");
     let se: f64 = a
-        .as_raw()
         .iter()
-        .zip(b.as_raw())
+        .zip(b)
         .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
         .sum();
-    let mse = se / a.as_raw().len() as f64;
+    let mse = se / a.len() as f64;
     if mse == 0.0 {
         f64::INFINITY
     } else {

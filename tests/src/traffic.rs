@@ -375,15 +375,16 @@ pub fn report(scenario: &str, sent: &[Sent], recovered: Duration) {
     );
 }
 
-/// The longest time after `from` in which no request got a successful answer (the
-/// service's interruption as clients saw it), up to the last answer of the run.
-pub fn longest_gap_without_success(sent: &[Sent], from: Instant) -> Duration {
-    let end = sent.iter().map(|s| s.at).max().unwrap_or(from).max(from);
+/// The longest time between `from` and `until` (when the load was told to stop) in which
+/// no request got a successful answer: the service's interruption as clients saw it. After
+/// `until` no new request is sent, so a request still running then (it ends with its own
+/// answer, judged elsewhere) does not stretch the interruption.
+pub fn longest_gap_without_success(sent: &[Sent], from: Instant, until: Instant) -> Duration {
     let mut times: Vec<Instant> = sent
         .iter()
         .filter(|s| matches!(s.status, Some(200 | 202)))
         .map(|s| s.at)
-        .filter(|t| *t >= from)
+        .filter(|t| (from..=until).contains(t))
         .collect();
     times.sort();
     let mut longest = Duration::ZERO;
@@ -392,5 +393,5 @@ pub fn longest_gap_without_success(sent: &[Sent], from: Instant) -> Duration {
         longest = longest.max(t - last);
         last = t;
     }
-    longest.max(end - last)
+    longest.max(until.saturating_duration_since(last))
 }

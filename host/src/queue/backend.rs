@@ -2,9 +2,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::embedded::EmbeddedStore;
-use super::jetstream::{JetStream, JetStreamQueue};
+use super::jetstream::{self, JetStream, JetStreamQueue};
+use super::leaders;
+use super::partitioned::Partitioned;
 use super::sqs::SqsQueue;
 use super::{Queue, QueueError, QueueSpec};
 
@@ -12,15 +15,45 @@ use super::{Queue, QueueError, QueueSpec};
 pub enum QueueBackend {
     Embedded(EmbeddedStore),
     Sqs(aws_sdk_sqs::Client),
-    JetStream(Box<JetStream>),
+    /// Each queue over `partitions` streams (one: a single stream, named after the queue).
+    JetStream {
+        js: Box<JetStream>,
+        partitions: usize,
+    },
 }
+
+/// One send attempt on one partition of a partitioned queue before the next is tried:
+/// long enough for a healthy cluster's slowest answer, short against a leader election.
+const PARTITION_ATTEMPT: Duration = Duration::from_secs(1);
 
 impl QueueBackend {
     pub async fn open(&self, spec: QueueSpec) -> Result<Arc<dyn Queue>, QueueError> {
         match self {
             Self::Embedded(store) => store.queue(spec).await,
             Self::Sqs(client) => Ok(Arc::new(SqsQueue::open(client.clone(), &spec).await?)),
-            Self::JetStream(js) => Ok(Arc::new(JetStreamQueue::open(js, &spec).await?)),
+            Self::JetStream { js, partitions } if *partitions > 1 => {
+                let mut parts: Vec<Arc<dyn Queue>> = Vec::with_capacity(*partitions);
+                let mut placement = Vec::with_capacity(*partitions);
+                for i in 0..*partitions {
+                    let mut part = spec.clone();
+                    part.name = format!("p{i}-{}", spec.name);
+                    // A send fails over to the next partition instead of waiting here
+                    // for an election.
+                    let queue = JetStreamQueue::open(js, &part).await?;
+                    parts.push(Arc::new(queue.with_publish_budget(Duration::ZERO)));
+                    placement.push(leaders::Partition {
+                        stream: jetstream::stream_name(&part.name),
+                        consumer: Some(jetstream::CONSUMER.to_string()),
+                    });
+                }
+                leaders::keep_spread((**js).clone(), placement);
+                Ok(Arc::new(Partitioned::new(
+                    spec.name,
+                    parts,
+                    PARTITION_ATTEMPT,
+                )))
+            }
+            Self::JetStream { js, .. } => Ok(Arc::new(JetStreamQueue::open(js, &spec).await?)),
         }
     }
 }

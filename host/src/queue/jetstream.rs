@@ -34,7 +34,7 @@ use super::{
 };
 
 /// The consumer every host pulls from.
-const CONSUMER: &str = "workers";
+pub(crate) const CONSUMER: &str = "workers";
 const GROUP_HEADER: &str = "Imgfleet-Group";
 const ATTRIBUTE_PREFIX: &str = "Imgfleet-A-";
 /// How long a message held back by a busy group waits before it is offered again.
@@ -77,6 +77,15 @@ impl JetStream {
             .connect(urls)
             .await
             .map_err(unavailable)?;
+        let server = client.server_info();
+        if older_than_supported(&server.version) {
+            tracing::warn!(
+                server = %server.server_name,
+                version = %server.version,
+                "nats-server older than 2.10: 2.9 was seen losing an acknowledged write when a \
+                 partitioned stream leader came back (see README, Run a fleet)"
+            );
+        }
         let mut context = jetstream::new(client.clone());
         context.set_timeout(ATTEMPT_TIMEOUT);
         Ok(Self {
@@ -87,12 +96,22 @@ impl JetStream {
     }
 }
 
+/// Whether a server's version ("2.9.10", "2.10.27-RC.1") is older than 2.10, the oldest the
+/// fleet is tested with. An unreadable version is not judged.
+fn older_than_supported(version: &str) -> bool {
+    let mut parts = version.split(['.', '-']).map(str::parse::<u64>);
+    match (parts.next(), parts.next()) {
+        (Some(Ok(major)), Some(Ok(minor))) => (major, minor) < (2, 10),
+        _ => false,
+    }
+}
+
 fn unavailable(e: impl std::fmt::Display) -> QueueError {
     QueueError::Unavailable(e.to_string())
 }
 
 /// Stream names allow neither dots nor wildcards; queue names are short words already.
-fn stream_name(queue: &str) -> String {
+pub(crate) fn stream_name(queue: &str) -> String {
     let safe: String = queue
         .chars()
         .map(|c| {
@@ -130,6 +149,7 @@ pub struct JetStreamQueue {
     ack_wait: Duration,
     dead_letter: Option<Box<JetStreamQueue>>,
     max_message_bytes: usize,
+    publish_budget: Duration,
 }
 
 impl JetStreamQueue {
@@ -230,7 +250,15 @@ impl JetStreamQueue {
             ack_wait,
             dead_letter,
             max_message_bytes,
+            publish_budget: CALL_BUDGET,
         })
+    }
+
+    /// How long a publish is retried while the stream's leader is away (none: it fails at
+    /// once, for a caller that has somewhere else to send).
+    pub fn with_publish_budget(mut self, budget: Duration) -> Self {
+        self.publish_budget = budget;
+        self
     }
 
     async fn publish(
@@ -239,7 +267,7 @@ impl JetStreamQueue {
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<u64, QueueError> {
-        retry(|| async {
+        retry_within(self.publish_budget, || async {
             let ack = self
                 .js
                 .context
@@ -390,6 +418,14 @@ async fn drain<E: std::fmt::Display>(
     while let Some(delivered) = batch.next().await {
         match delivered {
             Ok(m) => out.push(m),
+            // Status 503: nobody took the pull, the consumer has no leader (an election is
+            // under way). Every pull would end the same way at once, so the caller must
+            // not spin on it.
+            Err(e) if out.is_empty() && e.to_string().contains(": 503") => {
+                return Err(unavailable(format!(
+                    "the queue's consumer has no leader ({e})"
+                )));
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "pull ended");
                 break;
@@ -400,12 +436,21 @@ async fn drain<E: std::fmt::Display>(
 }
 
 /// Retries a call that failed as unavailable until [`CALL_BUDGET`] is spent.
-async fn retry<T, F, Fut>(mut call: F) -> Result<T, QueueError>
+async fn retry<T, F, Fut>(call: F) -> Result<T, QueueError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, QueueError>>,
 {
-    let deadline = tokio::time::Instant::now() + CALL_BUDGET;
+    retry_within(CALL_BUDGET, call).await
+}
+
+/// Retries a call that failed as unavailable until `budget` is spent (none: one attempt).
+async fn retry_within<T, F, Fut>(budget: Duration, mut call: F) -> Result<T, QueueError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, QueueError>>,
+{
+    let deadline = tokio::time::Instant::now() + budget;
     let mut pause = Duration::from_millis(50);
     loop {
         match tokio::time::timeout(ATTEMPT_TIMEOUT, call()).await {
@@ -606,6 +651,16 @@ impl Queue for JetStreamQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn servers_older_than_2_10_are_told_apart() {
+        for old in ["2.9.10", "2.9.25", "1.4.1", "2.2.0-beta"] {
+            assert!(older_than_supported(old), "{old}");
+        }
+        for new in ["2.10.0", "2.10.27", "2.15.2-RC.1", "3.0.0", "", "unknown"] {
+            assert!(!older_than_supported(new), "{new}");
+        }
+    }
 
     #[test]
     fn every_group_gets_a_valid_subject_token_of_its_own() {

@@ -15,7 +15,10 @@
 pub mod backend;
 pub mod claim_check;
 pub mod embedded;
+pub mod health;
 pub mod jetstream;
+pub mod leaders;
+pub mod partitioned;
 pub mod sqs;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,310 @@
+//! One logical queue over several partitions, each a queue of its own (on JetStream, a
+//! stream with its own Raft group and so its own leader).
+//!
+//! Why: a replicated stream takes no writes while its Raft group elects a new leader, and
+//! nats-server waits 4–9 s before it does. With the partitions' leaders on different nodes,
+//! the death of one node stalls only the partitions it led: sends go to another partition
+//! meanwhile, and receives keep draining the others.
+//!
+//! How the port's semantics carry over:
+//! * a group's messages all go to one partition (by a hash of the group) while it answers,
+//!   so order and exclusivity per group hold as on one queue. When that partition is
+//!   unavailable a send goes to the next one: the group's order across that switch is not
+//!   kept, and two of its messages can be in flight at once for a while;
+//! * ungrouped messages are spread round robin;
+//! * a send is one short attempt per partition (a partition's own retries would hide the
+//!   failover), so a publish that timed out but did arrive can be enqueued a second time on
+//!   the next partition: de-duplication holds within a partition only;
+//! * ids and receipts carry the partition's index (`<index>:<inner>`);
+//! * a receive first takes what is ready, partition by partition from a rotating start;
+//!   when nothing is, it long-polls every partition at once in short slices and returns as
+//!   soon as one has messages. Messages the other polls of that slice bring are kept and
+//!   handed out first by the next receive, or the next slice of one under way (they are
+//!   in flight already, and hold up their group, until then);
+//! * a partition that fails is tried last by sends and left out of the first, no-wait
+//!   pass of receives for a while ([`Health`]); long polls still include it, since they
+//!   cost nothing while they wait. Only when every partition fails is a call an error.
+//!   `depth` adds up the partitions that answer.
+
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::health::Health;
+use super::{Depth, Message, OutgoingMessage, Queue, QueueError, Receipt, ReceiveRequest};
+
+/// How long one long poll of the partitions lasts before the next round.
+const SLICE: Duration = Duration::from_millis(500);
+/// A round of long polls that ends sooner than this failed everywhere.
+const QUICK_FAILURE: Duration = Duration::from_millis(100);
+
+pub struct Partitioned {
+    name: String,
+    parts: Vec<Arc<dyn Queue>>,
+    /// One send attempt on one partition; past it the next partition is tried.
+    attempt: Duration,
+    next_send: AtomicUsize,
+    next_receive: AtomicUsize,
+    early: Arc<Mutex<VecDeque<Message>>>,
+    health: Arc<Health>,
+}
+
+impl Partitioned {
+    /// `parts` must be non-empty; `attempt` bounds one send on one partition.
+    pub fn new(name: impl Into<String>, parts: Vec<Arc<dyn Queue>>, attempt: Duration) -> Self {
+        assert!(!parts.is_empty(), "a partitioned queue needs a partition");
+        let n = parts.len();
+        Self {
+            name: name.into(),
+            parts,
+            attempt,
+            next_send: AtomicUsize::new(0),
+            next_receive: AtomicUsize::new(0),
+            early: Arc::new(Mutex::new(VecDeque::new())),
+            health: Arc::new(Health::new(n)),
+        }
+    }
+
+    fn first_partition(&self, message: &OutgoingMessage) -> usize {
+        match &message.group {
+            Some(group) => {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                group.hash(&mut h);
+                (h.finish() % self.parts.len() as u64) as usize
+            }
+            None => self.next_send.fetch_add(1, Ordering::Relaxed) % self.parts.len(),
+        }
+    }
+
+    fn partition_of(&self, receipt: &Receipt) -> Result<(usize, Receipt), QueueError> {
+        let (index, inner) = split(&receipt.0).ok_or(QueueError::InvalidReceipt)?;
+        if index >= self.parts.len() {
+            return Err(QueueError::InvalidReceipt);
+        }
+        Ok((index, Receipt(inner.to_string())))
+    }
+
+    /// One call on partition `index`, bounded by one attempt; not answering in time is
+    /// being unavailable.
+    async fn attempt<T>(
+        &self,
+        index: usize,
+        call: impl std::future::Future<Output = Result<T, QueueError>>,
+    ) -> Result<T, QueueError> {
+        tokio::time::timeout(self.attempt, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(QueueError::Unavailable(format!(
+                    "partition {index}: no answer within {:?}",
+                    self.attempt
+                )))
+            })
+    }
+
+    fn take_early(&self, max: usize) -> Vec<Message> {
+        let mut early = self.early.lock().expect("the early messages");
+        let n = max.min(early.len());
+        early.drain(..n).collect()
+    }
+}
+
+fn split(tagged: &str) -> Option<(usize, &str)> {
+    let (index, inner) = tagged.split_once(':')?;
+    Some((index.parse().ok()?, inner))
+}
+
+fn tag(index: usize, mut message: Message) -> Message {
+    message.id = format!("{index}:{}", message.id);
+    message.receipt = Receipt(format!("{index}:{}", message.receipt.0));
+    message
+}
+
+#[async_trait]
+impl Queue for Partitioned {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn max_message_bytes(&self) -> usize {
+        self.parts
+            .iter()
+            .map(|p| p.max_message_bytes())
+            .min()
+            .unwrap_or(0)
+    }
+
+    async fn send(&self, message: OutgoingMessage) -> Result<String, QueueError> {
+        let mut last = None;
+        for index in self.health.order(self.first_partition(&message)) {
+            match self
+                .attempt(index, self.parts[index].send(message.clone()))
+                .await
+            {
+                Ok(id) => return Ok(format!("{index}:{id}")),
+                Err(QueueError::Unavailable(e)) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+            self.health.mark_down(index);
+        }
+        Err(QueueError::Unavailable(last.unwrap_or_default()))
+    }
+
+    async fn receive(&self, request: ReceiveRequest) -> Result<Vec<Message>, QueueError> {
+        super::validate_receive(&request)?;
+        let mut got = self.take_early(request.max_messages);
+        let start = self.next_receive.fetch_add(1, Ordering::Relaxed);
+        let tried = self.health.up(start);
+        let mut failed = 0;
+        let mut last = String::new();
+        for &index in &tried {
+            if got.len() >= request.max_messages {
+                return Ok(got);
+            }
+            let now = ReceiveRequest {
+                max_messages: request.max_messages - got.len(),
+                wait: Duration::ZERO,
+                visibility: request.visibility,
+            };
+            // A no-wait receive cut short can lose what it was about to bring to its
+            // visibility timeout; only a partition that is not answering at all is cut.
+            match self.attempt(index, self.parts[index].receive(now)).await {
+                Ok(messages) => got.extend(messages.into_iter().map(|m| tag(index, m))),
+                Err(e) => {
+                    failed += 1;
+                    last = e.to_string();
+                    self.health.mark_down(index);
+                }
+            }
+        }
+        if failed == tried.len() && got.is_empty() {
+            return Err(QueueError::Unavailable(last));
+        }
+        if !got.is_empty() || request.wait.is_zero() {
+            return Ok(got);
+        }
+        let deadline = tokio::time::Instant::now() + request.wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(got);
+            }
+            // A slower poll of an earlier slice may have left messages meanwhile; they are
+            // in flight already (and hold up their group), so they go first.
+            let early = self.take_early(request.max_messages);
+            if !early.is_empty() {
+                return Ok(early);
+            }
+            let polled = Instant::now();
+            let got_now = self.poll_all(request, left.min(SLICE)).await;
+            if !got_now.is_empty() {
+                return Ok(got_now);
+            }
+            if polled.elapsed() < QUICK_FAILURE {
+                // Every poll failed at once (no partition has a leader): wait a little
+                // rather than ask again straight away.
+                tokio::time::sleep(QUICK_FAILURE.min(left)).await;
+            }
+        }
+    }
+
+    async fn delete(&self, receipt: &Receipt) -> Result<(), QueueError> {
+        let (index, inner) = self.partition_of(receipt)?;
+        self.parts[index].delete(&inner).await
+    }
+
+    async fn change_visibility(
+        &self,
+        receipt: &Receipt,
+        timeout: Duration,
+    ) -> Result<(), QueueError> {
+        let (index, inner) = self.partition_of(receipt)?;
+        self.parts[index].change_visibility(&inner, timeout).await
+    }
+
+    async fn depth(&self) -> Result<Depth, QueueError> {
+        let mut total = Depth::default();
+        let mut answered = 0;
+        let mut last = String::new();
+        let depths = self
+            .parts
+            .iter()
+            .enumerate()
+            .map(|(index, part)| self.attempt(index, part.depth()));
+        for depth in futures_util::future::join_all(depths).await {
+            match depth {
+                Ok(d) => {
+                    answered += 1;
+                    total.visible += d.visible;
+                    total.in_flight += d.in_flight;
+                    total.delayed += d.delayed;
+                    total.oldest_age = total.oldest_age.max(d.oldest_age);
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        if answered == 0 {
+            return Err(QueueError::Unavailable(last));
+        }
+        Ok(total)
+    }
+}
+
+impl Partitioned {
+    /// Long-polls every partition at once for `wait`; returns the first messages any of
+    /// them brings, and keeps what the others bring for the next receive.
+    async fn poll_all(&self, request: ReceiveRequest, wait: Duration) -> Vec<Message> {
+        let (tx, mut rx) = mpsc::channel(self.parts.len());
+        let start = self.next_receive.fetch_add(1, Ordering::Relaxed);
+        // Every partition, those marked down too: the polls run side by side, so one that
+        // hangs costs nothing, and a message must not wait out a mark (a step-down marks a
+        // partition that is fine a moment later).
+        for index in self.health.order(start) {
+            let part = self.parts[index].clone();
+            let tx = tx.clone();
+            let early = self.early.clone();
+            let health = self.health.clone();
+            let poll = ReceiveRequest {
+                max_messages: request.max_messages,
+                wait,
+                visibility: request.visibility,
+            };
+            tokio::spawn(async move {
+                let messages: Vec<Message> = match part.receive(poll).await {
+                    Ok(m) => m.into_iter().map(|m| tag(index, m)).collect(),
+                    Err(_) => {
+                        health.mark_down(index);
+                        Vec::new()
+                    }
+                };
+                if let Err(unsent) = tx.send(messages).await {
+                    // The receive has returned already: the next one hands these out.
+                    early.lock().expect("the early messages").extend(unsent.0);
+                }
+            });
+        }
+        drop(tx);
+        // A partition whose leader is gone can take far longer than `wait` to answer.
+        let end = Instant::now() + wait + self.attempt;
+        let mut first = Vec::new();
+        while let Ok(Some(messages)) = tokio::time::timeout_at(end, rx.recv()).await {
+            if !messages.is_empty() {
+                first = messages;
+                break;
+            }
+        }
+        // Polls that finish from now on keep their messages themselves; those that finished
+        // already are waiting in the channel.
+        rx.close();
+        let mut early = self.early.lock().expect("the early messages");
+        while let Ok(more) = rx.try_recv() {
+            early.extend(more);
+        }
+        first
+    }
+}

@@ -1,0 +1,87 @@
+//! A JetStream queue spread over three streams (`--nats-partitions 3`) against real
+//! servers: the behavioural suite every backend passes, on a three-node cluster.
+
+#[path = "../../host/tests/queue_suite/mod.rs"]
+mod queue_suite;
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use imgfleet_host::queue::backend::QueueBackend;
+use imgfleet_host::queue::jetstream::{JetStream, JetStreamConfig};
+use imgfleet_host::queue::{OutgoingMessage, QueueSpec, ReceiveRequest};
+use imgfleet_tests::nats::Nats;
+use queue_suite::Pair;
+
+fn cluster() -> &'static Nats {
+    static CLUSTER: OnceLock<Nats> = OnceLock::new();
+    CLUSTER.get_or_init(Nats::cluster)
+}
+
+async fn backend() -> QueueBackend {
+    let nats = cluster();
+    let js = JetStream::connect(&JetStreamConfig {
+        urls: nats.urls(),
+        replicas: nats.replicas(),
+    })
+    .await
+    .expect("connecting to the cluster");
+    QueueBackend::JetStream {
+        js: Box::new(js),
+        partitions: 3,
+    }
+}
+
+async fn fresh(mut spec: QueueSpec) -> Pair {
+    let backend = backend().await;
+    spec.name = format!(
+        "{}-{}",
+        spec.name,
+        &uuid::Uuid::now_v7().simple().to_string()[24..]
+    );
+    let q = backend
+        .open(spec.clone())
+        .await
+        .expect("creating the queue");
+    let dlq = match spec.max_receives {
+        Some(_) => Some(
+            backend
+                .open(QueueSpec::new(spec.dead_letter_name()))
+                .await
+                .expect("dead-letter queue"),
+        ),
+        None => None,
+    };
+    (q, dlq)
+}
+
+queue_suite!(fresh);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trips_stay_fast() {
+    let (q, _) = fresh(queue_suite::spec("trips")).await;
+    let mut took = Vec::new();
+    for i in 0..30 {
+        let started = Instant::now();
+        q.send(OutgoingMessage::new(format!("m{i}")).group(format!("g{}", i % 4)))
+            .await
+            .unwrap();
+        let got = q
+            .receive(ReceiveRequest {
+                max_messages: 1,
+                wait: Duration::from_secs(5),
+                visibility: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        q.delete(&got[0].receipt).await.unwrap();
+        took.push(started.elapsed());
+    }
+    took.sort();
+    println!(
+        "send + receive + delete: median {:?}, max {:?}",
+        took[15], took[29]
+    );
+    assert!(took[15] < Duration::from_millis(500), "{took:?}");
+}
