@@ -26,8 +26,11 @@ pub struct Waiter {
 
 impl Waiter {
     /// The completion, or `None` if none came within `budget`.
-    pub async fn wait(&mut self, budget: Duration) -> Option<Completion> {
-        tokio::time::timeout(budget, &mut self.rx).await.ok()?.ok()
+    pub async fn wait_until(&mut self, until: tokio::time::Instant) -> Option<Completion> {
+        tokio::time::timeout_at(until, &mut self.rx)
+            .await
+            .ok()?
+            .ok()
     }
 }
 

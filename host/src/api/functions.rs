@@ -52,6 +52,18 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
         .retry_after(wait.as_secs().max(1))
     })?;
     let body = read_body(&parts.headers, body, state.limits.max_input_bytes).await?;
+    // One budget from here to the answer, enough for a full queue allowance plus the run
+    // itself: staging, queueing, waiting and fetching the output all spend it, so a slow
+    // step (a store electing a leader) cannot stretch the answer past it.
+    let budget = state.deadline * 2 + Duration::from_secs(2);
+    let until = tokio::time::Instant::now() + budget;
+    let late = || {
+        ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "deadline_exceeded",
+            format!("no result within {} ms", budget.as_millis()),
+        )
+    };
     let input_bytes = body.len() as u64;
     let input = state
         .staging
@@ -90,17 +102,14 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
         )
         .retry_after(1));
     }
-    // Enough for a full queue allowance plus the run itself.
-    let budget = state.deadline * 2 + Duration::from_secs(2);
-    let Some(completion) = waiter.wait(budget).await else {
-        return Err(ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "deadline_exceeded",
-            format!("no result within {} ms", budget.as_millis()),
-        ));
+    // Staging and queueing are bounded by their own retry budgets, which fit in this one.
+    let Some(completion) = waiter.wait_until(until).await else {
+        return Err(late());
     };
     drop(ticket);
-    let mut resp = respond(&state, completion).await?;
+    let mut resp = respond(&state, completion, until)
+        .await
+        .map_err(|e| e.unwrap_or_else(late))?;
     let mut metered = resp
         .extensions()
         .get::<Metered>()
@@ -111,7 +120,13 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
     Ok(resp)
 }
 
-async fn respond(state: &AppState, completion: Completion) -> Result<Response, ApiError> {
+/// The answer a completion stands for; `Err(None)`: its output could not be fetched by
+/// `until`.
+async fn respond(
+    state: &AppState,
+    completion: Completion,
+    until: tokio::time::Instant,
+) -> Result<Response, Option<ApiError>> {
     let queue_ms = completion.queue_ms;
     match completion.outcome {
         Outcome::Failed {
@@ -121,11 +136,11 @@ async fn respond(state: &AppState, completion: Completion) -> Result<Response, A
         } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let err = ApiError::new(status, stable_code(&code), message);
-            Err(if status == StatusCode::SERVICE_UNAVAILABLE {
+            Err(Some(if status == StatusCode::SERVICE_UNAVAILABLE {
                 err.retry_after(1)
             } else {
                 err
-            })
+            }))
         }
         Outcome::Answered {
             status,
@@ -139,9 +154,9 @@ async fn respond(state: &AppState, completion: Completion) -> Result<Response, A
             state
                 .admission
                 .observe(Duration::from_secs_f64(wall_ms / 1e3));
-            let body = state.staging.get(&output).await;
+            let body = tokio::time::timeout_at(until, state.staging.get(&output)).await;
             state.staging.remove(&output);
-            let body = body.map_err(staging_error)?;
+            let body = body.map_err(|_| None)?.map_err(staging_error)?;
             tracing::info!(
                 status,
                 queue_ms,

@@ -486,6 +486,18 @@ async fn ack(
     }
 }
 
+/// An acknowledgement its caller needs done (a delete, a change of visibility). While a
+/// consumer's leadership moves (an election, a step-down that keeps leaders apart) nobody
+/// answers its acks for a moment; acks are idempotent, so it is retried within the call
+/// budget rather than failed, which would leave the message to come back.
+async fn settle(
+    client: &async_nats::Client,
+    reply: &str,
+    kind: jetstream::AckKind,
+) -> Result<(), QueueError> {
+    retry(|| ack(client, reply, kind)).await
+}
+
 fn receipt_is_ours(receipt: &Receipt, stream: &str) -> bool {
     receipt
         .0
@@ -597,7 +609,7 @@ impl Queue for JetStreamQueue {
         if !receipt_is_ours(receipt, &self.stream_name()) {
             return Err(QueueError::InvalidReceipt);
         }
-        ack(&self.js.client, &receipt.0, jetstream::AckKind::Ack).await
+        settle(&self.js.client, &receipt.0, jetstream::AckKind::Ack).await
     }
 
     async fn change_visibility(
@@ -613,7 +625,7 @@ impl Queue for JetStreamQueue {
         } else {
             jetstream::AckKind::Nak(Some(timeout))
         };
-        ack(&self.js.client, &receipt.0, kind).await
+        settle(&self.js.client, &receipt.0, kind).await
     }
 
     async fn depth(&self) -> Result<Depth, QueueError> {

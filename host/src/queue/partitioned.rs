@@ -19,7 +19,7 @@
 //! * a receive first takes what is ready, partition by partition from a rotating start;
 //!   when nothing is, it long-polls every partition at once in short slices and returns as
 //!   soon as one has messages. Messages the other polls of that slice bring are kept and
-//!   handed out first by the next receive, or the next slice of one under way (they are
+//!   handed out first by the next receive, or at once to one that is waiting (they are
 //!   in flight already, and hold up their group, until then);
 //! * a partition that fails is tried last by sends and left out of the first, no-wait
 //!   pass of receives for a while ([`Health`]); long polls still include it, since they
@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use super::health::Health;
@@ -52,6 +52,9 @@ pub struct Partitioned {
     next_send: AtomicUsize,
     next_receive: AtomicUsize,
     early: Arc<Mutex<VecDeque<Message>>>,
+    /// Signalled when messages are kept in `early`, so a receive that is waiting takes
+    /// them at once instead of at the end of its slice.
+    kept: Arc<Notify>,
     health: Arc<Health>,
 }
 
@@ -67,6 +70,7 @@ impl Partitioned {
             next_send: AtomicUsize::new(0),
             next_receive: AtomicUsize::new(0),
             early: Arc::new(Mutex::new(VecDeque::new())),
+            kept: Arc::new(Notify::new()),
             health: Arc::new(Health::new(n)),
         }
     }
@@ -268,6 +272,7 @@ impl Partitioned {
             let part = self.parts[index].clone();
             let tx = tx.clone();
             let early = self.early.clone();
+            let kept = self.kept.clone();
             let health = self.health.clone();
             let poll = ReceiveRequest {
                 max_messages: request.max_messages,
@@ -282,9 +287,12 @@ impl Partitioned {
                         Vec::new()
                     }
                 };
-                if let Err(unsent) = tx.send(messages).await {
+                if let Err(unsent) = tx.send(messages).await
+                    && !unsent.0.is_empty()
+                {
                     // The receive has returned already: the next one hands these out.
                     early.lock().expect("the early messages").extend(unsent.0);
+                    kept.notify_one();
                 }
             });
         }
@@ -292,18 +300,35 @@ impl Partitioned {
         // A partition whose leader is gone can take far longer than `wait` to answer.
         let end = Instant::now() + wait + self.attempt;
         let mut first = Vec::new();
-        while let Ok(Some(messages)) = tokio::time::timeout_at(end, rx.recv()).await {
-            if !messages.is_empty() {
-                first = messages;
-                break;
+        loop {
+            tokio::select! {
+                polled = tokio::time::timeout_at(end, rx.recv()) => match polled {
+                    Ok(Some(messages)) if messages.is_empty() => {}
+                    Ok(Some(messages)) => {
+                        first = messages;
+                        break;
+                    }
+                    Ok(None) | Err(_) => break,
+                },
+                // A poll left over from an earlier receive brought messages.
+                () = self.kept.notified() => {
+                    first = self.take_early(request.max_messages);
+                    if !first.is_empty() {
+                        break;
+                    }
+                }
             }
         }
         // Polls that finish from now on keep their messages themselves; those that finished
         // already are waiting in the channel.
         rx.close();
         let mut early = self.early.lock().expect("the early messages");
+        let before = early.len();
         while let Ok(more) = rx.try_recv() {
             early.extend(more);
+        }
+        if early.len() > before {
+            self.kept.notify_one();
         }
         first
     }
