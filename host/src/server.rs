@@ -73,6 +73,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     )
     .context("opening the staging area")?;
 
+    // Hosts may start together with the fleet's JetStream cluster: opening waits for it.
+    let startup_grace = match args.queue {
+        QueueKind::Jetstream => JETSTREAM_STARTUP_GRACE,
+        _ => Duration::ZERO,
+    };
     let backend = match args.queue {
         QueueKind::Embedded => QueueBackend::Embedded(
             EmbeddedStore::open(&args.data_dir.join("queue"))
@@ -87,22 +92,26 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             .await,
         ),
         QueueKind::Jetstream => {
-            let js = JetStream::connect(&JetStreamConfig {
+            let config = JetStreamConfig {
                 urls: args.nats_url.clone(),
                 replicas: args.nats_replicas as usize,
+            };
+            let js = opened(startup_grace, "connecting to JetStream", || {
+                JetStream::connect(&config)
             })
             .await
-            .with_context(|| format!("connecting to JetStream at {}", args.nats_url))?;
+            .with_context(|| format!("at {}", args.nats_url))?;
             // A job accepted here may run on any host: its input and output must be
             // readable from all of them.
             staging = staging.with_shared(
-                SharedStaging::open(
-                    &js,
-                    args.staging_mb * 1024 * 1024,
-                    args.nats_partitions as usize,
-                )
-                .await
-                .context("opening the fleet's shared staging")?,
+                opened(startup_grace, "opening the fleet's shared staging", || {
+                    SharedStaging::open(
+                        &js,
+                        args.staging_mb * 1024 * 1024,
+                        args.nats_partitions as usize,
+                    )
+                })
+                .await?,
             );
             QueueBackend::JetStream {
                 js: Box::new(js),
@@ -115,22 +124,23 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     jobs_spec.max_receives = Some(JOB_MAX_RECEIVES);
     // A worker holds a job for at most one run; past that it is presumed dead.
     jobs_spec.visibility_timeout = deadline * 2 + Duration::from_secs(5);
-    let jobs = backend
-        .open(jobs_spec.clone())
-        .await
-        .context("opening the jobs queue")?;
+    let jobs = opened(startup_grace, "opening the jobs queue", || {
+        backend.open(jobs_spec.clone())
+    })
+    .await?;
     let mut usage_spec = QueueSpec::new(USAGE_QUEUE);
     usage_spec.max_receives = Some(5);
     usage_spec.visibility_timeout = Duration::from_secs(60);
-    let usage_queue = backend
-        .open(usage_spec)
-        .await
-        .context("opening the usage queue")?;
+    let usage_queue = opened(startup_grace, "opening the usage queue", || {
+        backend.open(usage_spec.clone())
+    })
+    .await?;
     let directory = Arc::new(QueueDirectory::new(backend, completions_spec));
-    let completions_queue = directory
-        .get(&format!("completions-{host_id}"))
-        .await
-        .context("opening the completions queue")?;
+    let completions_name = format!("completions-{host_id}");
+    let completions_queue = opened(startup_grace, "opening the completions queue", || {
+        directory.get(&completions_name)
+    })
+    .await?;
     let completions = Completions::new(completions_queue);
     completions.spawn_dispatcher(staging.clone());
 
@@ -144,10 +154,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             .context("opening the job store in PostgreSQL")?,
         _ => JobStore::open(&args.data_dir.join("jobs.sqlite")).context("opening the job store")?,
     };
-    let dead_letters = directory
-        .get(&jobs_spec.dead_letter_name())
-        .await
-        .context("opening the jobs dead-letter queue")?;
+    let dead_letters_name = jobs_spec.dead_letter_name();
+    let dead_letters = opened(startup_grace, "opening the jobs dead-letter queue", || {
+        directory.get(&dead_letters_name)
+    })
+    .await?;
     let limits = args.limits();
     let worker = Arc::new(WorkerContext {
         jobs: jobs.clone(),
@@ -274,6 +285,32 @@ fn spawn_compaction(usage: Arc<dyn UsageStore>, raw_age: Duration) {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
     });
+}
+
+/// How long a host starting on a JetStream cluster waits for it to take streams.
+const JETSTREAM_STARTUP_GRACE: Duration = Duration::from_secs(60);
+
+/// Opens something at start-up, retrying for `grace`: a JetStream cluster that is still
+/// forming refuses to place replicated streams ("no suitable peers for placement") until
+/// every node has reported to its leader, which on a busy machine outlasts the retries of
+/// one call.
+async fn opened<T, E, F, Fut>(grace: Duration, what: &'static str, mut open: F) -> anyhow::Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        match open().await {
+            Ok(opened) => return Ok(opened),
+            Err(e) if started.elapsed() < grace => {
+                tracing::warn!(error = %e, "{what}: not ready yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e).context(what),
+        }
+    }
 }
 
 async fn shutdown_signal() {

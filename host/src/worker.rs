@@ -14,6 +14,7 @@ use crate::runtime::InvokeRequest;
 use crate::slots::{Slots, SubmitError};
 use crate::staging::{Keep, Staging};
 use crate::telemetry;
+use tracing::Instrument;
 
 pub struct WorkerContext {
     pub jobs: Arc<dyn Queue>,
@@ -100,14 +101,24 @@ async fn finish(ctx: &WorkerContext, m: Message, job: Job) {
     if let Err(e) = sent {
         tracing::error!(error = %e, reply_to, "could not send the completion");
     }
-    done_with(ctx, &m, &job).await;
+    done_with(ctx, &m, &job);
 }
 
-async fn done_with(ctx: &WorkerContext, m: &Message, job: &Job) {
+/// Frees the job's input and deletes its message in the background: the slot takes the
+/// next job at once, while a delete whose queue is electing a leader waits for it (one
+/// that fails only lets the job run again after its visibility timeout).
+fn done_with(ctx: &WorkerContext, m: &Message, job: &Job) {
     ctx.staging.remove(&job.input);
-    if let Err(e) = ctx.jobs.delete(&m.receipt).await {
-        tracing::warn!(error = %e, "deleting a finished job failed; it may run again");
-    }
+    let jobs = ctx.jobs.clone();
+    let receipt = m.receipt.clone();
+    tokio::spawn(
+        async move {
+            if let Err(e) = jobs.delete(&receipt).await {
+                tracing::warn!(error = %e, "deleting a finished job failed; it may run again");
+            }
+        }
+        .in_current_span(),
+    );
 }
 
 /// Asynchronous jobs are retried (with a growing pause) while failures may be passing,
@@ -115,10 +126,10 @@ async fn done_with(ctx: &WorkerContext, m: &Message, job: &Job) {
 async fn finish_async(ctx: &WorkerContext, m: Message, job: Job) {
     match ctx.job_store.status(&job.id).await {
         Ok(Some(JobStatus::Queued)) => {}
-        Ok(Some(_)) => return done_with(ctx, &m, &job).await, // an earlier delivery finished it
+        Ok(Some(_)) => return done_with(ctx, &m, &job), // an earlier delivery finished it
         Ok(None) => {
             tracing::warn!("a job without a record (refused when it was submitted); dropping it");
-            return done_with(ctx, &m, &job).await;
+            return done_with(ctx, &m, &job);
         }
         Err(e) => {
             tracing::warn!(error = %e, "job store unavailable; the job will be retried");
@@ -202,7 +213,7 @@ async fn record(ctx: &WorkerContext, m: &Message, job: &Job, finish: Finish) {
             return;
         }
     }
-    done_with(ctx, m, job).await;
+    done_with(ctx, m, job);
 }
 
 /// The usage record of an asynchronous job's final run, under an id derived from the job's
