@@ -394,8 +394,11 @@ impl Queue for EmbeddedQueue {
             // Deletes need not wait for the disk: losing one only means a redelivery.
             shared.append(&[record], false);
             shared.maybe_compact();
-            Ok(())
-        })
+            Ok::<_, QueueError>(())
+        })?;
+        // The delete may have freed a group whose next message a receive is waiting for.
+        self.notify.notify_waiters();
+        Ok(())
     }
 
     async fn change_visibility(
