@@ -83,7 +83,8 @@ impl SharedStaging {
                     consumer: None,
                 })
                 .collect(),
-        );
+        )
+        .await;
         let staging = Self {
             health: Arc::new(Health::new(buckets.len())),
             buckets: Arc::new(buckets),

@@ -46,7 +46,7 @@ impl QueueBackend {
                         consumer: Some(jetstream::CONSUMER.to_string()),
                     });
                 }
-                leaders::keep_spread((**js).clone(), placement);
+                leaders::keep_spread((**js).clone(), placement).await;
                 Ok(Arc::new(Partitioned::new(
                     spec.name,
                     parts,

@@ -83,18 +83,22 @@ struct StepDown {
     error: Option<serde_json::Value>,
 }
 
-/// Spreads `partitions`' leaders now and then again every so often, until the process ends.
-pub fn keep_spread(js: JetStream, partitions: Vec<Partition>) {
+/// Spreads `partitions`' leaders now, before their first use (a step-down briefly leaves a
+/// consumer without a leader, and a fresh queue's first calls would meet it), then again
+/// every so often until the process ends.
+pub async fn keep_spread(js: JetStream, partitions: Vec<Partition>) {
     if partitions.len() < 2 || js.replicas < 2 {
         return;
     }
+    let failed = |e: QueueError| {
+        tracing::debug!(error = %e, "spreading partition leaders; trying later");
+    };
+    spread(&js, &partitions).await.unwrap_or_else(failed);
     tokio::spawn(async move {
         loop {
-            if let Err(e) = spread(&js, &partitions).await {
-                tracing::debug!(error = %e, "spreading partition leaders; trying later");
-            }
             let jitter = EVERY.mul_f64(rand_fraction() / 2.0);
             tokio::time::sleep(EVERY + jitter).await;
+            spread(&js, &partitions).await.unwrap_or_else(failed);
         }
     });
 }
