@@ -431,13 +431,23 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// A queue on a cluster that may still be forming (it refuses replicated streams until
+/// every node has reported in), as a host waits for it at start-up.
 async fn queue_on(urls: String, name: &str) -> JetStreamQueue {
     let js = JetStream::connect(&JetStreamConfig { urls, replicas: 3 })
         .await
         .expect("connect");
-    JetStreamQueue::open(&js, &QueueSpec::new(name))
-        .await
-        .expect("the queue")
+    let started = Instant::now();
+    loop {
+        match JetStreamQueue::open(&js, &QueueSpec::new(name)).await {
+            Ok(q) => return q,
+            Err(e) if started.elapsed() < Duration::from_secs(60) => {
+                println!("opening {name}: {e}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => panic!("the queue {name}: {e}"),
+        }
+    }
 }
 
 #[test]
