@@ -274,8 +274,9 @@ case "$cmd" in
         ;;
     test)
         build_wasm
-        # The end-to-end tests start the real binary.
-        build_host
+        # The end-to-end tests start the real binary: `cargo test` below builds it (the host
+        # package has integration tests), with the workspace's features. A separate
+        # `build_host` would build a second variant of it and of its dependencies.
         start_moto
         # The fleet's servers: the tests start their own JetStream cluster and PostgreSQL.
         ensure_nats_server

@@ -89,19 +89,27 @@ impl Completions {
                                 Some(tx) => tx.send(c).err(),
                                 None => Some(c),
                             };
+                            // A completion delivered again may have been claimed the first
+                            // time, its output still being read: it expires on its own.
                             if let Some(Completion {
                                 outcome: Outcome::Answered { output, .. },
                                 ..
                             }) = unclaimed
+                                && m.receive_count == 1
                             {
                                 staging.remove(&output);
                             }
                         }
                         Err(e) => tracing::error!(error = %e, "dropping an unreadable completion"),
                     }
-                    if let Err(e) = this.queue.delete(&m.receipt).await {
-                        tracing::warn!(error = %e, "deleting a completion failed");
-                    }
+                    // In the background: a delete waiting out an election must not hold
+                    // up the completions behind it.
+                    let queue = this.queue.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = queue.delete(&m.receipt).await {
+                            tracing::warn!(error = %e, "deleting a completion failed");
+                        }
+                    });
                 }
             }
         });

@@ -40,7 +40,17 @@ pub const USAGE_QUEUE: &str = "usage";
 pub const JOB_MAX_RECEIVES: u32 = 3;
 
 /// Completion queues: short-lived replies, no dead-lettering.
+/// A host's completions queue. Its dispatcher deletes a completion as soon as it has one,
+/// so a short visibility timeout costs nothing, and a completion handed to a receive that
+/// died with a node comes back within it rather than after a request's whole budget.
 fn completions_spec(name: &str) -> QueueSpec {
+    let mut spec = QueueSpec::new(name);
+    spec.retention = Duration::from_secs(600);
+    spec.visibility_timeout = Duration::from_secs(5);
+    spec
+}
+
+fn dead_letters_spec(name: &str) -> QueueSpec {
     let mut spec = QueueSpec::new(name);
     spec.retention = Duration::from_secs(600);
     spec
@@ -92,6 +102,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             .await,
         ),
         QueueKind::Jetstream => {
+            let partitions = args.nats_partitions();
             let config = JetStreamConfig {
                 urls: args.nats_url.clone(),
                 replicas: args.nats_replicas as usize,
@@ -105,17 +116,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             // readable from all of them.
             staging = staging.with_shared(
                 opened(startup_grace, "opening the fleet's shared staging", || {
-                    SharedStaging::open(
-                        &js,
-                        args.staging_mb * 1024 * 1024,
-                        args.nats_partitions as usize,
-                    )
+                    SharedStaging::open(&js, args.staging_mb * 1024 * 1024, partitions)
                 })
                 .await?,
             );
             QueueBackend::JetStream {
                 js: Box::new(js),
-                partitions: args.nats_partitions as usize,
+                partitions,
             }
         }
     };
@@ -135,12 +142,18 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         backend.open(usage_spec.clone())
     })
     .await?;
-    let directory = Arc::new(QueueDirectory::new(backend, completions_spec));
     let completions_name = format!("completions-{host_id}");
     let completions_queue = opened(startup_grace, "opening the completions queue", || {
-        directory.get(&completions_name)
+        backend.open(completions_spec(&completions_name))
     })
     .await?;
+    let dead_letters_name = jobs_spec.dead_letter_name();
+    let dead_letters = opened(startup_grace, "opening the jobs dead-letter queue", || {
+        backend.open(dead_letters_spec(&dead_letters_name))
+    })
+    .await?;
+    let directory = Arc::new(QueueDirectory::new(backend, completions_spec));
+    directory.insert(&completions_name, completions_queue.clone());
     let completions = Completions::new(completions_queue);
     completions.spawn_dispatcher(staging.clone());
 
@@ -154,11 +167,6 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             .context("opening the job store in PostgreSQL")?,
         _ => JobStore::open(&args.data_dir.join("jobs.sqlite")).context("opening the job store")?,
     };
-    let dead_letters_name = jobs_spec.dead_letter_name();
-    let dead_letters = opened(startup_grace, "opening the jobs dead-letter queue", || {
-        directory.get(&dead_letters_name)
-    })
-    .await?;
     let limits = args.limits();
     let worker = Arc::new(WorkerContext {
         jobs: jobs.clone(),

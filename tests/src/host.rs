@@ -100,7 +100,12 @@ impl Host {
     ) -> Self {
         let mut child = Command::new(binary())
             .env("IMGFLEET_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("IMGFLEET_LOG", "warn")
+            // Warnings only, unless a test run asks for more (e.g. `info` with
+            // IMGFLEET_LOG_SPANS=true: every hop of every request).
+            .env(
+                "IMGFLEET_LOG",
+                std::env::var("IMGFLEET_TEST_HOST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .envs(env.iter().copied())
             .current_dir(repo_root())
             .args(["up", "--listen", "127.0.0.1:0", "--manifest", manifest])

@@ -4,14 +4,28 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// A port nobody listens on right now.
+/// Test servers' ports come from below Linux's ephemeral range (32768-60999): a port picked
+/// there by binding port 0 can be taken by any outgoing connection before the server binds
+/// it, or while a killed server is down, and a cluster whose route port was taken never forms.
+const PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+/// A port nobody listens on right now, never handed out twice by one process (tests run
+/// concurrently); processes start at different places in the range.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = PORTS.end - PORTS.start;
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = (PORTS.start + offset) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {PORTS:?}")
 }
 
 pub fn wait_for_port(port: u16, within: Duration) -> bool {
@@ -57,6 +71,8 @@ fn server_binary() -> String {
 pub struct Node {
     pub name: String,
     pub port: u16,
+    /// Where the other nodes reach this one, in a cluster.
+    route_port: Option<u16>,
     config: PathBuf,
     child: Option<Child>,
 }
@@ -91,13 +107,14 @@ impl Node {
             )
         });
         self.child = Some(child);
-        assert!(
-            wait_for_port(self.port, Duration::from_secs(20)),
-            "nats-server {} did not listen on {} (log: {})",
-            self.name,
-            self.port,
-            log.display()
-        );
+        for port in std::iter::once(self.port).chain(self.route_port) {
+            assert!(
+                wait_for_port(port, Duration::from_secs(20)),
+                "nats-server {} did not listen on {port} (log: {})",
+                self.name,
+                log.display()
+            );
+        }
     }
 
     fn signal(&self, signal: i32) {
@@ -155,6 +172,7 @@ impl Nats {
             nodes.push(Node {
                 name,
                 port: *port,
+                route_port: (n > 1).then_some(*cluster_port),
                 config,
                 child: None,
             });

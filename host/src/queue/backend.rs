@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::OnceCell;
+
 use super::embedded::EmbeddedStore;
 use super::jetstream::{self, JetStream, JetStreamQueue};
 use super::leaders;
@@ -26,8 +28,27 @@ pub enum QueueBackend {
 /// long enough for a healthy cluster's slowest answer, short against a leader election.
 const PARTITION_ATTEMPT: Duration = Duration::from_secs(1);
 
+/// Who keeps a partitioned queue's leaders on different nodes ([`leaders`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leaders {
+    /// This host: the queues it receives from (every host spreads the shared ones alike).
+    Spread,
+    /// Another host: a queue only sent to from here (another host's completions). Its
+    /// owner spreads it; spreading it from every sender would multiply the step-downs,
+    /// and a first send would wait for them.
+    LeftToOwner,
+}
+
 impl QueueBackend {
     pub async fn open(&self, spec: QueueSpec) -> Result<Arc<dyn Queue>, QueueError> {
+        self.open_with(spec, Leaders::Spread).await
+    }
+
+    pub async fn open_with(
+        &self,
+        spec: QueueSpec,
+        leaders: Leaders,
+    ) -> Result<Arc<dyn Queue>, QueueError> {
         match self {
             Self::Embedded(store) => store.queue(spec).await,
             Self::Sqs(client) => Ok(Arc::new(SqsQueue::open(client.clone(), &spec).await?)),
@@ -46,7 +67,9 @@ impl QueueBackend {
                         consumer: Some(jetstream::CONSUMER.to_string()),
                     });
                 }
-                leaders::keep_spread((**js).clone(), placement).await;
+                if leaders == Leaders::Spread {
+                    leaders::keep_spread((**js).clone(), placement).await;
+                }
                 Ok(Arc::new(Partitioned::new(
                     spec.name,
                     parts,
@@ -58,10 +81,15 @@ impl QueueBackend {
     }
 }
 
+/// A queue of the directory: open, or being opened by the first sender to it.
+type Opening = OnceCell<Arc<dyn Queue>>;
+
 /// Queues opened so far, by name: completion messages name the queue to reply to.
 pub struct QueueDirectory {
     backend: QueueBackend,
-    opened: tokio::sync::Mutex<HashMap<String, Arc<dyn Queue>>>,
+    /// A cell per name, so that a queue slow to open (during an election) holds up only
+    /// the senders to it, not every reply of the host.
+    opened: std::sync::Mutex<HashMap<String, Arc<Opening>>>,
     spec_for: fn(&str) -> QueueSpec,
 }
 
@@ -70,18 +98,35 @@ impl QueueDirectory {
     pub fn new(backend: QueueBackend, spec_for: fn(&str) -> QueueSpec) -> Self {
         Self {
             backend,
-            opened: tokio::sync::Mutex::new(HashMap::new()),
+            opened: std::sync::Mutex::new(HashMap::new()),
             spec_for,
         }
     }
 
+    /// A queue this host has opened itself, so that replies to it use the same one.
+    pub fn insert(&self, name: &str, queue: Arc<dyn Queue>) {
+        self.cell(name)
+            .set(queue)
+            .unwrap_or_else(|_| tracing::debug!(queue = name, "already open"));
+    }
+
+    /// The queue `name`, opened on first use; its leaders are left to its owner.
     pub async fn get(&self, name: &str) -> Result<Arc<dyn Queue>, QueueError> {
-        let mut opened = self.opened.lock().await;
-        if let Some(q) = opened.get(name) {
-            return Ok(q.clone());
-        }
-        let q = self.backend.open((self.spec_for)(name)).await?;
-        opened.insert(name.to_string(), q.clone());
-        Ok(q)
+        self.cell(name)
+            .get_or_try_init(|| {
+                self.backend
+                    .open_with((self.spec_for)(name), Leaders::LeftToOwner)
+            })
+            .await
+            .cloned()
+    }
+
+    fn cell(&self, name: &str) -> Arc<Opening> {
+        self.opened
+            .lock()
+            .expect("the queue directory")
+            .entry(name.to_string())
+            .or_default()
+            .clone()
     }
 }

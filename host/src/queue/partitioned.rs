@@ -21,6 +21,8 @@
 //!   soon as one has messages. Messages the other polls of that slice bring are kept and
 //!   handed out first by the next receive, or at once to one that is waiting (they are
 //!   in flight already, and hold up their group, until then);
+//! * a no-wait receive that outlasts its attempt goes on in the background, and what it
+//!   brings is kept the same way (cut short, it could strand messages it had taken);
 //! * a partition that fails is tried last by sends and left out of the first, no-wait
 //!   pass of receives for a while ([`Health`]); long polls still include it, since they
 //!   cost nothing while they wait. Only when every partition fails is a call an error.
@@ -111,6 +113,42 @@ impl Partitioned {
             })
     }
 
+    /// A no-wait receive on partition `index`, bounded by one attempt. Past the attempt it
+    /// goes on in the background and what it brings is kept for the next receive: cut
+    /// short, it could lose messages it had taken (their delivery checks can wait on a
+    /// stream leader that just died) to a whole visibility timeout.
+    async fn receive_now(
+        &self,
+        index: usize,
+        request: ReceiveRequest,
+    ) -> Result<Vec<Message>, QueueError> {
+        let part = self.parts[index].clone();
+        let mut call = tokio::spawn(async move { part.receive(request).await });
+        let tagged = move |messages: Vec<Message>| messages.into_iter().map(move |m| tag(index, m));
+        match tokio::time::timeout(self.attempt, &mut call).await {
+            Ok(Ok(result)) => result.map(|m| tagged(m).collect()),
+            Ok(Err(e)) => Err(QueueError::Unavailable(format!("partition {index}: {e}"))),
+            Err(_) => {
+                let (early, kept) = (self.early.clone(), self.kept.clone());
+                tokio::spawn(async move {
+                    if let Ok(Ok(messages)) = call.await
+                        && !messages.is_empty()
+                    {
+                        early
+                            .lock()
+                            .expect("the early messages")
+                            .extend(tagged(messages));
+                        kept.notify_one();
+                    }
+                });
+                Err(QueueError::Unavailable(format!(
+                    "partition {index}: no answer within {:?}",
+                    self.attempt
+                )))
+            }
+        }
+    }
+
     fn take_early(&self, max: usize) -> Vec<Message> {
         let mut early = self.early.lock().expect("the early messages");
         let n = max.min(early.len());
@@ -175,10 +213,8 @@ impl Queue for Partitioned {
                 wait: Duration::ZERO,
                 visibility: request.visibility,
             };
-            // A no-wait receive cut short can lose what it was about to bring to its
-            // visibility timeout; only a partition that is not answering at all is cut.
-            match self.attempt(index, self.parts[index].receive(now)).await {
-                Ok(messages) => got.extend(messages.into_iter().map(|m| tag(index, m))),
+            match self.receive_now(index, now).await {
+                Ok(messages) => got.extend(messages),
                 Err(e) => {
                     failed += 1;
                     last = e.to_string();
