@@ -295,13 +295,12 @@ pub struct UpArgs {
     /// Replicas of every JetStream stream: 3 on a cluster of three, 1 on a single server.
     #[arg(long, env = "IMGFLEET_NATS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5))]
     pub nats_replicas: u64,
-    /// Streams each JetStream queue is spread over; defaults to the replicas (1 on a single
-    /// server, 3 on a cluster of three). With more than one, the death of the node leading
-    /// one of them stalls only that one: sends go to another partition while its Raft group
-    /// elects a new leader (4-9 s in nats-server), at the cost of a group's order across
-    /// such a switch.
-    #[arg(long, env = "IMGFLEET_NATS_PARTITIONS", value_parser = clap::value_parser!(u64).range(1..=16))]
-    pub nats_partitions: Option<u64>,
+    /// Streams each JetStream queue is spread over. With more than one, the death of the
+    /// node leading one of them stalls only that one: sends go to another partition while
+    /// its Raft group elects a new leader (4-9 s in nats-server), at the cost of a group's
+    /// order across such a switch.
+    #[arg(long, env = "IMGFLEET_NATS_PARTITIONS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub nats_partitions: u64,
     /// A fleet's shared database for the identity and usage stores (otherwise SQLite files
     /// in the data directory): `postgres://…` (which also shares the job store) or
     /// `dynamodb://<table prefix>[?endpoint=URL&region=R]`.
@@ -345,12 +344,6 @@ impl UpArgs {
             (None, QueueKind::Embedded) => "local".into(),
             (None, _) => format!("host-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]),
         }
-    }
-
-    /// Streams per JetStream queue: given, or one per replica, so that a cluster's default
-    /// layout survives the death of a node without waiting out an election.
-    pub fn nats_partitions(&self) -> usize {
-        self.nats_partitions.unwrap_or(self.nats_replicas) as usize
     }
 }
 
@@ -413,34 +406,5 @@ impl UpArgs {
             max_decode_alloc: (self.runtime.memory_mb as u64 * 1024 * 1024 * 3 / 4)
                 .min(d.max_decode_alloc),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn up(args: &[&str]) -> UpArgs {
-        let cli = Cli::try_parse_from(
-            ["imgfleet", "up", "--queue", "jetstream"]
-                .iter()
-                .chain(args),
-        )
-        .expect("valid arguments");
-        match cli.command {
-            Command::Up(up) => *up,
-            other => panic!("parsed as {other:?}"),
-        }
-    }
-
-    #[test]
-    fn partitions_follow_the_replicas_unless_given() {
-        assert_eq!(up(&[]).nats_partitions(), 1);
-        assert_eq!(up(&["--nats-replicas", "3"]).nats_partitions(), 3);
-        assert_eq!(
-            up(&["--nats-replicas", "3", "--nats-partitions", "1"]).nats_partitions(),
-            1
-        );
-        assert_eq!(up(&["--nats-partitions", "4"]).nats_partitions(), 4);
     }
 }

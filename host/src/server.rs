@@ -102,7 +102,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             .await,
         ),
         QueueKind::Jetstream => {
-            let partitions = args.nats_partitions();
+            let partitions = args.nats_partitions as usize;
             let config = JetStreamConfig {
                 urls: args.nats_url.clone(),
                 replicas: args.nats_replicas as usize,

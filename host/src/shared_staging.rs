@@ -21,13 +21,9 @@ const BUCKET: &str = "imgfleet_staging";
 /// How long an entry can live at most, whatever its own time to live (a day, as the AWS
 /// deployment's staging bucket).
 const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+const NOT_FOUND_GRACE: Duration = Duration::from_secs(2);
 /// How long a failing call is retried: a leader election in the cluster takes seconds.
 const FAILOVER_GRACE: Duration = Duration::from_secs(8);
-/// How long an entry not found is looked for again. A direct get is answered by any
-/// replica, and when the node that took a write with one replica dies, the other replica
-/// catches up only once a new leader is elected: until then it answers "not found" for an
-/// entry that is there (a job's input, seen lost in a failover with a grace of 2 s).
-const NOT_FOUND_GRACE: Duration = FAILOVER_GRACE;
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 /// One write to one of several buckets before the next is tried: long enough for a
 /// healthy cluster, short against a leader election.
@@ -216,13 +212,11 @@ impl SharedStaging {
         let started = tokio::time::Instant::now();
         loop {
             match self.read(key).await {
-                Err(Read::NotSeen) if started.elapsed() < NOT_FOUND_GRACE => {}
-                Err(Read::Failed(StagingError::Io(e))) if started.elapsed() < FAILOVER_GRACE => {
+                Err(StagingError::NotFound(_)) if started.elapsed() < NOT_FOUND_GRACE => {}
+                Err(StagingError::Io(e)) if started.elapsed() < FAILOVER_GRACE => {
                     tracing::debug!(error = %e, "staging read failed; retrying");
                 }
-                Err(Read::NotSeen) => return Err(StagingError::NotFound(key.to_string())),
-                Err(Read::Failed(e)) => return Err(e),
-                Ok(bytes) => return Ok(bytes),
+                other => return other,
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -231,20 +225,20 @@ impl SharedStaging {
     /// Reads an entry by direct gets (its description, then its chunks in order), which
     /// any replica answers: no consumer is created, so neither the stream's leader nor the
     /// cluster's meta leader is needed.
-    async fn read(&self, key: &str) -> Result<Bytes, Read> {
-        let gone = || Read::Failed(StagingError::NotFound(key.to_string()));
-        let (bucket, name) = self.locate(key).ok_or_else(gone)?;
+    async fn read(&self, key: &str) -> Result<Bytes, StagingError> {
+        let not_found = || StagingError::NotFound(key.to_string());
+        let (bucket, name) = self.locate(key).ok_or_else(not_found)?;
         let read = async {
             let info = bucket.store.info(name).await.map_err(|e| {
                 if matches!(e.kind(), object_store::InfoErrorKind::NotFound) {
-                    Read::NotSeen
+                    not_found()
                 } else {
-                    Read::Failed(io(e))
+                    io(e)
                 }
             })?;
             let expires: Option<u64> = info.description.as_deref().and_then(|d| d.parse().ok());
             if info.deleted || expires.is_some_and(|t| t <= now_ms()) {
-                return Err(gone());
+                return Err(not_found());
             }
             let chunks = format!("$O.{}.C.{}", bucket.name, info.nuid);
             let mut buf = Vec::with_capacity(info.size);
@@ -256,24 +250,24 @@ impl SharedStaging {
                     .await
                     .map_err(|e| match e.kind() {
                         // A replica that has not caught up with the write yet.
-                        stream::DirectGetErrorKind::NotFound => Read::NotSeen,
-                        _ => Read::Failed(io(e)),
+                        stream::DirectGetErrorKind::NotFound => not_found(),
+                        _ => io(e),
                     })?;
                 seq = chunk.sequence;
                 buf.extend_from_slice(&chunk.payload);
             }
             if buf.len() != info.size {
-                return Err(Read::Failed(io(format!(
+                return Err(io(format!(
                     "staged entry {key}: {} of {} bytes",
                     buf.len(),
                     info.size
-                ))));
+                )));
             }
             Ok(Bytes::from(buf))
         };
         tokio::time::timeout(ATTEMPT_TIMEOUT, read)
             .await
-            .unwrap_or_else(|_| Err(Read::Failed(io("no answer from the staging object store"))))
+            .unwrap_or_else(|_| Err(io("no answer from the staging object store")))
     }
 
     /// Deletes in the background: callers free entries on their way out.
@@ -291,14 +285,6 @@ impl SharedStaging {
             }
         });
     }
-}
-
-/// Why a read found nothing to return.
-enum Read {
-    /// No replica answering had the entry: it may be on its way to this one.
-    NotSeen,
-    /// Anything else, an entry deleted or expired included.
-    Failed(StagingError),
 }
 
 /// Opens (or creates) one bucket. Hosts starting together on a cluster that is still

@@ -1,5 +1,5 @@
 //! How long clients wait when the node leading the jobs queue dies under load, with one
-//! stream per queue and with three partitions (a cluster of three's default), side by side:
+//! stream per queue (the default) and with three partitions (`--nats-partitions 3`), side by side:
 //! the runs alternate between the two layouts so that both meet the same machine.
 //!
 //! `cargo bench -p imgfleet-tests --bench failover [-- --runs N --clients C --partitions P]`
