@@ -39,10 +39,10 @@ pub const USAGE_QUEUE: &str = "usage";
 /// Deliveries of a job before it is dead-lettered.
 pub const JOB_MAX_RECEIVES: u32 = 3;
 
-/// Completion queues: short-lived replies, no dead-lettering.
-/// A host's completions queue. Its dispatcher deletes a completion as soon as it has one,
-/// so a short visibility timeout costs nothing, and a completion handed to a receive that
-/// died with a node comes back within it rather than after a request's whole budget.
+/// A host's completions queue: short-lived replies, no dead-lettering. Its dispatcher
+/// deletes a completion as soon as it has one, so a short visibility timeout costs nothing,
+/// and a completion handed to a receive that died with a node comes back within it rather
+/// than after a request's whole budget.
 fn completions_spec(name: &str) -> QueueSpec {
     let mut spec = QueueSpec::new(name);
     spec.retention = Duration::from_secs(600);
@@ -50,6 +50,7 @@ fn completions_spec(name: &str) -> QueueSpec {
     spec
 }
 
+/// The jobs' dead-letter queue, read by the dead-letter watcher.
 fn dead_letters_spec(name: &str) -> QueueSpec {
     let mut spec = QueueSpec::new(name);
     spec.retention = Duration::from_secs(600);

@@ -105,12 +105,14 @@ impl Partitioned {
     ) -> Result<T, QueueError> {
         tokio::time::timeout(self.attempt, call)
             .await
-            .unwrap_or_else(|_| {
-                Err(QueueError::Unavailable(format!(
-                    "partition {index}: no answer within {:?}",
-                    self.attempt
-                )))
-            })
+            .unwrap_or_else(|_| Err(self.no_answer(index)))
+    }
+
+    fn no_answer(&self, index: usize) -> QueueError {
+        QueueError::Unavailable(format!(
+            "partition {index}: no answer within {:?}",
+            self.attempt
+        ))
     }
 
     /// A no-wait receive on partition `index`, bounded by one attempt. Past the attempt it
@@ -131,20 +133,11 @@ impl Partitioned {
             Err(_) => {
                 let (early, kept) = (self.early.clone(), self.kept.clone());
                 tokio::spawn(async move {
-                    if let Ok(Ok(messages)) = call.await
-                        && !messages.is_empty()
-                    {
-                        early
-                            .lock()
-                            .expect("the early messages")
-                            .extend(tagged(messages));
-                        kept.notify_one();
+                    if let Ok(Ok(messages)) = call.await {
+                        keep(&early, &kept, tagged(messages).collect());
                     }
                 });
-                Err(QueueError::Unavailable(format!(
-                    "partition {index}: no answer within {:?}",
-                    self.attempt
-                )))
+                Err(self.no_answer(index))
             }
         }
     }
@@ -154,6 +147,16 @@ impl Partitioned {
         let n = max.min(early.len());
         early.drain(..n).collect()
     }
+}
+
+/// Keeps messages that arrived after their receive returned, for the next receive (and
+/// wakes one that is waiting).
+fn keep(early: &Mutex<VecDeque<Message>>, kept: &Notify, messages: Vec<Message>) {
+    if messages.is_empty() {
+        return;
+    }
+    early.lock().expect("the early messages").extend(messages);
+    kept.notify_one();
 }
 
 fn split(tagged: &str) -> Option<(usize, &str)> {
@@ -323,12 +326,9 @@ impl Partitioned {
                         Vec::new()
                     }
                 };
-                if let Err(unsent) = tx.send(messages).await
-                    && !unsent.0.is_empty()
-                {
+                if let Err(unsent) = tx.send(messages).await {
                     // The receive has returned already: the next one hands these out.
-                    early.lock().expect("the early messages").extend(unsent.0);
-                    kept.notify_one();
+                    keep(&early, &kept, unsent.0);
                 }
             });
         }
@@ -358,14 +358,11 @@ impl Partitioned {
         // Polls that finish from now on keep their messages themselves; those that finished
         // already are waiting in the channel.
         rx.close();
-        let mut early = self.early.lock().expect("the early messages");
-        let before = early.len();
+        let mut late = Vec::new();
         while let Ok(more) = rx.try_recv() {
-            early.extend(more);
+            late.extend(more);
         }
-        if early.len() > before {
-            self.kept.notify_one();
-        }
+        keep(&self.early, &self.kept, late);
         first
     }
 }
