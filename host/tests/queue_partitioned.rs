@@ -84,8 +84,8 @@ async fn a_message_on_any_partition_ends_a_long_poll_and_none_is_stranded() {
     let mut got = receive(&*q, 10, 10_000, Some(60)).await;
     assert!(!got.is_empty());
     assert!(started.elapsed() < Duration::from_secs(5));
-    // The three arrived at once: whatever the first poll to answer did not bring, the
-    // next receives hand out, although it is already in flight on its partition.
+    // The three arrived at once: whatever the first poll to answer did not bring went back
+    // to its partition (no receive was waiting for it), and the next receives get it.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while got.len() < 3 && std::time::Instant::now() < deadline {
         got.extend(receive(&*q, 10, 1000, Some(60)).await);
@@ -99,6 +99,18 @@ async fn a_message_on_any_partition_ends_a_long_poll_and_none_is_stranded() {
     for m in &got {
         q.delete(&m.receipt).await.unwrap();
     }
+}
+
+/// Two hosts on one partitioned queue: what a host's leftover polls bring while none of
+/// its receives is waiting goes back to the queue, for the other host, instead of staying
+/// in flight until the first host asks again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_messages_nobody_here_waits_for_go_to_another_host() {
+    let spec = queue_suite::spec("hoard");
+    let (parts, _) = partitions(&spec).await;
+    let busy = Partitioned::new("hoard", parts.clone(), ATTEMPT);
+    let idle = Partitioned::new("hoard", parts.clone(), ATTEMPT);
+    queue_suite::late_messages_go_to_the_idle_host(&busy, &idle).await;
 }
 
 #[tokio::test]

@@ -46,3 +46,10 @@ async fn fresh(mut spec: QueueSpec) -> Pair {
 }
 
 queue_suite!(fresh);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn released_deliveries_are_not_counted() {
+    let mut spec = queue_suite::spec("released");
+    spec.max_receives = Some(2);
+    queue_suite::released_deliveries_are_not_counted(fresh(spec).await).await;
+}

@@ -85,3 +85,25 @@ async fn round_trips_stay_fast() {
     );
     assert!(took[15] < Duration::from_millis(500), "{took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn released_deliveries_are_not_counted() {
+    let mut spec = queue_suite::spec("released");
+    spec.max_receives = Some(2);
+    queue_suite::released_deliveries_are_not_counted(fresh(spec).await).await;
+}
+
+/// Two hosts, each with its own connection and its own view of the same three streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_messages_nobody_here_waits_for_go_to_another_host() {
+    let spec = queue_suite::spec(&format!(
+        "hoard-{}",
+        &uuid::Uuid::now_v7().simple().to_string()[24..]
+    ));
+    let busy = backend().await.open(spec.clone()).await.expect("busy host");
+    let idle = backend().await.open(spec).await.expect("idle host");
+    let others = queue_suite::late_messages_go_to_the_idle_host(&*busy, &*idle).await;
+    for m in &others {
+        assert_eq!(m.receive_count, 1, "a release counted as a receive");
+    }
+}

@@ -92,6 +92,16 @@ impl Queue for ClaimCheck {
         self.inner.change_visibility(receipt, timeout).await
     }
 
+    async fn release(&self, message: &Message) -> Result<(), QueueError> {
+        self.inner.release(message).await?;
+        // The blob stays for the next delivery, which claims it anew.
+        self.claimed
+            .lock()
+            .expect("claims lock")
+            .remove(&message.receipt);
+        Ok(())
+    }
+
     async fn depth(&self) -> Result<Depth, QueueError> {
         self.inner.depth().await
     }

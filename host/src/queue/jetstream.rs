@@ -39,6 +39,8 @@ const GROUP_HEADER: &str = "Imgfleet-Group";
 const ATTRIBUTE_PREFIX: &str = "Imgfleet-A-";
 /// How long a message held back by a busy group waits before it is offered again.
 const BUSY_GROUP_RETRY: Duration = Duration::from_millis(200);
+/// How long a delivery handed back without being counted as held back waits.
+const UNCOUNTED_PAUSE: Duration = Duration::from_secs(2);
 /// A single call (publish, ack, lookup) that has not answered within this long counts as
 /// unavailable; a publish is retried within it, so a leader election in the cluster (a
 /// few seconds) costs latency, not errors.
@@ -316,6 +318,29 @@ impl JetStreamQueue {
         .await
     }
 
+    /// Hands a delivery back without counting it as a receive: counted as held back first,
+    /// so its redelivery cannot be seen before the count. Offered again after `pause` once
+    /// counted; when even the count fails (no leader), after [`UNCOUNTED_PAUSE`], so that a
+    /// failover cannot run up its receive count in a tight loop.
+    async fn hand_back(
+        &self,
+        seq: Option<u64>,
+        reply: &str,
+        pause: Duration,
+    ) -> Result<(), QueueError> {
+        let counted = match seq {
+            Some(seq) => self.count_held_back(seq).await.is_ok(),
+            None => false,
+        };
+        let pause = if counted { pause } else { UNCOUNTED_PAUSE };
+        let kind = if pause.is_zero() {
+            jetstream::AckKind::Nak(None)
+        } else {
+            jetstream::AckKind::Nak(Some(pause))
+        };
+        ack(&self.js.client, reply, kind).await
+    }
+
     /// Whether `seq` is the oldest message left on its group's subject.
     async fn first_of_group(&self, subject: &str, seq: u64) -> Result<bool, QueueError> {
         match self
@@ -572,25 +597,10 @@ impl Queue for JetStreamQueue {
                     Err(e) => {
                         // Handed back rather than left in flight for a whole visibility
                         // timeout, and not counted as a receive (during a failover this
-                        // repeats, and would dead-letter a job nobody ever ran): counted as
-                        // held back first, so its redelivery cannot be seen before the count.
+                        // repeats, and would dead-letter a job nobody ever ran).
                         tracing::warn!(error = %e, queue = %self.name, "a delivery could not be checked; handed back");
-                        let counted = match seq {
-                            Some(seq) => self.count_held_back(seq).await.is_ok(),
-                            None => false,
-                        };
                         if let Some(reply) = reply {
-                            let pause = if counted {
-                                BUSY_GROUP_RETRY
-                            } else {
-                                Duration::from_secs(2)
-                            };
-                            let _ = ack(
-                                &self.js.client,
-                                &reply,
-                                jetstream::AckKind::Nak(Some(pause)),
-                            )
-                            .await;
+                            let _ = self.hand_back(seq, &reply, BUSY_GROUP_RETRY).await;
                         }
                     }
                 }
@@ -626,6 +636,15 @@ impl Queue for JetStreamQueue {
             jetstream::AckKind::Nak(Some(timeout))
         };
         settle(&self.js.client, &receipt.0, kind).await
+    }
+
+    async fn release(&self, message: &Message) -> Result<(), QueueError> {
+        if !receipt_is_ours(&message.receipt, &self.stream_name()) {
+            return Err(QueueError::InvalidReceipt);
+        }
+        let seq = message.id.parse().ok();
+        self.hand_back(seq, &message.receipt.0, Duration::ZERO)
+            .await
     }
 
     async fn depth(&self) -> Result<Depth, QueueError> {

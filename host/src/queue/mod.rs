@@ -197,6 +197,14 @@ pub trait Queue: Send + Sync {
         receipt: &Receipt,
         timeout: Duration,
     ) -> Result<(), QueueError>;
+    /// Hands a received message back at once, for any consumer to take. A backend that can
+    /// tell such a delivery apart (JetStream) leaves it out of `receive_count`, so handing
+    /// back never brings a message nearer the dead-letter queue; the others count it, as
+    /// a visibility change to zero.
+    async fn release(&self, message: &Message) -> Result<(), QueueError> {
+        self.change_visibility(&message.receipt, Duration::ZERO)
+            .await
+    }
     async fn depth(&self) -> Result<Depth, QueueError>;
 }
 

@@ -18,11 +18,14 @@
 //! * ids and receipts carry the partition's index (`<index>:<inner>`);
 //! * a receive first takes what is ready, partition by partition from a rotating start;
 //!   when nothing is, it long-polls every partition at once in short slices and returns as
-//!   soon as one has messages. Messages the other polls of that slice bring are kept and
-//!   handed out first by the next receive, or at once to one that is waiting (they are
-//!   in flight already, and hold up their group, until then);
+//!   soon as one has messages. Messages the other polls of that slice bring are late:
+//!   they go to receives of this queue that are under way, and what those have no room
+//!   for is released (handed back to its partition, not counted as a receive where the
+//!   partition can tell). Kept while nobody here wants them, they would stay in flight,
+//!   holding up their group, until one of this host's busy consumers came back: a host
+//!   with more polls out would hoard work that hosts with idle slots are waiting for;
 //! * a no-wait receive that outlasts its attempt goes on in the background, and what it
-//!   brings is kept the same way (cut short, it could strand messages it had taken);
+//!   brings is late the same way (cut short, it could strand messages it had taken);
 //! * a partition that fails is tried last by sends and left out of the first, no-wait
 //!   pass of receives for a while ([`Health`]); long polls still include it, since they
 //!   cost nothing while they wait. Only when every partition fails is a call an error.
@@ -53,27 +56,117 @@ pub struct Partitioned {
     attempt: Duration,
     next_send: AtomicUsize,
     next_receive: AtomicUsize,
-    early: Arc<Mutex<VecDeque<Message>>>,
-    /// Signalled when messages are kept in `early`, so a receive that is waiting takes
-    /// them at once instead of at the end of its slice.
-    kept: Arc<Notify>,
+    late: Arc<Late>,
     health: Arc<Health>,
+}
+
+/// Messages that arrived after the receive that asked for them had returned.
+struct Late {
+    parts: Vec<Arc<dyn Queue>>,
+    state: Mutex<LateState>,
+    /// Signalled when messages are kept, so a receive that is waiting takes them at once
+    /// instead of at the end of its slice.
+    kept: Notify,
+}
+
+#[derive(Default)]
+struct LateState {
+    kept: VecDeque<Message>,
+    /// Messages the receives under way still have room for.
+    room: usize,
+}
+
+impl Late {
+    /// Keeps what the receives under way have room for, and releases the rest.
+    fn arrive(&self, messages: Vec<Message>) {
+        if messages.is_empty() {
+            return;
+        }
+        let excess = {
+            let mut state = self.state.lock().expect("the late messages");
+            state.kept.extend(messages);
+            state.excess()
+        };
+        self.kept.notify_one();
+        self.release(excess);
+    }
+
+    fn take(&self, max: usize) -> Vec<Message> {
+        let mut state = self.state.lock().expect("the late messages");
+        let n = max.min(state.kept.len());
+        state.kept.drain(..n).collect()
+    }
+
+    /// Counts a receive under way with room for `room` messages until the guard drops.
+    fn under_way(self: &Arc<Self>, room: usize) -> UnderWay {
+        self.state.lock().expect("the late messages").room += room;
+        UnderWay {
+            late: self.clone(),
+            room,
+        }
+    }
+
+    /// Hands messages back to their partitions, in the background: a failed release only
+    /// leaves the message to come back after its visibility timeout.
+    fn release(&self, messages: Vec<Message>) {
+        for message in messages {
+            let Some((index, message)) = untag(message) else {
+                continue;
+            };
+            let Some(part) = self.parts.get(index).cloned() else {
+                continue;
+            };
+            tokio::spawn(async move {
+                if let Err(e) = part.release(&message).await {
+                    tracing::debug!(error = %e, partition = index, "releasing a late message failed");
+                }
+            });
+        }
+    }
+}
+
+impl LateState {
+    /// The newest kept messages beyond the room left.
+    fn excess(&mut self) -> Vec<Message> {
+        let keep = self.room.min(self.kept.len());
+        self.kept.drain(keep..).collect()
+    }
+}
+
+/// A receive under way; when it returns, messages kept for it alone are released.
+struct UnderWay {
+    late: Arc<Late>,
+    room: usize,
+}
+
+impl Drop for UnderWay {
+    fn drop(&mut self) {
+        let excess = {
+            let mut state = self.late.state.lock().expect("the late messages");
+            state.room -= self.room;
+            state.excess()
+        };
+        self.late.release(excess);
+    }
 }
 
 impl Partitioned {
     /// `parts` must be non-empty; `attempt` bounds one send on one partition.
     pub fn new(name: impl Into<String>, parts: Vec<Arc<dyn Queue>>, attempt: Duration) -> Self {
         assert!(!parts.is_empty(), "a partitioned queue needs a partition");
-        let n = parts.len();
+        let late = Arc::new(Late {
+            parts: parts.clone(),
+            state: Mutex::default(),
+            kept: Notify::new(),
+        });
         Self {
             name: name.into(),
+            health: Arc::new(Health::new(parts.len())),
             parts,
             attempt,
             next_send: AtomicUsize::new(0),
             next_receive: AtomicUsize::new(0),
-            early: Arc::new(Mutex::new(VecDeque::new())),
-            kept: Arc::new(Notify::new()),
-            health: Arc::new(Health::new(n)),
+            late,
         }
     }
 
@@ -116,7 +209,7 @@ impl Partitioned {
     }
 
     /// A no-wait receive on partition `index`, bounded by one attempt. Past the attempt it
-    /// goes on in the background and what it brings is kept for the next receive: cut
+    /// goes on in the background and what it brings is late ([`Late`]): cut
     /// short, it could lose messages it had taken (their delivery checks can wait on a
     /// stream leader that just died) to a whole visibility timeout.
     async fn receive_now(
@@ -131,32 +224,16 @@ impl Partitioned {
             Ok(Ok(result)) => result.map(|m| tagged(m).collect()),
             Ok(Err(e)) => Err(QueueError::Unavailable(format!("partition {index}: {e}"))),
             Err(_) => {
-                let (early, kept) = (self.early.clone(), self.kept.clone());
+                let late = self.late.clone();
                 tokio::spawn(async move {
                     if let Ok(Ok(messages)) = call.await {
-                        keep(&early, &kept, tagged(messages).collect());
+                        late.arrive(tagged(messages).collect());
                     }
                 });
                 Err(self.no_answer(index))
             }
         }
     }
-
-    fn take_early(&self, max: usize) -> Vec<Message> {
-        let mut early = self.early.lock().expect("the early messages");
-        let n = max.min(early.len());
-        early.drain(..n).collect()
-    }
-}
-
-/// Keeps messages that arrived after their receive returned, for the next receive (and
-/// wakes one that is waiting).
-fn keep(early: &Mutex<VecDeque<Message>>, kept: &Notify, messages: Vec<Message>) {
-    if messages.is_empty() {
-        return;
-    }
-    early.lock().expect("the early messages").extend(messages);
-    kept.notify_one();
 }
 
 fn split(tagged: &str) -> Option<(usize, &str)> {
@@ -168,6 +245,16 @@ fn tag(index: usize, mut message: Message) -> Message {
     message.id = format!("{index}:{}", message.id);
     message.receipt = Receipt(format!("{index}:{}", message.receipt.0));
     message
+}
+
+/// The partition a tagged message came from, and the message as that partition gave it.
+fn untag(mut message: Message) -> Option<(usize, Message)> {
+    let (index, id) = split(&message.id)?;
+    let id = id.to_string();
+    let (_, receipt) = split(&message.receipt.0)?;
+    message.receipt = Receipt(receipt.to_string());
+    message.id = id;
+    Some((index, message))
 }
 
 #[async_trait]
@@ -202,7 +289,8 @@ impl Queue for Partitioned {
 
     async fn receive(&self, request: ReceiveRequest) -> Result<Vec<Message>, QueueError> {
         super::validate_receive(&request)?;
-        let mut got = self.take_early(request.max_messages);
+        let _under_way = self.late.under_way(request.max_messages);
+        let mut got = self.late.take(request.max_messages);
         let start = self.next_receive.fetch_add(1, Ordering::Relaxed);
         let tried = self.health.up(start);
         let mut failed = 0;
@@ -239,7 +327,7 @@ impl Queue for Partitioned {
             }
             // A slower poll of an earlier slice may have left messages meanwhile; they are
             // in flight already (and hold up their group), so they go first.
-            let early = self.take_early(request.max_messages);
+            let early = self.late.take(request.max_messages);
             if !early.is_empty() {
                 return Ok(early);
             }
@@ -268,6 +356,12 @@ impl Queue for Partitioned {
     ) -> Result<(), QueueError> {
         let (index, inner) = self.partition_of(receipt)?;
         self.parts[index].change_visibility(&inner, timeout).await
+    }
+
+    async fn release(&self, message: &Message) -> Result<(), QueueError> {
+        let (index, message) = untag(message.clone()).ok_or(QueueError::InvalidReceipt)?;
+        let part = self.parts.get(index).ok_or(QueueError::InvalidReceipt)?;
+        part.release(&message).await
     }
 
     async fn depth(&self) -> Result<Depth, QueueError> {
@@ -300,7 +394,7 @@ impl Queue for Partitioned {
 
 impl Partitioned {
     /// Long-polls every partition at once for `wait`; returns the first messages any of
-    /// them brings, and keeps what the others bring for the next receive.
+    /// them brings; what the others bring is late ([`Late`]).
     async fn poll_all(&self, request: ReceiveRequest, wait: Duration) -> Vec<Message> {
         let (tx, mut rx) = mpsc::channel(self.parts.len());
         let start = self.next_receive.fetch_add(1, Ordering::Relaxed);
@@ -310,8 +404,7 @@ impl Partitioned {
         for index in self.health.order(start) {
             let part = self.parts[index].clone();
             let tx = tx.clone();
-            let early = self.early.clone();
-            let kept = self.kept.clone();
+            let late = self.late.clone();
             let health = self.health.clone();
             let poll = ReceiveRequest {
                 max_messages: request.max_messages,
@@ -327,8 +420,8 @@ impl Partitioned {
                     }
                 };
                 if let Err(unsent) = tx.send(messages).await {
-                    // The receive has returned already: the next one hands these out.
-                    keep(&early, &kept, unsent.0);
+                    // The receive has returned already.
+                    late.arrive(unsent.0);
                 }
             });
         }
@@ -347,8 +440,8 @@ impl Partitioned {
                     Ok(None) | Err(_) => break,
                 },
                 // A poll left over from an earlier receive brought messages.
-                () = self.kept.notified() => {
-                    first = self.take_early(request.max_messages);
+                () = self.late.kept.notified() => {
+                    first = self.late.take(request.max_messages);
                     if !first.is_empty() {
                         break;
                     }
@@ -362,7 +455,7 @@ impl Partitioned {
         while let Ok(more) = rx.try_recv() {
             late.extend(more);
         }
-        keep(&self.early, &self.kept, late);
+        self.late.arrive(late);
         first
     }
 }

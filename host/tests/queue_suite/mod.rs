@@ -77,6 +77,37 @@ pub async fn change_visibility_to_zero_releases_at_once(q: Pair) {
     assert_eq!(again[0].receive_count, 2);
 }
 
+pub async fn release_hands_a_message_back_at_once(q: Pair) {
+    let (q, _) = q;
+    q.send(OutgoingMessage::new("m").group("g")).await.unwrap();
+    let got = receive(&*q, 1, 1000, Some(60)).await;
+    assert_eq!(got.len(), 1);
+    q.release(&got[0]).await.unwrap();
+    let again = receive(&*q, 1, 2000, None).await;
+    assert_eq!(again.len(), 1, "not offered again after its release");
+    assert_eq!(again[0].id, got[0].id);
+    assert_eq!(&again[0].body[..], b"m");
+    q.delete(&again[0].receipt).await.unwrap();
+}
+
+/// For backends that leave released deliveries out of `receive_count` (JetStream): a
+/// message released more often than `max_receives` (2) is neither counted nor dead-lettered.
+pub async fn released_deliveries_are_not_counted(q: Pair) {
+    let (q, dlq) = q;
+    let dlq = dlq.expect("a dead-letter queue for this test");
+    q.send(OutgoingMessage::new("m").group("g")).await.unwrap();
+    for n in 1..=3 {
+        let got = receive(&*q, 1, 3000, Some(60)).await;
+        assert_eq!(got.len(), 1, "delivery {n}");
+        assert_eq!(got[0].receive_count, 1, "delivery {n}");
+        q.release(&got[0]).await.unwrap();
+    }
+    let got = receive(&*q, 1, 3000, Some(60)).await;
+    assert_eq!(got.len(), 1, "dead-lettered although only released");
+    q.delete(&got[0].receipt).await.unwrap();
+    assert!(receive(&*dlq, 1, 0, None).await.is_empty());
+}
+
 pub async fn extending_visibility_keeps_it_hidden_and_deletable(q: Pair) {
     let (q, _) = q;
     q.send(OutgoingMessage::new("slow").group("g"))
@@ -221,6 +252,47 @@ pub async fn groups_do_not_block_each_other(q: Pair) {
     assert_eq!(&second[0].body[..], b"b1");
 }
 
+/// Two consumers ("hosts") of one queue of three partitions: `busy` takes one of three
+/// messages that arrive while its long poll is out on every partition, and then asks for no
+/// more; the other two must reach `idle` (returned, deleted) instead of waiting in `busy`.
+pub async fn late_messages_go_to_the_idle_host(
+    busy: &dyn Queue,
+    idle: &dyn Queue,
+) -> Vec<imgfleet_host::queue::Message> {
+    let send = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for i in 0..3 {
+            idle.send(OutgoingMessage::new(format!("m{i}")))
+                .await
+                .unwrap();
+        }
+    };
+    let (got, ()) = tokio::join!(receive(busy, 1, 10_000, Some(60)), send);
+    assert_eq!(got.len(), 1);
+    let mut others = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while others.len() < 2 && std::time::Instant::now() < deadline {
+        others.extend(receive(idle, 10, 1000, Some(60)).await);
+    }
+    let mut bodies: Vec<String> = got
+        .iter()
+        .chain(&others)
+        .map(|m| String::from_utf8(m.body.to_vec()).unwrap())
+        .collect();
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        ["m0", "m1", "m2"],
+        "the idle host got {}",
+        others.len()
+    );
+    busy.delete(&got[0].receipt).await.unwrap();
+    for m in &others {
+        idle.delete(&m.receipt).await.unwrap();
+    }
+    others
+}
+
 #[macro_export]
 macro_rules! queue_suite {
     ($factory:expr) => {
@@ -238,6 +310,7 @@ macro_rules! queue_suite {
         case!(send_delete_is_final, None);
         case!(visibility_expiry_redelivers, None);
         case!(change_visibility_to_zero_releases_at_once, None);
+        case!(release_hands_a_message_back_at_once, None);
         case!(extending_visibility_keeps_it_hidden_and_deletable, None);
         case!(dead_letter_after_max_receives, Some(2));
         case!(long_poll_returns_as_soon_as_a_message_arrives, None);
