@@ -295,12 +295,13 @@ pub struct UpArgs {
     /// Replicas of every JetStream stream: 3 on a cluster of three, 1 on a single server.
     #[arg(long, env = "IMGFLEET_NATS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5))]
     pub nats_replicas: u64,
-    /// Streams each JetStream queue is spread over. With more than one, the death of the
+    /// Streams each JetStream queue is spread over (default: one per replica, so one on a
+    /// single server and three on a cluster of three). With more than one, the death of the
     /// node leading one of them stalls only that one: sends go to another partition while
     /// its Raft group elects a new leader (4-9 s in nats-server), at the cost of a group's
     /// order across such a switch.
-    #[arg(long, env = "IMGFLEET_NATS_PARTITIONS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
-    pub nats_partitions: u64,
+    #[arg(long, env = "IMGFLEET_NATS_PARTITIONS", value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub nats_partitions: Option<u64>,
     /// A fleet's shared database for the identity and usage stores (otherwise SQLite files
     /// in the data directory): `postgres://…` (which also shares the job store) or
     /// `dynamodb://<table prefix>[?endpoint=URL&region=R]`.
@@ -344,6 +345,12 @@ impl UpArgs {
             (None, QueueKind::Embedded) => "local".into(),
             (None, _) => format!("host-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]),
         }
+    }
+
+    /// Streams per JetStream queue: given, or one per replica (a partition's leader on
+    /// each node of the cluster).
+    pub fn nats_partitions(&self) -> usize {
+        self.nats_partitions.unwrap_or(self.nats_replicas) as usize
     }
 }
 

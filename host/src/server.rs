@@ -103,7 +103,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             .await,
         ),
         QueueKind::Jetstream => {
-            let partitions = args.nats_partitions as usize;
+            let partitions = args.nats_partitions();
             let config = JetStreamConfig {
                 urls: args.nats_url.clone(),
                 replicas: args.nats_replicas as usize,

@@ -174,12 +174,12 @@ pub struct LeaderKilled {
 
 /// Three hosts of one slot each, `clients` clients sending resizes and jobs round robin;
 /// 3 s into the load the node leading the jobs stream (partition 0 of it, with partitions)
-/// is killed, and the load goes on for 12 s. `partitions`: 1 (one stream per queue, the
-/// default) or 3.
+/// is killed, and the load goes on for 12 s. `partitions`: 1 (one stream per queue) or 3
+/// (the default on a cluster of three).
 pub fn kill_the_jobs_leader_under_load(partitions: usize, clients: usize) -> LeaderKilled {
     let (extra, stream): (&[&str], &'static str) = match partitions {
-        1 => (&[], "IMGFLEET_jobs"),
-        3 => (&["--nats-partitions", "3"], "IMGFLEET_p0-jobs"),
+        1 => (&["--nats-partitions", "1"], "IMGFLEET_jobs"),
+        3 => (&[], "IMGFLEET_p0-jobs"),
         n => panic!("no layout of {n} partitions here"),
     };
     let mut fleet = Fleet::start(&[1, 1, 1], extra);

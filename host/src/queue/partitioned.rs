@@ -18,27 +18,27 @@
 //! * ids and receipts carry the partition's index (`<index>:<inner>`);
 //! * a receive first takes what is ready, partition by partition from a rotating start;
 //!   when nothing is, it long-polls every partition at once in short slices and returns as
-//!   soon as one has messages. Messages the other polls of that slice bring are late:
-//!   they go to receives of this queue that are under way, and what those have no room
-//!   for is released (handed back to its partition, not counted as a receive where the
-//!   partition can tell). Kept while nobody here wants them, they would stay in flight,
-//!   holding up their group, until one of this host's busy consumers came back: a host
-//!   with more polls out would hoard work that hosts with idle slots are waiting for;
+//!   soon as one has messages. What the other polls bring while the receive is under way
+//!   (a slower poll of an earlier slice) it takes next; what they bring after it has
+//!   returned is released: handed back to its partition for any consumer, not counted as
+//!   a receive where the partition can tell. Kept for this host's next receive instead, it
+//!   would stay in flight, holding up its group, until one of the host's busy consumers
+//!   came back, and a host with more polls out would hoard work that hosts with idle
+//!   slots are waiting for;
 //! * a no-wait receive that outlasts its attempt goes on in the background, and what it
-//!   brings is late the same way (cut short, it could strand messages it had taken);
+//!   brings goes the same way (cut short, it could strand messages it had taken);
 //! * a partition that fails is tried last by sends and left out of the first, no-wait
 //!   pass of receives for a while ([`Health`]); long polls still include it, since they
 //!   cost nothing while they wait. Only when every partition fails is a call an error.
 //!   `depth` adds up the partitions that answer.
 
-use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::health::Health;
@@ -48,105 +48,100 @@ use super::{Depth, Message, OutgoingMessage, Queue, QueueError, Receipt, Receive
 const SLICE: Duration = Duration::from_millis(500);
 /// A round of long polls that ends sooner than this failed everywhere.
 const QUICK_FAILURE: Duration = Duration::from_millis(100);
+/// The round of a poll that belongs to none (a no-wait receive gone on in the background).
+const NO_ROUND: u64 = u64::MAX;
+
+type Parts = Arc<[Arc<dyn Queue>]>;
 
 pub struct Partitioned {
     name: String,
-    parts: Vec<Arc<dyn Queue>>,
+    parts: Parts,
     /// One send attempt on one partition; past it the next partition is tried.
     attempt: Duration,
     next_send: AtomicUsize,
     next_receive: AtomicUsize,
-    late: Arc<Late>,
     health: Arc<Health>,
 }
 
-/// Messages that arrived after the receive that asked for them had returned.
-struct Late {
-    parts: Vec<Arc<dyn Queue>>,
-    state: Mutex<LateState>,
-    /// Signalled when messages are kept, so a receive that is waiting takes them at once
-    /// instead of at the end of its slice.
-    kept: Notify,
+/// What one partition's poll brought, and the round of long polls it was part of.
+type Polled = (u64, Vec<Message>);
+
+/// Where the polls of one receive deliver, from their own tasks.
+#[derive(Clone)]
+struct Outbox {
+    tx: mpsc::UnboundedSender<Polled>,
+    parts: Parts,
 }
 
-#[derive(Default)]
-struct LateState {
-    kept: VecDeque<Message>,
-    /// Messages the receives under way still have room for.
-    room: usize,
-}
-
-impl Late {
-    /// Keeps what the receives under way have room for, and releases the rest.
-    fn arrive(&self, messages: Vec<Message>) {
-        if messages.is_empty() {
-            return;
-        }
-        let excess = {
-            let mut state = self.state.lock().expect("the late messages");
-            state.kept.extend(messages);
-            state.excess()
-        };
-        self.kept.notify_one();
-        self.release(excess);
-    }
-
-    fn take(&self, max: usize) -> Vec<Message> {
-        let mut state = self.state.lock().expect("the late messages");
-        let n = max.min(state.kept.len());
-        state.kept.drain(..n).collect()
-    }
-
-    /// Counts a receive under way with room for `room` messages until the guard drops.
-    fn under_way(self: &Arc<Self>, room: usize) -> UnderWay {
-        self.state.lock().expect("the late messages").room += room;
-        UnderWay {
-            late: self.clone(),
-            room,
-        }
-    }
-
-    /// Hands messages back to their partitions, in the background: a failed release only
-    /// leaves the message to come back after its visibility timeout.
-    fn release(&self, messages: Vec<Message>) {
-        for message in messages {
-            let Some((index, message)) = untag(message) else {
-                continue;
-            };
-            let Some(part) = self.parts.get(index).cloned() else {
-                continue;
-            };
-            tokio::spawn(async move {
-                if let Err(e) = part.release(&message).await {
-                    tracing::debug!(error = %e, partition = index, "releasing a late message failed");
-                }
-            });
+impl Outbox {
+    fn deliver(&self, round: u64, messages: Vec<Message>) {
+        if let Err(unsent) = self.tx.send((round, messages)) {
+            // The receive has returned.
+            release(&self.parts, unsent.0.1);
         }
     }
 }
 
-impl LateState {
-    /// The newest kept messages beyond the room left.
-    fn excess(&mut self) -> Vec<Message> {
-        let keep = self.room.min(self.kept.len());
-        self.kept.drain(keep..).collect()
+/// What the polls of one receive have brought; what is left in it when the receive
+/// returns is released.
+struct Inbox {
+    rx: mpsc::UnboundedReceiver<Polled>,
+    parts: Parts,
+}
+
+fn mailbox(parts: &Parts) -> (Outbox, Inbox) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (
+        Outbox {
+            tx,
+            parts: parts.clone(),
+        },
+        Inbox {
+            rx,
+            parts: parts.clone(),
+        },
+    )
+}
+
+impl Inbox {
+    /// Adds what has arrived to `got`, up to `max`; more is released.
+    fn take_arrived(&mut self, got: &mut Vec<Message>, max: usize) {
+        while got.len() < max {
+            match self.rx.try_recv() {
+                Ok((_, messages)) => got.extend(messages),
+                Err(_) => break,
+            }
+        }
+        if got.len() > max {
+            release(&self.parts, got.split_off(max));
+        }
     }
 }
 
-/// A receive under way; when it returns, messages kept for it alone are released.
-struct UnderWay {
-    late: Arc<Late>,
-    room: usize,
-}
-
-impl Drop for UnderWay {
+impl Drop for Inbox {
     fn drop(&mut self) {
-        let excess = {
-            let mut state = self.late.state.lock().expect("the late messages");
-            state.room -= self.room;
-            state.excess()
+        self.rx.close();
+        while let Ok((_, messages)) = self.rx.try_recv() {
+            release(&self.parts, messages);
+        }
+    }
+}
+
+/// Hands messages back to their partitions, in the background: a release that fails only
+/// leaves its message to come back after its visibility timeout.
+fn release(parts: &Parts, messages: Vec<Message>) {
+    for message in messages {
+        let Some((index, message)) = untag(message) else {
+            continue;
         };
-        self.late.release(excess);
+        let Some(part) = parts.get(index).cloned() else {
+            continue;
+        };
+        tokio::spawn(async move {
+            if let Err(e) = part.release(&message).await {
+                tracing::debug!(error = %e, partition = index, "releasing a late message failed");
+            }
+        });
     }
 }
 
@@ -154,19 +149,13 @@ impl Partitioned {
     /// `parts` must be non-empty; `attempt` bounds one send on one partition.
     pub fn new(name: impl Into<String>, parts: Vec<Arc<dyn Queue>>, attempt: Duration) -> Self {
         assert!(!parts.is_empty(), "a partitioned queue needs a partition");
-        let late = Arc::new(Late {
-            parts: parts.clone(),
-            state: Mutex::default(),
-            kept: Notify::new(),
-        });
         Self {
             name: name.into(),
             health: Arc::new(Health::new(parts.len())),
-            parts,
+            parts: parts.into(),
             attempt,
             next_send: AtomicUsize::new(0),
             next_receive: AtomicUsize::new(0),
-            late,
         }
     }
 
@@ -209,13 +198,14 @@ impl Partitioned {
     }
 
     /// A no-wait receive on partition `index`, bounded by one attempt. Past the attempt it
-    /// goes on in the background and what it brings is late ([`Late`]): cut
-    /// short, it could lose messages it had taken (their delivery checks can wait on a
-    /// stream leader that just died) to a whole visibility timeout.
+    /// goes on in the background and delivers what it brings to `outbox`: cut short, it
+    /// could lose messages it had taken (their delivery checks can wait on a stream leader
+    /// that just died) to a whole visibility timeout.
     async fn receive_now(
         &self,
         index: usize,
         request: ReceiveRequest,
+        outbox: &Outbox,
     ) -> Result<Vec<Message>, QueueError> {
         let part = self.parts[index].clone();
         let mut call = tokio::spawn(async move { part.receive(request).await });
@@ -224,15 +214,68 @@ impl Partitioned {
             Ok(Ok(result)) => result.map(|m| tagged(m).collect()),
             Ok(Err(e)) => Err(QueueError::Unavailable(format!("partition {index}: {e}"))),
             Err(_) => {
-                let late = self.late.clone();
+                let outbox = outbox.clone();
                 tokio::spawn(async move {
                     if let Ok(Ok(messages)) = call.await {
-                        late.arrive(tagged(messages).collect());
+                        outbox.deliver(NO_ROUND, tagged(messages).collect());
                     }
                 });
                 Err(self.no_answer(index))
             }
         }
+    }
+
+    /// Long-polls every partition at once for `wait` (round `round` of a receive); returns
+    /// the first messages any of them brings. The others deliver to `outbox` when they end.
+    async fn poll_all(
+        &self,
+        request: ReceiveRequest,
+        wait: Duration,
+        round: u64,
+        outbox: &Outbox,
+        inbox: &mut Inbox,
+    ) -> Vec<Message> {
+        let start = self.next_receive.fetch_add(1, Ordering::Relaxed);
+        // Every partition, those marked down too: the polls run side by side, so one that
+        // hangs costs nothing, and a message must not wait out a mark (a step-down marks a
+        // partition that is fine a moment later).
+        for index in self.health.order(start) {
+            let part = self.parts[index].clone();
+            let outbox = outbox.clone();
+            let health = self.health.clone();
+            let poll = ReceiveRequest {
+                max_messages: request.max_messages,
+                wait,
+                visibility: request.visibility,
+            };
+            tokio::spawn(async move {
+                let messages: Vec<Message> = match part.receive(poll).await {
+                    Ok(m) => m.into_iter().map(|m| tag(index, m)).collect(),
+                    Err(_) => {
+                        health.mark_down(index);
+                        Vec::new()
+                    }
+                };
+                outbox.deliver(round, messages);
+            });
+        }
+        // A partition whose leader is gone can take far longer than `wait` to answer.
+        let end = Instant::now() + wait + self.attempt;
+        let mut answered = 0;
+        while answered < self.parts.len() {
+            match tokio::time::timeout_at(end, inbox.rx.recv()).await {
+                Ok(Some((polled_in, messages))) => {
+                    answered += usize::from(polled_in == round);
+                    if !messages.is_empty() {
+                        let mut got = messages;
+                        inbox.take_arrived(&mut got, request.max_messages);
+                        return got;
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        Vec::new()
     }
 }
 
@@ -289,8 +332,8 @@ impl Queue for Partitioned {
 
     async fn receive(&self, request: ReceiveRequest) -> Result<Vec<Message>, QueueError> {
         super::validate_receive(&request)?;
-        let _under_way = self.late.under_way(request.max_messages);
-        let mut got = self.late.take(request.max_messages);
+        let (outbox, mut inbox) = mailbox(&self.parts);
+        let mut got = Vec::new();
         let start = self.next_receive.fetch_add(1, Ordering::Relaxed);
         let tried = self.health.up(start);
         let mut failed = 0;
@@ -304,7 +347,7 @@ impl Queue for Partitioned {
                 wait: Duration::ZERO,
                 visibility: request.visibility,
             };
-            match self.receive_now(index, now).await {
+            match self.receive_now(index, now, &outbox).await {
                 Ok(messages) => got.extend(messages),
                 Err(e) => {
                     failed += 1;
@@ -320,21 +363,23 @@ impl Queue for Partitioned {
             return Ok(got);
         }
         let deadline = tokio::time::Instant::now() + request.wait;
-        loop {
+        for round in 0.. {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
-                return Ok(got);
+                break;
             }
-            // A slower poll of an earlier slice may have left messages meanwhile; they are
-            // in flight already (and hold up their group), so they go first.
-            let early = self.late.take(request.max_messages);
-            if !early.is_empty() {
-                return Ok(early);
+            // A slower poll of an earlier round may have brought messages meanwhile; they
+            // are in flight already (and hold up their group), so they go first.
+            inbox.take_arrived(&mut got, request.max_messages);
+            if !got.is_empty() {
+                break;
             }
             let polled = Instant::now();
-            let got_now = self.poll_all(request, left.min(SLICE)).await;
-            if !got_now.is_empty() {
-                return Ok(got_now);
+            got = self
+                .poll_all(request, left.min(SLICE), round, &outbox, &mut inbox)
+                .await;
+            if !got.is_empty() {
+                break;
             }
             if polled.elapsed() < QUICK_FAILURE {
                 // Every poll failed at once (no partition has a leader): wait a little
@@ -342,6 +387,7 @@ impl Queue for Partitioned {
                 tokio::time::sleep(QUICK_FAILURE.min(left)).await;
             }
         }
+        Ok(got)
     }
 
     async fn delete(&self, receipt: &Receipt) -> Result<(), QueueError> {
@@ -389,73 +435,5 @@ impl Queue for Partitioned {
             return Err(QueueError::Unavailable(last));
         }
         Ok(total)
-    }
-}
-
-impl Partitioned {
-    /// Long-polls every partition at once for `wait`; returns the first messages any of
-    /// them brings; what the others bring is late ([`Late`]).
-    async fn poll_all(&self, request: ReceiveRequest, wait: Duration) -> Vec<Message> {
-        let (tx, mut rx) = mpsc::channel(self.parts.len());
-        let start = self.next_receive.fetch_add(1, Ordering::Relaxed);
-        // Every partition, those marked down too: the polls run side by side, so one that
-        // hangs costs nothing, and a message must not wait out a mark (a step-down marks a
-        // partition that is fine a moment later).
-        for index in self.health.order(start) {
-            let part = self.parts[index].clone();
-            let tx = tx.clone();
-            let late = self.late.clone();
-            let health = self.health.clone();
-            let poll = ReceiveRequest {
-                max_messages: request.max_messages,
-                wait,
-                visibility: request.visibility,
-            };
-            tokio::spawn(async move {
-                let messages: Vec<Message> = match part.receive(poll).await {
-                    Ok(m) => m.into_iter().map(|m| tag(index, m)).collect(),
-                    Err(_) => {
-                        health.mark_down(index);
-                        Vec::new()
-                    }
-                };
-                if let Err(unsent) = tx.send(messages).await {
-                    // The receive has returned already.
-                    late.arrive(unsent.0);
-                }
-            });
-        }
-        drop(tx);
-        // A partition whose leader is gone can take far longer than `wait` to answer.
-        let end = Instant::now() + wait + self.attempt;
-        let mut first = Vec::new();
-        loop {
-            tokio::select! {
-                polled = tokio::time::timeout_at(end, rx.recv()) => match polled {
-                    Ok(Some(messages)) if messages.is_empty() => {}
-                    Ok(Some(messages)) => {
-                        first = messages;
-                        break;
-                    }
-                    Ok(None) | Err(_) => break,
-                },
-                // A poll left over from an earlier receive brought messages.
-                () = self.late.kept.notified() => {
-                    first = self.late.take(request.max_messages);
-                    if !first.is_empty() {
-                        break;
-                    }
-                }
-            }
-        }
-        // Polls that finish from now on keep their messages themselves; those that finished
-        // already are waiting in the channel.
-        rx.close();
-        let mut late = Vec::new();
-        while let Ok(more) = rx.try_recv() {
-            late.extend(more);
-        }
-        self.late.arrive(late);
-        first
     }
 }
