@@ -38,6 +38,11 @@ pub const JOBS_QUEUE: &str = "jobs";
 pub const USAGE_QUEUE: &str = "usage";
 /// Deliveries of a job before it is dead-lettered.
 pub const JOB_MAX_RECEIVES: u32 = 3;
+/// How long a job stays hidden once delivered, unless its worker extends it (it does, every
+/// third of this, while it has the job): short, so that a job whose worker died, or whose
+/// delivery was lost with a dead node's connection, comes back well within a synchronous
+/// request's budget.
+pub const JOB_VISIBILITY: Duration = Duration::from_secs(10);
 
 /// A host's completions queue: short-lived replies, no dead-lettering. Its dispatcher
 /// deletes a completion as soon as it has one, so a short visibility timeout costs nothing,
@@ -130,8 +135,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     staging.spawn_sweeper(Duration::from_secs(5));
     let mut jobs_spec = QueueSpec::new(JOBS_QUEUE);
     jobs_spec.max_receives = Some(JOB_MAX_RECEIVES);
-    // A worker holds a job for at most one run; past that it is presumed dead.
-    jobs_spec.visibility_timeout = deadline * 2 + Duration::from_secs(5);
+    jobs_spec.visibility_timeout = JOB_VISIBILITY;
     let jobs = opened(startup_grace, "opening the jobs queue", || {
         backend.open(jobs_spec.clone())
     })

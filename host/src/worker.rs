@@ -9,7 +9,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 use crate::job_store::{Finish, JobStatus, JobStore};
 use crate::jobs::{Completion, Job, Outcome, now_ms};
 use crate::queue::backend::QueueDirectory;
-use crate::queue::{Durability, Message, OutgoingMessage, Queue, ReceiveRequest, receive_or_pause};
+use crate::queue::{
+    Durability, Message, OutgoingMessage, Queue, Receipt, ReceiveRequest, receive_or_pause,
+};
 use crate::runtime::InvokeRequest;
 use crate::slots::{Slots, SubmitError};
 use crate::staging::{Keep, Staging};
@@ -74,7 +76,22 @@ async fn handle(ctx: &WorkerContext, m: Message) {
         // Time from acceptance to this delivery: what the queue hop cost.
         queued_ms = now_ms().saturating_sub(job.submitted_ms),
     );
-    tracing::Instrument::instrument(finish(ctx, m, job), span).await;
+    let heartbeat = keep_hidden(ctx.jobs.clone(), m.receipt.clone(), ctx.visibility);
+    let heartbeat = tokio::spawn(heartbeat.instrument(span.clone()));
+    finish(ctx, m, job).instrument(span).await;
+    heartbeat.abort();
+}
+
+/// Extends a job's visibility every third of the visibility timeout, for as long as its
+/// worker is on it (until aborted): the timeout then only has to cover a worker that stopped
+/// answering, not the longest run.
+async fn keep_hidden(jobs: Arc<dyn Queue>, receipt: Receipt, visibility: Duration) {
+    loop {
+        tokio::time::sleep(visibility / 3).await;
+        if let Err(e) = jobs.change_visibility(&receipt, visibility).await {
+            tracing::warn!(error = %e, "could not extend the job's visibility; it may run again");
+        }
+    }
 }
 
 async fn finish(ctx: &WorkerContext, m: Message, job: Job) {
@@ -439,5 +456,43 @@ async fn run(ctx: &WorkerContext, job: &Job, keep: Keep, output_ttl: Duration) -
         wall_ms: ms(inv.wall),
         cpu_ms: ms(inv.cpu),
         facts,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::QueueSpec;
+    use crate::queue::embedded::EmbeddedStore;
+
+    async fn receive_now(q: &dyn Queue, visibility: Duration) -> Vec<Message> {
+        let request = ReceiveRequest {
+            max_messages: 1,
+            wait: Duration::ZERO,
+            visibility: Some(visibility),
+        };
+        q.receive(request).await.expect("receive")
+    }
+
+    #[tokio::test]
+    async fn a_job_stays_hidden_while_its_worker_has_it_and_comes_back_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let q = store.queue(QueueSpec::new("jobs")).await.unwrap();
+        q.send(OutgoingMessage::new("job")).await.unwrap();
+        let visibility = Duration::from_millis(600);
+        let got = receive_now(&*q, visibility).await;
+        assert_eq!(got.len(), 1);
+        let heartbeat = tokio::spawn(keep_hidden(q.clone(), got[0].receipt.clone(), visibility));
+        // Three visibility timeouts while the worker is on it.
+        tokio::time::sleep(visibility * 3).await;
+        assert!(
+            receive_now(&*q, visibility).await.is_empty(),
+            "delivered twice"
+        );
+        heartbeat.abort();
+        // The worker stopped answering: back within one timeout.
+        tokio::time::sleep(visibility + Duration::from_millis(300)).await;
+        assert_eq!(receive_now(&*q, visibility).await.len(), 1);
     }
 }

@@ -13,6 +13,7 @@ use fleet_kit::{
 };
 use imgfleet_host::queue::jetstream::{JetStream, JetStreamConfig, JetStreamQueue};
 use imgfleet_host::queue::{OutgoingMessage, Queue, QueueError, QueueSpec, ReceiveRequest};
+use imgfleet_host::server::JOB_VISIBILITY;
 use imgfleet_tests::host::{Host, get};
 use imgfleet_tests::images;
 use imgfleet_tests::nats::Nats;
@@ -168,9 +169,8 @@ fn judge_the_failover(run: LeaderKilled) {
 
 #[test]
 fn a_killed_hosts_jobs_are_redelivered_to_the_others() {
-    // A 2 s deadline makes the jobs' visibility timeout 9 s (twice the deadline plus 5 s).
     let mut fleet = Fleet::start(&[1, 1, 1], &["--deadline-ms", "2000"]);
-    let visibility = Duration::from_secs(9);
+    let visibility = JOB_VISIBILITY;
     let photo = images::jpeg(&images::photo(2400, 1800, 5), 92);
     // Submitted to the host that will survive, so the killed one has no job of its own.
     let jobs: Vec<String> = (0..12)

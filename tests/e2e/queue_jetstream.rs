@@ -6,8 +6,9 @@ mod queue_suite;
 
 use std::sync::{Arc, OnceLock};
 
+use imgfleet_host::queue::jetstream::held_back_stream_name;
 use imgfleet_host::queue::jetstream::{JetStream, JetStreamConfig, JetStreamQueue};
-use imgfleet_host::queue::{Queue, QueueSpec};
+use imgfleet_host::queue::{OutgoingMessage, Queue, QueueSpec};
 use imgfleet_tests::nats::Nats;
 use queue_suite::Pair;
 
@@ -17,14 +18,18 @@ fn cluster() -> &'static Nats {
     CLUSTER.get_or_init(Nats::cluster)
 }
 
-async fn fresh(mut spec: QueueSpec) -> Pair {
+async fn connect() -> JetStream {
     let nats = cluster();
-    let js = JetStream::connect(&JetStreamConfig {
+    JetStream::connect(&JetStreamConfig {
         urls: nats.urls(),
         replicas: nats.replicas(),
     })
     .await
-    .expect("connecting to the cluster");
+    .expect("connecting to the cluster")
+}
+
+async fn fresh(mut spec: QueueSpec) -> Pair {
+    let js = connect().await;
     spec.name = format!(
         "{}-{}",
         spec.name,
@@ -52,4 +57,45 @@ async fn released_deliveries_are_not_counted() {
     let mut spec = queue_suite::spec("released");
     spec.max_receives = Some(2);
     queue_suite::released_deliveries_are_not_counted(fresh(spec).await).await;
+}
+
+/// Hand-backs of `queue`'s message `id` on record (the side stream counting them).
+async fn hand_backs(js: &JetStream, queue: &str, id: &str) -> usize {
+    use futures_util::StreamExt;
+    let held = held_back_stream_name(queue);
+    let subject = format!("{held}.{id}");
+    let stream = js.context.get_stream(&held).await.expect("the side stream");
+    let mut counts = stream
+        .info_with_subjects(&subject)
+        .await
+        .expect("its subjects");
+    let mut n = 0;
+    while let Some(entry) = counts.next().await {
+        let (s, count) = entry.expect("a subject count");
+        if s == subject {
+            n = count;
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_messages_hand_backs_are_forgotten() {
+    let js = connect().await;
+    let (q, _) = fresh(queue_suite::spec("forgotten")).await;
+    q.send(OutgoingMessage::new("m")).await.unwrap();
+    let first = queue_suite::receive(&*q, 1, 3000, Some(60)).await;
+    q.release(&first[0]).await.unwrap();
+    let again = queue_suite::receive(&*q, 1, 3000, Some(60)).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(hand_backs(&js, q.name(), &again[0].id).await, 1);
+    q.delete(&again[0].receipt).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while hand_backs(&js, q.name(), &again[0].id).await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hand-back outlived its message"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

@@ -112,8 +112,13 @@ fn unavailable(e: impl std::fmt::Display) -> QueueError {
     QueueError::Unavailable(e.to_string())
 }
 
+/// The stream counting the hand-backs of `queue`'s deliveries (a subject per sequence).
+pub fn held_back_stream_name(queue: &str) -> String {
+    format!("IMGFLEET_held_{}", &stream_name(queue)["IMGFLEET_".len()..])
+}
+
 /// Stream names allow neither dots nor wildcards; queue names are short words already.
-pub(crate) fn stream_name(queue: &str) -> String {
+pub fn stream_name(queue: &str) -> String {
     let safe: String = queue
         .chars()
         .map(|c| {
@@ -226,7 +231,7 @@ impl JetStreamQueue {
             tracing::warn!(queue = %spec.name, ?ack_wait, wanted = ?spec.visibility_timeout,
                 "the queue's consumer keeps the visibility timeout it was created with");
         }
-        let held_name = format!("IMGFLEET_held_{}", &name["IMGFLEET_".len()..]);
+        let held_name = held_back_stream_name(&spec.name);
         let held_config = stream::Config {
             name: held_name.clone(),
             subjects: vec![format!("{held_name}.>")],
@@ -523,6 +528,18 @@ async fn settle(
     retry(|| ack(client, reply, kind)).await
 }
 
+/// The delivery count and stream sequence a reply subject names, in either format of
+/// ADR-15 (`<stream>.<consumer>.<delivered>.<seq>…`, or with a domain and an account hash
+/// first).
+fn delivery_of(reply: &str) -> Option<(u64, u64)> {
+    let tokens: Vec<&str> = reply.strip_prefix("$JS.ACK.")?.split('.').collect();
+    let at = if tokens.len() >= 9 { 4 } else { 2 };
+    Some((
+        tokens.get(at)?.parse().ok()?,
+        tokens.get(at + 1)?.parse().ok()?,
+    ))
+}
+
 fn receipt_is_ours(receipt: &Receipt, stream: &str) -> bool {
     receipt
         .0
@@ -619,7 +636,21 @@ impl Queue for JetStreamQueue {
         if !receipt_is_ours(receipt, &self.stream_name()) {
             return Err(QueueError::InvalidReceipt);
         }
-        settle(&self.js.client, &receipt.0, jetstream::AckKind::Ack).await
+        settle(&self.js.client, &receipt.0, jetstream::AckKind::Ack).await?;
+        if let Some((delivered, seq)) = delivery_of(&receipt.0)
+            && delivered > 1
+        {
+            // Its hand-backs were counted for its receive count only; gone with it, they
+            // would otherwise stay for the queue's whole retention.
+            let held_back = self.held_back.clone();
+            let subject = self.held_back_subject(seq);
+            tokio::spawn(async move {
+                if let Err(e) = held_back.purge().filter(subject).await {
+                    tracing::debug!(error = %e, "forgetting a deleted message's hand-backs failed");
+                }
+            });
+        }
+        Ok(())
     }
 
     async fn change_visibility(
@@ -690,6 +721,26 @@ mod tests {
         }
         for new in ["2.10.0", "2.10.27", "2.15.2-RC.1", "3.0.0", "", "unknown"] {
             assert!(!older_than_supported(new), "{new}");
+        }
+    }
+
+    #[test]
+    fn reply_subjects_name_the_delivery_and_the_sequence() {
+        assert_eq!(
+            delivery_of("$JS.ACK.IMGFLEET_jobs.workers.3.100.7.1700000000000000000.42"),
+            Some((3, 100))
+        );
+        assert_eq!(
+            delivery_of("$JS.ACK._.szMpdrwD.IMGFLEET_jobs.workers.2.50.9.1700000000000000000.0.r"),
+            Some((2, 50))
+        );
+        for bad in [
+            "",
+            "$JS.ACK.",
+            "$JS.ACK.s.c.x.1.1.1.0",
+            "nats.ACK.s.c.1.1.1.1.0",
+        ] {
+            assert_eq!(delivery_of(bad), None, "{bad}");
         }
     }
 
