@@ -1,5 +1,6 @@
-//! How long clients wait when the node leading the jobs queue dies under load, with one
-//! stream per queue (the default) and with three partitions (`--nats-partitions 3`), side by side:
+//! How long clients wait when the node leading the jobs queue dies under load, with three
+//! partitions per queue (the default on a cluster of three) and with one stream per queue
+//! (`--nats-partitions 1`), side by side:
 //! the runs alternate between the two layouts so that both meet the same machine.
 //!
 //! `cargo bench -p imgfleet-tests --bench failover [-- --runs N --clients C --partitions P]`
