@@ -130,6 +130,10 @@ impl Drop for Inbox {
 /// Hands messages back to their partitions, in the background: a release that fails only
 /// leaves its message to come back after its visibility timeout.
 fn release(parts: &Parts, messages: Vec<Message>) {
+    // A receive dropped with its runtime (at shutdown) leaves them to their timeout.
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
     for message in messages {
         let Some((index, message)) = untag(message) else {
             continue;
@@ -137,7 +141,7 @@ fn release(parts: &Parts, messages: Vec<Message>) {
         let Some(part) = parts.get(index).cloned() else {
             continue;
         };
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             if let Err(e) = part.release(&message).await {
                 tracing::debug!(error = %e, partition = index, "releasing a late message failed");
             }
