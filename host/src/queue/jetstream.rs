@@ -439,27 +439,36 @@ impl JetStreamQueue {
     }
 }
 
-/// The messages of one pull request, until it ends (fulfilled, expired or cut short).
+/// The messages of one pull request, until it ends (fulfilled, expired or cut short) or
+/// `within` has passed: a pull whose request or final status was lost (a node paused or
+/// cut off mid-pull) would otherwise wait forever.
 async fn drain<E: std::fmt::Display>(
     batch: Result<consumer::pull::Batch, E>,
+    within: Duration,
 ) -> Result<Vec<jetstream::Message>, QueueError> {
     let mut batch = batch.map_err(unavailable)?;
+    let end = tokio::time::Instant::now() + within;
     let mut out = Vec::new();
-    while let Some(delivered) = batch.next().await {
-        match delivered {
-            Ok(m) => out.push(m),
+    loop {
+        match tokio::time::timeout_at(end, batch.next()).await {
+            Ok(Some(Ok(m))) => out.push(m),
             // Status 503: nobody took the pull, the consumer has no leader (an election is
             // under way). Every pull would end the same way at once, so the caller must
             // not spin on it.
-            Err(e) if out.is_empty() && e.to_string().contains(": 503") => {
+            Ok(Some(Err(e))) if out.is_empty() && e.to_string().contains(": 503") => {
                 return Err(unavailable(format!(
                     "the queue's consumer has no leader ({e})"
                 )));
             }
-            Err(e) => {
+            Ok(Some(Err(e))) => {
                 tracing::debug!(error = %e, "pull ended");
                 break;
             }
+            Ok(None) => break,
+            Err(_) if out.is_empty() => {
+                return Err(unavailable("no answer to a pull from the queue's consumer"));
+            }
+            Err(_) => break,
         }
     }
     Ok(out)
@@ -588,19 +597,24 @@ impl Queue for JetStreamQueue {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let wanted = request.max_messages - out.len();
             // What is there now, without waiting.
-            let mut delivered =
-                drain(self.consumer.fetch().max_messages(wanted).messages().await).await?;
+            let mut delivered = drain(
+                self.consumer.fetch().max_messages(wanted).messages().await,
+                ATTEMPT_TIMEOUT,
+            )
+            .await?;
             if delivered.is_empty() && left >= Duration::from_millis(10) {
                 // Then wait for one: a pull for more would hold the first until the batch
                 // filled or expired. The expiry is capped so a long poll still notices a
                 // server that went away.
+                let expires = left.min(Duration::from_secs(5));
                 delivered = drain(
                     self.consumer
                         .batch()
                         .max_messages(1)
-                        .expires(left.min(Duration::from_secs(5)))
+                        .expires(expires)
                         .messages()
                         .await,
+                    expires + ATTEMPT_TIMEOUT,
                 )
                 .await?;
             }
