@@ -338,12 +338,7 @@ impl JetStreamQueue {
             None => false,
         };
         let pause = if counted { pause } else { UNCOUNTED_PAUSE };
-        let kind = if pause.is_zero() {
-            jetstream::AckKind::Nak(None)
-        } else {
-            jetstream::AckKind::Nak(Some(pause))
-        };
-        ack(&self.js.client, reply, kind).await
+        ack(&self.js.client, reply, nak_after(pause)).await
     }
 
     /// Whether `seq` is the oldest message left on its group's subject.
@@ -525,6 +520,15 @@ async fn ack(
     }
 }
 
+/// A NAK that offers the delivery again after `pause` (zero: at once).
+fn nak_after(pause: Duration) -> jetstream::AckKind {
+    if pause.is_zero() {
+        jetstream::AckKind::Nak(None)
+    } else {
+        jetstream::AckKind::Nak(Some(pause))
+    }
+}
+
 /// An acknowledgement its caller needs done (a delete, a change of visibility). While a
 /// consumer's leadership moves (an election, a step-down that keeps leaders apart) nobody
 /// answers its acks for a moment; acks are idempotent, so it is retried within the call
@@ -675,12 +679,7 @@ impl Queue for JetStreamQueue {
         if !receipt_is_ours(receipt, &self.stream_name()) {
             return Err(QueueError::InvalidReceipt);
         }
-        let kind = if timeout.is_zero() {
-            jetstream::AckKind::Nak(None)
-        } else {
-            jetstream::AckKind::Nak(Some(timeout))
-        };
-        settle(&self.js.client, &receipt.0, kind).await
+        settle(&self.js.client, &receipt.0, nak_after(timeout)).await
     }
 
     async fn release(&self, message: &Message) -> Result<(), QueueError> {
