@@ -96,12 +96,14 @@ impl<'a> BitReader<'a> {
     /// Reads `s` (1..=16) bits as a JPEG magnitude category value (sign-extended).
     #[inline]
     pub(super) fn receive_extend(&mut self, s: u32) -> i32 {
-        if s == 0 {
-            return 0;
-        }
-        let v = self.peek(s) as i32;
+        // Without a branch on `s == 0` (a DC difference of zero is common and comes
+        // unpredictably): the top `s` bits, none when `s` is 0...
+        let v = ((self.bits >> 1) >> (63 - s)) as i32;
         self.consume(s);
-        extend(v, s)
+        // ...and `extend` as arithmetic: a leading 0 bit subtracts 2^s - 1 (for `s` 0 the
+        // mask is 0).
+        let negative = v.wrapping_sub(1i32.wrapping_shl(s.wrapping_sub(1))) >> 31;
+        v + (negative & ((-1i32 << s) + 1))
     }
 
     /// Whether bits past the end of the data were used: the scan was cut short.
@@ -187,6 +189,35 @@ mod tests {
             let mut r = BitReader::new(&data);
             r.refill();
             assert_eq!(r.receive_extend(3), value);
+            assert_eq!(
+                r.receive_extend(0),
+                0,
+                "category 0 is zero and reads nothing"
+            );
+            assert_eq!(r.peek(5), 0);
+        }
+        // Every category against the reference formula, at both ends of its range.
+        for size in 1..=16u32 {
+            for raw in [
+                0u32,
+                (1 << (size - 1)) - 1,
+                1 << (size - 1),
+                (1 << size) - 1,
+            ] {
+                // With the stuffed zero byte the data has after each 0xFF.
+                let data: Vec<u8> = (raw << (32 - size))
+                    .to_be_bytes()
+                    .iter()
+                    .flat_map(|&b| if b == 0xFF { vec![b, 0] } else { vec![b] })
+                    .collect();
+                let mut r = BitReader::new(&data);
+                r.refill();
+                assert_eq!(
+                    r.receive_extend(size),
+                    super::extend(raw as i32, size),
+                    "{size}: {raw:b}"
+                );
+            }
         }
     }
 }
