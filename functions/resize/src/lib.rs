@@ -14,6 +14,7 @@ mod codec;
 mod colour;
 mod encode;
 mod jpeg_rows;
+mod lanczos;
 mod scaled_jpeg;
 mod shrink;
 

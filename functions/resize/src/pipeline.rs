@@ -179,7 +179,7 @@ fn resample(bitmap: Bitmap, crop: Option<Crop>, size: (u32, u32)) -> Result<Bitm
     .map_err(|e| internal(format!("source bitmap: {e}")))?;
     let mut dst = Image::new(size.0, size.1, pixel_type(layout));
     let mut options =
-        fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3));
+        fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(crate::lanczos::filter()));
     if let Some(c) = crop {
         options = options.crop(c.left, c.top, c.width, c.height);
     }
