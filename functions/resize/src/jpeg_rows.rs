@@ -50,32 +50,53 @@ impl ImageBuffer for Rgb420<'_> {
         let (w, h) = (usize::from(self.width), usize::from(self.height));
         let row = |y: usize| &self.pixels[y * w * 3..(y + 1) * w * 3];
         let top = row(usize::from(y));
-        buffers[0].extend(top.chunks_exact(3).map(luma));
-        let [_, cb, cr, _] = buffers;
+        // Each row's values written into space made once: an `extend` per value or per
+        // pair checks capacity every time, which costs more than the conversion.
+        let [ys, cb, cr, _] = buffers;
+        for (out, p) in grow(ys, w, 0).iter_mut().zip(top.chunks_exact(3)) {
+            *out = luma(p);
+        }
+        let (cb, cr) = (grow(cb, w, 128), grow(cr, w, 128));
         if y % 2 == 1 {
-            cb.resize(cb.len() + w, 128);
-            cr.resize(cr.len() + w, 128);
             return;
         }
         // The last row and column of an odd size pair with themselves, as the encoder's
         // padding repeats them.
         let bottom = row((usize::from(y) + 1).min(h - 1));
-        for x in (0..w).step_by(2) {
-            let right = (x + 1).min(w - 1);
-            let mut sums = [0i32; 3];
-            for (c, sum) in sums.iter_mut().enumerate() {
-                *sum = [top[3 * x + c], top[3 * right + c]]
+        let pairs = top
+            .chunks(6)
+            .zip(bottom.chunks(6))
+            .zip(cb.chunks_mut(2).zip(cr.chunks_mut(2)));
+        for ((t, b), (cb, cr)) in pairs {
+            // An odd width's last column (three bytes) counts twice.
+            let second = if t.len() == 6 { 3 } else { 0 };
+            let sums: [i32; 3] = std::array::from_fn(|c| {
+                [t[c], t[second + c], b[c], b[second + c]]
                     .into_iter()
-                    .chain([bottom[3 * x + c], bottom[3 * right + c]])
                     .map(i32::from)
-                    .sum();
-            }
-            let (b, r) = (chroma(&CB, sums), chroma(&CR, sums));
-            let n = if x + 1 < w { 2 } else { 1 };
-            cb.extend(std::iter::repeat_n(b, n));
-            cr.extend(std::iter::repeat_n(r, n));
+                    .sum()
+            });
+            set(cb, chroma(&CB, sums));
+            set(cr, chroma(&CR, sums));
         }
     }
+}
+
+/// Both values of a pair (one at an odd width's end), without a `memset` call for them.
+#[inline]
+fn set(pair: &mut [u8], v: u8) {
+    match pair {
+        [a, b] => (*a, *b) = (v, v),
+        [a] => *a = v,
+        _ => {}
+    }
+}
+
+/// Lengthens `v` by `n` values of `fill` and gives the new part.
+fn grow(v: &mut Vec<u8>, n: usize, fill: u8) -> &mut [u8] {
+    let start = v.len();
+    v.resize(start + n, fill);
+    &mut v[start..]
 }
 
 #[cfg(test)]
