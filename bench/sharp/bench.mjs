@@ -4,8 +4,13 @@
 //   node bench.mjs --dir <photos> --width 300 --format jpeg --quality 80 --rounds 3
 //
 // Prints one JSON object: { images, seconds, images_per_second, median_ms, versions }.
+//
+// With --serve it does one photo at a time when asked, for a benchmark that takes turns
+// between engines photo by photo: it prints { versions } once, then reads photo file names
+// from stdin, one per line, and answers each with the milliseconds its job took.
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import sharp from "sharp";
 
@@ -16,6 +21,7 @@ const { values } = parseArgs({
     format: { type: "string", default: "jpeg" },
     quality: { type: "string", default: "80" },
     rounds: { type: "string", default: "3" },
+    serve: { type: "boolean", default: false },
   },
 });
 if (!values.dir) {
@@ -26,10 +32,11 @@ if (!values.dir) {
 sharp.concurrency(1);
 sharp.cache(false);
 
-const photos = readdirSync(values.dir)
+const names = readdirSync(values.dir)
   .filter((f) => f.endsWith(".jpg"))
-  .sort()
-  .map((f) => readFileSync(join(values.dir, f)));
+  .sort();
+const byName = new Map(names.map((f) => [f, readFileSync(join(values.dir, f))]));
+const photos = names.map((f) => byName.get(f));
 const width = Number(values.width);
 const quality = Number(values.quality);
 const rounds = Number(values.rounds);
@@ -54,6 +61,23 @@ function job(input) {
 
 // Warm-up: the first call loads codecs.
 await job(photos[0]);
+const versions = { sharp: sharp.versions.sharp, vips: sharp.versions.vips };
+
+if (values.serve) {
+  console.log(JSON.stringify({ versions }));
+  for await (const name of createInterface({ input: process.stdin })) {
+    const input = byName.get(name);
+    if (!input) {
+      console.log(JSON.stringify({ error: `no photo ${name} in ${values.dir}` }));
+      continue;
+    }
+    const t = process.hrtime.bigint();
+    await job(input);
+    console.log(String(Number(process.hrtime.bigint() - t) / 1e6));
+  }
+  process.exit(0);
+}
+
 const times = [];
 const started = process.hrtime.bigint();
 for (let r = 0; r < rounds; r++) {
@@ -71,6 +95,6 @@ console.log(
     seconds,
     images_per_second: times.length / seconds,
     median_ms: times[Math.floor(times.length / 2)],
-    versions: { sharp: sharp.versions.sharp, vips: sharp.versions.vips },
+    versions,
   }),
 );

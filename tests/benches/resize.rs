@@ -1,10 +1,13 @@
 //! imgfleet's resize, natively and inside the host's WASM runtime, against sharp (libvips)
-//! on the same real photographs and the same jobs, one core each, side by side in one run;
-//! then peak memory per resize against the decoded bitmap.
+//! on the same real photographs and the same jobs, one core each, side by side in one run
+//! (the engines take turns photo by photo); then peak memory per resize against the
+//! decoded bitmap.
 //!
 //! `./dev.sh bench [-- --rounds N --jobs N]` (fetches the photos and sharp, builds the components).
 //! Without sharp installed the sharp column says so and the rest still runs.
 
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -26,13 +29,44 @@ const JOBS: [(&str, &str); 4] = [
     ("300 px AVIF q60", "w=300&fmt=avif&q=60"),
 ];
 
+/// One engine's part of a job: per image, its time and (imgfleet only) its stages' times.
 #[derive(Default)]
 struct Run {
     decode: Vec<f64>,
     resize: Vec<f64>,
     encode: Vec<f64>,
-    /// Images per second over the whole run (not from a median): the throughput a core gives.
-    per_second: f64,
+    /// Seconds spent in each round.
+    rounds: Vec<f64>,
+    images: usize,
+}
+
+impl Run {
+    fn record(&mut self, round: usize, seconds: f64, stages: Option<[f64; 3]>) {
+        if self.rounds.len() <= round {
+            self.rounds.resize(round + 1, 0.0);
+        }
+        self.rounds[round] += seconds;
+        self.images += 1;
+        if let Some([decode, resize, encode]) = stages {
+            self.decode.push(decode);
+            self.resize.push(resize);
+            self.encode.push(encode);
+        }
+    }
+
+    /// Images per second over all its rounds (not from a median): the throughput a core gives.
+    fn per_second(&self) -> f64 {
+        self.images as f64 / self.rounds.iter().sum::<f64>()
+    }
+
+    /// The lowest and highest ratio of this engine's speed to `other`'s, round by round.
+    fn round_ratios(&self, other: &Run) -> (f64, f64) {
+        self.rounds
+            .iter()
+            .zip(&other.rounds)
+            .map(|(mine, theirs)| theirs / mine)
+            .fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(r), hi.max(r)))
+    }
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -86,89 +120,160 @@ impl Wasm {
     }
 }
 
-fn native(photos: &[(String, Vec<u8>)], query: &str, rounds: usize) -> anyhow::Result<Run> {
-    let params = ResizeParams::from_query(query).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut run = Run::default();
+/// One photo natively: seconds, and the stages' milliseconds.
+fn native(params: &ResizeParams, name: &str, bytes: &[u8]) -> anyhow::Result<(f64, [f64; 3])> {
     let started = Instant::now();
-    for _ in 0..rounds {
-        for (name, bytes) in photos {
-            let out = resize(bytes, &params, None, &Limits::default())
-                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-            run.decode.push(ms(out.timings.decode));
-            run.resize.push(ms(out.timings.resize));
-            run.encode.push(ms(out.timings.encode));
-        }
-    }
-    run.per_second = (rounds * photos.len()) as f64 / started.elapsed().as_secs_f64();
-    Ok(run)
+    let out = resize(bytes, params, None, &Limits::default())
+        .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let t = out.timings;
+    Ok((seconds, [ms(t.decode), ms(t.resize), ms(t.encode)]))
 }
 
-fn wasm(
-    wasm: &Wasm,
+/// One photo in a fresh instance, as served: seconds (instantiation included), and the
+/// stages' milliseconds as the function reports them.
+fn wasm(wasm: &Wasm, query: &str, name: &str, bytes: &[u8]) -> anyhow::Result<(f64, [f64; 3])> {
+    let started = Instant::now();
+    let inv = wasm
+        .invoke(query, bytes)
+        .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let header = inv
+        .headers
+        .get("server-timing")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let stage = |s| server_timing(header, s).unwrap_or(f64::NAN);
+    Ok((seconds, [stage("decode"), stage("resize"), stage("encode")]))
+}
+
+/// sharp on one core (`taskset`, one libvips thread, no cache), kept running
+/// (`bench.mjs --serve`): it times one photo's job whenever asked.
+struct Sharp {
+    child: Child,
+    requests: ChildStdin,
+    answers: BufReader<ChildStdout>,
+    versions: String,
+}
+
+impl Sharp {
+    fn start(query: &str) -> Result<Self, String> {
+        let script = repo_root().join("bench/sharp/bench.mjs");
+        if !repo_root().join("bench/sharp/node_modules/sharp").exists() {
+            return Err("not installed (./dev.sh bench installs it)".into());
+        }
+        let params = form_pairs(query);
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let mut child = Command::new("taskset")
+            .args(["-c", &CPU.to_string(), "node"])
+            .arg(&script)
+            .args(["--dir", &repo_root().join(PHOTO_DIR).to_string_lossy()])
+            .args(["--width", &get("w"), "--format", &get("fmt")])
+            .args(["--quality", &get("q"), "--serve"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("could not run node: {e}"))?;
+        let requests = child.stdin.take().expect("piped stdin");
+        let mut answers = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let v: serde_json::Value = serde_json::from_str(&read_line(&mut answers)?)
+            .map_err(|e| format!("unreadable greeting: {e}"))?;
+        let versions = format!(
+            "sharp {} / libvips {}",
+            v["versions"]["sharp"].as_str().unwrap_or("?"),
+            v["versions"]["vips"].as_str().unwrap_or("?")
+        );
+        Ok(Self {
+            child,
+            requests,
+            answers,
+            versions,
+        })
+    }
+
+    /// Seconds sharp took for the job on photo `name`.
+    fn time(&mut self, name: &str) -> Result<f64, String> {
+        writeln!(self.requests, "{name}").map_err(|e| format!("sharp went away: {e}"))?;
+        let line = read_line(&mut self.answers)?;
+        line.trim()
+            .parse::<f64>()
+            .map(|ms| ms / 1e3)
+            .map_err(|_| format!("sharp answered {line:?}"))
+    }
+}
+
+impl Drop for Sharp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_line(from: &mut impl BufRead) -> Result<String, String> {
+    let mut line = String::new();
+    match from.read_line(&mut line) {
+        Ok(0) => Err("sharp exited (see its output above)".into()),
+        Ok(_) => Ok(line),
+        Err(e) => Err(format!("reading from sharp: {e}")),
+    }
+}
+
+/// A job `rounds` times over the photos, the engines taking turns photo by photo (the
+/// order rotating): on a shared machine whose speed drifts by tens of percent within
+/// minutes, every engine then runs under the same conditions, a second apart at most.
+fn compare(
+    runtime: &Wasm,
     photos: &[(String, Vec<u8>)],
     query: &str,
     rounds: usize,
-) -> anyhow::Result<Run> {
+) -> anyhow::Result<Compared> {
+    let params = ResizeParams::from_query(query).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (mut n, mut w, mut s) = (Run::default(), Run::default(), Run::default());
+    let mut sharp = Sharp::start(query);
     // Warm: the first call of a component pays for its compiled code's first touch.
-    wasm.invoke(query, &photos[0].1)?;
-    let mut run = Run::default();
-    let started = Instant::now();
-    for _ in 0..rounds {
-        for (name, bytes) in photos {
-            let inv = wasm
-                .invoke(query, bytes)
-                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-            let header = inv
-                .headers
-                .get("server-timing")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let stage = |s| server_timing(header, s).unwrap_or(f64::NAN);
-            run.decode.push(stage("decode"));
-            run.resize.push(stage("resize"));
-            run.encode.push(stage("encode"));
+    runtime.invoke(query, &photos[0].1)?;
+    for round in 0..rounds {
+        for (i, (name, bytes)) in photos.iter().enumerate() {
+            for engine in (0..3).map(|e| (e + round + i) % 3) {
+                match engine {
+                    0 => {
+                        let (seconds, stages) = native(&params, name, bytes)?;
+                        n.record(round, seconds, Some(stages));
+                    }
+                    1 => {
+                        let (seconds, stages) = wasm(runtime, query, name, bytes)?;
+                        w.record(round, seconds, Some(stages));
+                    }
+                    _ => {
+                        if let Ok(server) = &mut sharp {
+                            match server.time(name) {
+                                Ok(seconds) => s.record(round, seconds, None),
+                                Err(why) => sharp = Err(why),
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
-    run.per_second = (rounds * photos.len()) as f64 / started.elapsed().as_secs_f64();
-    Ok(run)
+    Ok(Compared {
+        native: n,
+        wasm: w,
+        sharp: sharp.map(|server| (s, server.versions.clone())),
+    })
 }
 
-/// sharp on one core (`taskset`, one libvips thread, no cache): images/s, or why not.
-fn sharp(query: &str, rounds: usize) -> Result<(f64, String), String> {
-    let script = repo_root().join("bench/sharp/bench.mjs");
-    if !repo_root().join("bench/sharp/node_modules/sharp").exists() {
-        return Err("not installed (./dev.sh bench installs it)".into());
-    }
-    let params: Vec<(String, String)> = form_pairs(query);
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    let out = std::process::Command::new("taskset")
-        .args(["-c", &CPU.to_string(), "node"])
-        .arg(&script)
-        .args(["--dir", &repo_root().join(PHOTO_DIR).to_string_lossy()])
-        .args(["--width", &get("w"), "--format", &get("fmt")])
-        .args(["--quality", &get("q"), "--rounds", &rounds.to_string()])
-        .output()
-        .map_err(|e| format!("could not run node: {e}"))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-    }
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("unreadable output: {e}"))?;
-    let versions = format!(
-        "sharp {} / libvips {}",
-        v["versions"]["sharp"].as_str().unwrap_or("?"),
-        v["versions"]["vips"].as_str().unwrap_or("?")
-    );
-    Ok((
-        v["images_per_second"].as_f64().unwrap_or(f64::NAN),
-        versions,
-    ))
+struct Compared {
+    native: Run,
+    wasm: Run,
+    /// sharp's run and versions, or why it could not run.
+    sharp: Result<(Run, String), String>,
 }
 
 fn form_pairs(query: &str) -> Vec<(String, String)> {
@@ -244,35 +349,44 @@ fn main() -> anyhow::Result<()> {
     let runtime = Wasm::new()?;
 
     println!();
-    println!("| job | imgfleet native | imgfleet WASM | sharp | native / sharp | WASM / sharp |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| job | imgfleet native | imgfleet WASM | sharp | native / sharp | WASM / sharp | WASM / sharp per round |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     let mut stages = Vec::new();
     let mut headline = None;
     let mut sharp_versions = String::new();
     for (label, query) in JOBS.into_iter().take(arg("--jobs", JOBS.len())) {
-        let n = native(&photos, query, rounds)?;
-        let w = wasm(&runtime, &photos, query, rounds)?;
-        let s = sharp(query, rounds);
-        let (sharp_cell, ratios) = match &s {
-            Ok((per_s, versions)) => {
+        let Compared {
+            native: n,
+            wasm: w,
+            sharp: s,
+        } = compare(&runtime, &photos, query, rounds)?;
+        let cells = match &s {
+            Ok((sharp, versions)) => {
                 sharp_versions = versions.clone();
-                (
-                    format!("{per_s:.1}"),
-                    format!(
-                        "{:.2}x | {:.2}x",
-                        n.per_second / per_s,
-                        w.per_second / per_s
-                    ),
+                let per_s = sharp.per_second();
+                let (low, high) = w.round_ratios(sharp);
+                format!(
+                    "{per_s:.1} | {:.2}x | {:.2}x | {low:.2}x–{high:.2}x",
+                    n.per_second() / per_s,
+                    w.per_second() / per_s
                 )
             }
-            Err(why) => (format!("({why})"), "- | -".to_string()),
+            Err(why) => format!("({why}) | - | - | -"),
         };
         println!(
-            "| {label} (`{query}`) | {:.1} | {:.1} | {sharp_cell} | {ratios} |",
-            n.per_second, w.per_second
+            "| {label} (`{query}`) | {:.1} | {:.1} | {cells} |",
+            n.per_second(),
+            w.per_second()
         );
         if headline.is_none() {
-            headline = Some((query, n.per_second, w.per_second, s.ok().map(|(p, _)| p)));
+            headline = Some((
+                query,
+                n.per_second(),
+                w.per_second(),
+                s.ok().map(|(s, _)| s.per_second()),
+            ));
         }
         stages.push((label, n, w));
     }
