@@ -16,6 +16,9 @@ const LENGTH: u32 = 0x1F;
 /// holds the value itself.
 const RESOLVED: u32 = 0x20;
 
+/// The largest DC magnitude category of 8-bit samples.
+const MAX_DC_SIZE: u8 = 11;
+
 const SKIP_LOOKAHEAD: u32 = 12;
 /// In a skip entry: the bits to consume (0: not even one pair fits in the lookahead)...
 const SKIP_BITS: u16 = 0xF;
@@ -177,16 +180,27 @@ impl HuffmanTable {
         }
     }
 
-    /// The next symbol of a DC table; the reader holds at least 16 bits. A code no table
-    /// has gives `None` (corrupt data).
+    /// The next DC difference (a magnitude category and its value bits), in one lookup
+    /// when both fit in the lookahead; the reader holds at least 27 bits. A code no table
+    /// has, or a category past 11, gives `None` (corrupt data).
     #[inline]
-    pub(super) fn decode(&self, reader: &mut BitReader) -> Option<u8> {
+    pub(super) fn decode_dc(&self, reader: &mut BitReader) -> Option<i32> {
         let entry = self.lookup[(reader.peek(LOOKAHEAD) & LOOKAHEAD_MASK) as usize];
-        if entry & LENGTH != 0 {
-            reader.consume(entry & LENGTH);
-            return Some((entry >> 8) as u8);
+        let bits = entry & LENGTH;
+        if entry & RESOLVED != 0 {
+            reader.consume(bits);
+            return Some(entry as i32 >> 16);
         }
-        self.decode_long(reader)
+        let size = if bits != 0 {
+            reader.consume(bits);
+            (entry >> 8) as u8
+        } else {
+            self.decode_long(reader)?
+        };
+        if size > MAX_DC_SIZE {
+            return None;
+        }
+        Some(reader.receive_extend(u32::from(size)))
     }
 
     /// The next AC coefficient or symbol, in one lookup for most codes.
@@ -227,14 +241,24 @@ impl HuffmanTable {
 }
 
 /// The lookup entry for lookahead `index` whose first `len` bits are the code of `symbol`.
+/// Resolved entries hold the value too: AC coefficients (not end of block or ZRL, whose
+/// size is 0) and DC differences (whose symbol is the size; 0 is a difference of 0).
 fn entry(index: u32, len: u32, symbol: u8, ac: bool) -> u32 {
     let plain = u32::from(symbol) << 8 | len;
-    let size = u32::from(symbol & 15);
-    if !ac || size == 0 || len + size > LOOKAHEAD {
+    let (resolvable, size) = if ac {
+        (symbol & 15 != 0, u32::from(symbol & 15))
+    } else {
+        (symbol <= MAX_DC_SIZE, u32::from(symbol))
+    };
+    if !resolvable || len + size > LOOKAHEAD {
         return plain;
     }
     let raw = ((index << len) & LOOKAHEAD_MASK) >> (LOOKAHEAD - size);
-    let value = extend(raw as i32, size);
+    let value = if size == 0 {
+        0
+    } else {
+        extend(raw as i32, size)
+    };
     (value as u32) << 16 | u32::from(symbol) << 8 | RESOLVED | (len + size)
 }
 
@@ -252,17 +276,52 @@ mod tests {
         HuffmanTable::new(&counts, &[0x01, 0x02, 0x11, 0x03], ac).expect("a valid table")
     }
 
+    /// A DC table: 00 → 0, 01 → 1, 100 → 9, 10100000000 (11 bits) → 3.
+    fn dc_table() -> HuffmanTable {
+        let mut counts = [0u8; 16];
+        counts[1] = 2;
+        counts[2] = 1;
+        counts[10] = 1;
+        HuffmanTable::new(&counts, &[0, 1, 9, 3], false).expect("a valid table")
+    }
+
+    /// Bits written as text, padded with ones, 0xFF bytes stuffed.
+    fn bits(text: &str) -> Vec<u8> {
+        let mut padded: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        while padded.len() % 8 != 0 {
+            padded.push('1');
+        }
+        let bytes = (0..padded.len())
+            .step_by(8)
+            .map(|i| u8::from_str_radix(&padded[i..i + 8], 2).expect("binary digits"));
+        bytes
+            .flat_map(|b| if b == 0xFF { vec![b, 0] } else { vec![b] })
+            .collect()
+    }
+
     #[test]
-    fn decodes_short_and_long_codes() {
-        // 00 | 01 | 100 | 10100000000 | padding
-        let data = [0b0001_1001, 0b0100_0000, 0b0001_1111];
+    fn decodes_dc_differences_in_one_lookup_or_through_the_long_paths() {
+        // 0 (size 0); +1 (01 | 1); -510 (100 | 000000001: code and value past the
+        // lookahead); -4 (an 11-bit code, then 011).
+        let data = bits("00  01 1  100 000000001  10100000000 011");
         let mut r = BitReader::new(&data);
         r.refill();
-        let t = table(false);
-        assert_eq!(t.decode(&mut r), Some(0x01));
-        assert_eq!(t.decode(&mut r), Some(0x02));
-        assert_eq!(t.decode(&mut r), Some(0x11));
-        assert_eq!(t.decode(&mut r), Some(0x03));
+        let t = dc_table();
+        for want in [0, 1, -510, -4] {
+            assert_eq!(t.decode_dc(&mut r), Some(want));
+            r.refill();
+        }
+    }
+
+    #[test]
+    fn refuses_dc_categories_past_eleven() {
+        let mut counts = [0u8; 16];
+        counts[0] = 2;
+        let t = HuffmanTable::new(&counts, &[0, 12], false).expect("a valid table");
+        let data = bits("1 000000000000");
+        let mut r = BitReader::new(&data);
+        r.refill();
+        assert_eq!(t.decode_dc(&mut r), None);
     }
 
     #[test]

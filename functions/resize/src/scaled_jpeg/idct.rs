@@ -46,7 +46,7 @@ impl Bases {
         stride: usize,
         only_dc: bool,
     ) {
-        if only_dc || (nx == 1 && ny == 1) {
+        if (nx == 1 && ny == 1) || (only_dc && !always_transformed(nx, ny)) {
             // Flat block: the DC term alone, its average.
             fill(
                 clamp(coefficients[0] as f32 / 8.0 + 128.0),
@@ -98,6 +98,14 @@ impl Bases {
             }
         }
     }
+}
+
+/// Whether blocks of this size are transformed even when flat: a 2×2 transform costs less
+/// than a mispredicted branch (whether a chroma block at 1/8 has AC terms comes
+/// unpredictably).
+#[inline(always)]
+pub(super) fn always_transformed(nx: usize, ny: usize) -> bool {
+    nx == 2 && ny == 2
 }
 
 /// Fills the top-left `nx × ny` of a block stored `stride` apart with `v` (pixels of a flat

@@ -174,7 +174,7 @@ fn decode_scan(headers: &Headers, planes: &mut [Plane], mcux: usize, mcuy: usize
                         bases.transform(used, p.nx, p.ny, &mut block, 8, only_dc);
                         repeat(&block, p, at);
                     }
-                    if only_dc {
+                    if only_dc && !idct::always_transformed(p.nx, p.ny) {
                         coefficients[0] = 0;
                     } else {
                         idct::fill(0, p.nx, p.ny, &mut coefficients, 8);
@@ -198,11 +198,7 @@ fn decode_block(
     if reader.count() < 32 {
         reader.refill();
     }
-    let size = u32::from(p.dc.decode(reader)?);
-    if size > 11 {
-        return None;
-    }
-    p.prediction = p.prediction.wrapping_add(reader.receive_extend(size));
+    p.prediction = p.prediction.wrapping_add(p.dc.decode_dc(reader)?);
     coefficients[0] = p.prediction.wrapping_mul(i32::from(p.quant[0]));
     let mut only_dc = true;
     let mut k = 1usize;
@@ -234,11 +230,11 @@ fn decode_block(
         if k > 63 {
             return None;
         }
+        // Written either way (an unused one to the spare last entry): whether a position
+        // is used follows the data's runs, a branch no predictor learns.
         let slot = p.slot[k];
-        if slot != UNUSED {
-            coefficients[slot as usize] = value.wrapping_mul(i32::from(p.quant[k]));
-            only_dc = false;
-        }
+        coefficients[usize::from(slot)] = value.wrapping_mul(i32::from(p.quant[k]));
+        only_dc &= slot == UNUSED;
         k += 1;
     }
     Some(only_dc)
