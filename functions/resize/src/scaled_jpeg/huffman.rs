@@ -288,7 +288,7 @@ mod tests {
     /// Bits written as text, padded with ones, 0xFF bytes stuffed.
     fn bits(text: &str) -> Vec<u8> {
         let mut padded: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-        while padded.len() % 8 != 0 {
+        while !padded.len().is_multiple_of(8) {
             padded.push('1');
         }
         let bytes = (0..padded.len())
