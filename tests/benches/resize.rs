@@ -5,6 +5,10 @@
 //!
 //! `./dev.sh bench [-- --rounds N --jobs N]` (fetches the photos and sharp, builds the components).
 //! Without sharp installed the sharp column says so and the rest still runs.
+//!
+//! `-- --against <other resize.wasm> [--rounds N]` instead compares this build of the
+//! component with another (a copy of `target/wasm/resize.wasm` saved before a change), both
+//! in one host, taking turns photo by photo: how a change to the function is measured.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -88,7 +92,25 @@ struct Wasm {
 
 impl Wasm {
     fn new() -> anyhow::Result<Self> {
-        let manifest = Manifest::load(&repo_root().join("spin.toml"))?;
+        Self::with(Manifest::load(&repo_root().join("spin.toml"))?)
+    }
+
+    /// This build of the resize component as `resize`, and `other` beside it as `other`.
+    fn pair(other: &std::path::Path) -> anyhow::Result<Self> {
+        let root = repo_root();
+        let this = root.join("target/wasm/resize.wasm");
+        let manifest = format!(
+            "spin_manifest_version = 2\n[application]\nname = \"against\"\n\
+             [[trigger.http]]\nroute = \"/v1/resize\"\ncomponent = \"resize\"\n\
+             [[trigger.http]]\nroute = {{ private = true }}\ncomponent = \"other\"\n\
+             [component.resize]\nsource = {:?}\n[component.other]\nsource = {:?}\n",
+            this.display().to_string(),
+            other.display().to_string()
+        );
+        Self::with(Manifest::parse(&manifest, &root)?)
+    }
+
+    fn with(manifest: Manifest) -> anyhow::Result<Self> {
         let runtime = Runtime::new(
             &manifest,
             RuntimeConfig {
@@ -108,13 +130,22 @@ impl Wasm {
         query: &str,
         bytes: &[u8],
     ) -> anyhow::Result<imgfleet_host::runtime::Invocation> {
+        self.invoke_on("resize", query, bytes)
+    }
+
+    fn invoke_on(
+        &self,
+        component: &str,
+        query: &str,
+        bytes: &[u8],
+    ) -> anyhow::Result<imgfleet_host::runtime::Invocation> {
         let request = InvokeRequest {
             method: http::Method::POST,
             path_and_query: format!("/v1/resize?{query}"),
             headers: http::HeaderMap::new(),
             body: Bytes::copy_from_slice(bytes),
         };
-        let inv = self.rt.block_on(self.runtime.invoke("resize", request))?;
+        let inv = self.rt.block_on(self.runtime.invoke(component, request))?;
         anyhow::ensure!(inv.status == 200, "status {}", inv.status);
         Ok(inv)
     }
@@ -133,9 +164,19 @@ fn native(params: &ResizeParams, name: &str, bytes: &[u8]) -> anyhow::Result<(f6
 /// One photo in a fresh instance, as served: seconds (instantiation included), and the
 /// stages' milliseconds as the function reports them.
 fn wasm(wasm: &Wasm, query: &str, name: &str, bytes: &[u8]) -> anyhow::Result<(f64, [f64; 3])> {
+    wasm_on(wasm, "resize", query, name, bytes)
+}
+
+fn wasm_on(
+    wasm: &Wasm,
+    component: &str,
+    query: &str,
+    name: &str,
+    bytes: &[u8],
+) -> anyhow::Result<(f64, [f64; 3])> {
     let started = Instant::now();
     let inv = wasm
-        .invoke(query, bytes)
+        .invoke_on(component, query, bytes)
         .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
     let seconds = started.elapsed().as_secs_f64();
     let header = inv
@@ -336,10 +377,61 @@ fn pin_to_cpu() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// This build against `other` on the headline job: per photo the fastest of `rounds`
+/// invocations of each (taking turns), summed over the photos; per stage and whole.
+fn against(other: &str, photos: &[(String, Vec<u8>)], rounds: usize) -> anyhow::Result<()> {
+    let runtime = Wasm::pair(std::path::Path::new(other))?;
+    let query = JOBS[0].1;
+    let mut fastest = vec![[[f64::MAX; 4]; 2]; photos.len()];
+    for component in ["resize", "other"] {
+        // Warm: the first call of a component pays for its compiled code's first touch.
+        runtime.invoke_on(component, query, &photos[0].1)?;
+    }
+    for round in 0..rounds {
+        for (i, (name, bytes)) in photos.iter().enumerate() {
+            for build in (0..2).map(|b| (b + round + i) % 2) {
+                let component = ["resize", "other"][build];
+                let (seconds, [decode, resize, encode]) =
+                    wasm_on(&runtime, component, query, name, bytes)?;
+                let times = [decode, resize, encode, seconds * 1e3];
+                for (best, t) in fastest[i][build].iter_mut().zip(times) {
+                    *best = best.min(t);
+                }
+            }
+        }
+    }
+    println!("\nthis build against {other}: `{query}`, each photo's fastest of {rounds}, summed");
+    println!("| ms per photo | this build | other | this / other |");
+    println!("|---|---:|---:|---:|");
+    let n = photos.len() as f64;
+    for (k, label) in ["decode", "resize", "encode", "invocation"]
+        .iter()
+        .enumerate()
+    {
+        let sum = |build: usize| fastest.iter().map(|f| f[build][k]).sum::<f64>();
+        let (this, theirs) = (sum(0), sum(1));
+        println!(
+            "| {label} | {:.3} | {:.3} | {:.3} |",
+            this / n,
+            theirs / n,
+            this / theirs
+        );
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     pin_to_cpu()?;
     let rounds = arg("--rounds", 3);
     let photos = photo_set().map_err(anyhow::Error::msg)?;
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(other) = args
+        .iter()
+        .position(|a| a == "--against")
+        .and_then(|i| args.get(i + 1))
+    {
+        return against(other, &photos, rounds);
+    }
     let avg_kb =
         photos.iter().map(|(_, b)| b.len()).sum::<usize>() as f64 / photos.len() as f64 / 1024.0;
     println!(

@@ -93,7 +93,7 @@ impl<'a> BitReader<'a> {
         self.count
     }
 
-    /// Reads `s` (1..=16) bits as a JPEG magnitude category value (sign-extended).
+    /// Reads `s` (0..=16) bits as a JPEG magnitude category value (sign-extended).
     #[inline]
     pub(super) fn receive_extend(&mut self, s: u32) -> i32 {
         // Without a branch on `s == 0` (a DC difference of zero is common and comes
