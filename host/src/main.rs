@@ -1,5 +1,5 @@
 use clap::Parser;
-use imgfleet_host::cli::{Cli, Command, LogFormat};
+use imgfleet_host::operator::cli::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
@@ -23,43 +23,51 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Up(args) => rt.block_on(imgfleet_host::server::up(*args)),
-        Command::Tenants(a) => rt.block_on(imgfleet_host::operator::tenants(&a.store, a.action)),
-        Command::Keys(a) => rt.block_on(imgfleet_host::operator::keys(&a.store, a.action)),
-        Command::Usage(a) => rt.block_on(imgfleet_host::operator::usage(&a.store, a.action)),
+        Command::Up(args) => rt.block_on(imgfleet_host::wiring::up(*args)),
+        Command::Tenants(a) => rt.block_on(imgfleet_host::operator::commands::tenants(
+            &a.store, a.action,
+        )),
+        Command::Keys(a) => {
+            rt.block_on(imgfleet_host::operator::commands::keys(&a.store, a.action))
+        }
+        Command::Usage(a) => {
+            rt.block_on(imgfleet_host::operator::commands::usage(&a.store, a.action))
+        }
         Command::Bench(b) => match b.action {
-            imgfleet_host::cli::BenchAction::Load(a) => rt.block_on(load(a)),
+            imgfleet_host::operator::cli::BenchAction::Load(a) => rt.block_on(load(a)),
         },
         Command::Capacity(a) => {
             let sources = match a.bench_file {
                 Some(f) => vec![f],
-                None => imgfleet_host::capacity::default_sources(std::path::Path::new(".")),
+                None => {
+                    imgfleet_host::operator::capacity::default_sources(std::path::Path::new("."))
+                }
             };
-            let (source, bench) = imgfleet_host::capacity::latest(&sources)?;
-            let demand = imgfleet_host::capacity::Demand {
+            let (source, bench) = imgfleet_host::operator::capacity::latest(&sources)?;
+            let demand = imgfleet_host::operator::capacity::Demand {
                 rps: a.rps,
                 cores_per_host: a.cores_per_host,
                 headroom: a.headroom,
             };
             print!(
                 "{}",
-                imgfleet_host::capacity::report(demand, &bench, &source)?
+                imgfleet_host::operator::capacity::report(demand, &bench, &source)?
             );
             Ok(())
         }
         Command::AdminToken(store) => {
             println!(
                 "{}",
-                imgfleet_host::operator::admin_token_file(&store.data_dir)?
+                imgfleet_host::operator::commands::admin_token_file(&store.data_dir)?
             );
             Ok(())
         }
     }
 }
 
-async fn load(a: imgfleet_host::cli::LoadArgs) -> anyhow::Result<()> {
+async fn load(a: imgfleet_host::operator::cli::LoadArgs) -> anyhow::Result<()> {
     use anyhow::Context;
-    use imgfleet_host::load;
+    use imgfleet_host::operator::load;
     anyhow::ensure!(
         a.start_rps > 0.0 && a.step_rps >= 0.0 && a.max_rps >= a.start_rps,
         "rates: need 0 < --start-rps <= --max-rps and --step-rps >= 0"

@@ -2,7 +2,8 @@
 //! as environment variables.
 
 use aws_config::SdkConfig;
-use imgfleet_stores::dynamodb::{DynamoIdentityStore, DynamoUsageStore};
+use imgfleet_stores::identity::dynamodb::DynamoIdentityStore;
+use imgfleet_stores::usage::dynamodb::DynamoUsageStore;
 
 /// Resource names, one environment variable each (set by `template.yaml`).
 #[derive(Debug, Clone)]

@@ -1,9 +1,24 @@
-//! The store ports of imgfleet (identity, usage) and the backends that the host and the
-//! Lambda functions share. The host adds its own embedded and fleet backends; this crate
-//! stays free of the WASM runtime so a Lambda binary carries only what it runs.
+//! imgfleet's persistence: one folder per port (identity, usage, jobs, staging, audit), each
+//! with its backends side by side, named for what they run on. Backends come with features
+//! (`sqlite`, `postgres`, `dynamodb`, `jetstream`), so a Lambda binary carries only DynamoDB;
+//! no backend links the WASM runtime.
 
-pub mod aws;
-pub mod dynamodb;
+pub mod clock;
 pub mod identity;
-pub mod segment;
 pub mod usage;
+
+#[cfg(feature = "sqlite")]
+pub mod audit;
+#[cfg(all(feature = "sqlite", feature = "postgres"))]
+pub mod jobs;
+#[cfg(feature = "jetstream")]
+pub mod staging;
+
+#[cfg(feature = "dynamodb")]
+pub mod aws;
+#[cfg(feature = "dynamodb")]
+pub mod dynamodb;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use imgfleet_auth::{CheckRequest, Scope};
-use imgfleet_host::auth::Gate;
-use imgfleet_host::auth::cache::AuthCache;
-use imgfleet_host::identity::IdentityStore;
-use imgfleet_host::identity::admin::create_key;
-use imgfleet_host::identity::sqlite::SqliteIdentityStore;
-use imgfleet_host::manifest::Manifest;
-use imgfleet_host::runtime::{InvokeRequest, Runtime, RuntimeConfig};
+use imgfleet_host::data_plane::auth_cache::AuthCache;
+use imgfleet_host::data_plane::gate::Gate;
+use imgfleet_host::execution::manifest::Manifest;
+use imgfleet_host::execution::runtime::{InvokeRequest, Runtime, RuntimeConfig};
+use imgfleet_stores::identity::IdentityStore;
+use imgfleet_stores::identity::admin::create_key;
+use imgfleet_stores::identity::sqlite::SqliteIdentityStore;
 use imgfleet_tests::bench::arg;
 use imgfleet_tests::host::repo_root;
 

@@ -8,16 +8,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use imgfleet_host::audit::{AuditLog, AuditRecord};
-use imgfleet_host::manifest::Manifest;
-use imgfleet_host::queue::QueueSpec;
-use imgfleet_host::queue::embedded::EmbeddedStore;
-use imgfleet_host::runtime::{Runtime, RuntimeConfig, WarmPool};
-use imgfleet_host::usage::meter::{METERING_COMPONENT, Meter};
-use imgfleet_host::usage::shipper::{self, ShipperConfig};
-use imgfleet_host::usage::sqlite::SqliteUsageStore;
-use imgfleet_host::usage::{UsageStore, bucket};
+use imgfleet_host::execution::manifest::Manifest;
+use imgfleet_host::execution::runtime::{Runtime, RuntimeConfig, WarmPool};
+use imgfleet_host::metering::meter::{METERING_COMPONENT, Meter};
+use imgfleet_host::metering::shipper::{self, ShipperConfig};
 use imgfleet_metering::{Batch, ImageSide, UsageRecord, fold};
+use imgfleet_queue::QueueSpec;
+use imgfleet_queue::embedded::EmbeddedStore;
+use imgfleet_stores::audit::sqlite::{AuditLog, AuditRecord};
+use imgfleet_stores::usage::sqlite::SqliteUsageStore;
+use imgfleet_stores::usage::{UsageStore, bucket};
 use imgfleet_tests::bench::arg;
 use imgfleet_tests::host::repo_root;
 

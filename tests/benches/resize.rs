@@ -15,8 +15,8 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use imgfleet_host::manifest::Manifest;
-use imgfleet_host::runtime::{InvokeRequest, Runtime, RuntimeConfig};
+use imgfleet_host::execution::manifest::Manifest;
+use imgfleet_host::execution::runtime::{InvokeRequest, Runtime, RuntimeConfig};
 use imgfleet_resize::{Limits, ResizeParams, resize};
 use imgfleet_tests::bench::{PeakAlloc, arg, record, server_timing};
 use imgfleet_tests::host::repo_root;
@@ -129,7 +129,7 @@ impl Wasm {
         &self,
         query: &str,
         bytes: &[u8],
-    ) -> anyhow::Result<imgfleet_host::runtime::Invocation> {
+    ) -> anyhow::Result<imgfleet_host::execution::runtime::Invocation> {
         self.invoke_on("resize", query, bytes)
     }
 
@@ -138,7 +138,7 @@ impl Wasm {
         component: &str,
         query: &str,
         bytes: &[u8],
-    ) -> anyhow::Result<imgfleet_host::runtime::Invocation> {
+    ) -> anyhow::Result<imgfleet_host::execution::runtime::Invocation> {
         let request = InvokeRequest {
             method: http::Method::POST,
             path_and_query: format!("/v1/resize?{query}"),

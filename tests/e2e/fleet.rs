@@ -2,18 +2,16 @@
 //! (every stream replicated three times), one PostgreSQL server and three imgfleet hosts
 //! sharing them. Placement is pull-based: each host's slots take jobs from the one queue.
 
-mod fleet_kit;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use fleet_kit::{
+use crate::fleet_kit::{
     Fleet, LeaderKilled, kill_the_jobs_leader_under_load, runtime, stream_leader,
     stream_leader_async,
 };
-use imgfleet_host::queue::jetstream::{JetStream, JetStreamConfig, JetStreamQueue};
-use imgfleet_host::queue::{OutgoingMessage, Queue, QueueError, QueueSpec, ReceiveRequest};
-use imgfleet_host::server::JOB_VISIBILITY;
+use imgfleet_host::wiring::JOB_VISIBILITY;
+use imgfleet_queue::jetstream::{JetStream, JetStreamConfig, JetStreamQueue};
+use imgfleet_queue::{OutgoingMessage, Queue, QueueError, QueueSpec, ReceiveRequest};
 use imgfleet_tests::host::{Host, get};
 use imgfleet_tests::images;
 use imgfleet_tests::nats::Nats;

@@ -60,8 +60,8 @@ fn request_seeds_and_regressions_hold() {
 /// panic cannot be caught (panic = abort), so it would be a trap and a 500.
 #[test]
 fn resize_seeds_and_regressions_hold_inside_wasm() {
-    use imgfleet_host::manifest::Manifest;
-    use imgfleet_host::runtime::{InvokeRequest, Runtime, RuntimeConfig};
+    use imgfleet_host::execution::manifest::Manifest;
+    use imgfleet_host::execution::runtime::{InvokeRequest, Runtime, RuntimeConfig};
 
     let manifest = Manifest::load(&imgfleet_tests::host::repo_root().join("spin.toml")).unwrap();
     let runtime = Runtime::new(

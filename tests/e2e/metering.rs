@@ -7,14 +7,14 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use imgfleet_host::manifest::Manifest;
-use imgfleet_host::queue::embedded::EmbeddedStore;
-use imgfleet_host::queue::{OutgoingMessage, Queue, QueueSpec};
-use imgfleet_host::runtime::{Runtime, RuntimeConfig, WarmPool};
-use imgfleet_host::usage::UsageStore;
-use imgfleet_host::usage::meter::{METERING_COMPONENT, Meter};
-use imgfleet_host::usage::sqlite::SqliteUsageStore;
+use imgfleet_host::execution::manifest::Manifest;
+use imgfleet_host::execution::runtime::{Runtime, RuntimeConfig, WarmPool};
+use imgfleet_host::metering::meter::{METERING_COMPONENT, Meter};
 use imgfleet_metering::{Batch, ImageSide, Rollup, UsageRecord, fold};
+use imgfleet_queue::embedded::EmbeddedStore;
+use imgfleet_queue::{OutgoingMessage, Queue, QueueSpec};
+use imgfleet_stores::usage::UsageStore;
+use imgfleet_stores::usage::sqlite::SqliteUsageStore;
 use imgfleet_tests::host::{Host, binary, post, repo_root};
 use imgfleet_tests::images;
 

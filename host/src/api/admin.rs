@@ -16,9 +16,9 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::audit::AuditQuery;
-use crate::identity::StoreError;
-use crate::identity::admin::{PublicKey, create_key};
+use imgfleet_stores::audit::sqlite::AuditQuery;
+use imgfleet_stores::identity::StoreError;
+use imgfleet_stores::identity::admin::{PublicKey, create_key};
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -15,9 +15,9 @@ use super::AppState;
 use super::auth::Principal;
 use super::error::ErrorCode;
 use super::request_id;
-use crate::audit::AuditRecord;
-use crate::jobs::now_ms;
-use crate::telemetry;
+use crate::operator::telemetry;
+use imgfleet_stores::audit::sqlite::AuditRecord;
+use imgfleet_stores::clock::now_ms;
 
 /// What a handler measured about its request: image facts and the invocation's times.
 #[derive(Debug, Clone, Default)]

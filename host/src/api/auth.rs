@@ -12,7 +12,7 @@ use imgfleet_auth::Scope;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::auth::Refusal;
+use crate::data_plane::gate::Refusal;
 
 /// Who a request is from, once authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +106,7 @@ pub fn refusal(r: Refusal) -> ApiError {
             let err = ApiError::new(status, d.code(), d.message());
             match d {
                 imgfleet_auth::Denial::QuotaExceeded(_) => {
-                    let now = crate::jobs::now_ms();
+                    let now = imgfleet_stores::clock::now_ms();
                     let next = imgfleet_auth::calendar::next_month_start_ms(now);
                     err.retry_after((next - now).div_ceil(1000))
                 }

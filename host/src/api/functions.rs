@@ -15,9 +15,12 @@ use super::AppState;
 use super::audit::Metered;
 use super::auth::Principal;
 use super::error::ApiError;
-use crate::jobs::{Completion, Job, Outcome, now_ms};
-use crate::queue::Durability;
-use crate::staging::{Keep, StagingError};
+use crate::execution::messages::queue_message;
+use crate::execution::messages::{Completion, Outcome};
+use imgfleet_queue::Durability;
+use imgfleet_stores::clock::now_ms;
+use imgfleet_stores::jobs::Job;
+use imgfleet_stores::staging::{Keep, StagingError};
 
 pub(super) const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
@@ -89,8 +92,7 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
     };
     let mut waiter = state.completions.wait_for(&id);
     let shard = state.next_shard();
-    let message = job
-        .to_message(shard)
+    let message = queue_message(&job, shard)
         // The client waits on this connection: if the host dies, the request dies with it.
         .durability(Durability::Buffered);
     if let Err(e) = enqueue(&state, message, &id).await {
@@ -165,8 +167,8 @@ async fn respond(
                 facts = facts.as_deref().unwrap_or(""),
                 "served"
             );
-            let (input, output) = crate::usage::image_sides(facts.as_deref());
-            let ns = crate::usage::ns;
+            let (input, output) = imgfleet_stores::usage::image_sides(facts.as_deref());
+            let ns = crate::metering::ns;
             let metered = Metered {
                 input,
                 output,
@@ -236,9 +238,9 @@ fn stable_code(code: &str) -> &'static str {
 /// Puts a job on the jobs queue, as its own span (the queue hop of a request's trace).
 pub(super) async fn enqueue(
     state: &AppState,
-    message: crate::queue::OutgoingMessage,
+    message: imgfleet_queue::OutgoingMessage,
     job: &str,
-) -> Result<String, crate::queue::QueueError> {
+) -> Result<String, imgfleet_queue::QueueError> {
     let span = tracing::info_span!("enqueue", queue = state.jobs.name(), job);
     tracing::Instrument::instrument(state.jobs.send(message), span).await
 }

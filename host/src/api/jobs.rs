@@ -13,10 +13,12 @@ use super::audit::Metered;
 use super::auth::{Principal, principal};
 use super::error::ApiError;
 use super::functions::{enqueue, job_for, read_body, staging_error};
-use crate::job_store::{JobRecord, JobStatus};
-use crate::jobs::{Job, now_ms};
-use crate::queue::OutgoingMessage;
-use crate::staging::Keep;
+use crate::execution::messages::queue_message;
+use imgfleet_queue::OutgoingMessage;
+use imgfleet_stores::clock::now_ms;
+use imgfleet_stores::jobs::Job;
+use imgfleet_stores::jobs::{JobRecord, JobStatus};
+use imgfleet_stores::staging::Keep;
 
 /// The function behind `/v1/jobs`: the one serving `/v1/resize`.
 const JOB_ROUTE: &str = "/v1/resize";
@@ -97,7 +99,7 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> Result<Respo
 
 /// The queue message of an accepted job: durable, de-duplicated by job id.
 pub fn job_message(job: &Job, shard: usize) -> OutgoingMessage {
-    job.to_message(shard).dedup_id(job.id.clone())
+    queue_message(job, shard).dedup_id(job.id.clone())
 }
 
 /// The caller's own job; another tenant's is reported exactly like a missing one.

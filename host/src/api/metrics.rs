@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 use metrics::gauge;
 
 use super::AppState;
-use crate::jobs::now_ms;
-use crate::queue::Queue;
+use imgfleet_queue::Queue;
+use imgfleet_stores::clock::now_ms;
 
 async fn queue_gauges(queue: &dyn Queue) {
     if let Ok(d) = queue.depth().await {
@@ -41,7 +41,7 @@ pub async fn render(State(state): State<AppState>) -> Response {
         let age = oldest_ms.map_or(0.0, |t| now_ms().saturating_sub(t) as f64 / 1e3);
         gauge!("imgfleet_usage_outbox_oldest_seconds").set(age);
     }
-    if let Some(rss) = crate::telemetry::resident_bytes() {
+    if let Some(rss) = crate::operator::telemetry::resident_bytes() {
         gauge!("imgfleet_process_resident_bytes").set(rss as f64);
     }
     (

@@ -22,11 +22,11 @@ use imgfleet_resize::Limits;
 pub use error::ApiError;
 pub use jobs::job_message;
 
-use crate::completions::Completions;
-use crate::manifest::Manifest;
-use crate::queue::Queue;
-use crate::slots::Slots;
-use crate::staging::Staging;
+use crate::execution::completions::Completions;
+use crate::execution::manifest::Manifest;
+use crate::execution::slots::Slots;
+use imgfleet_queue::Queue;
+use imgfleet_stores::staging::Staging;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -40,14 +40,14 @@ pub struct AppState {
     pub deadline: Duration,
     pub tenant_shards: usize,
     pub shard_counter: Arc<AtomicUsize>,
-    pub job_store: crate::job_store::JobStore,
+    pub job_store: imgfleet_stores::jobs::JobStore,
     /// How long an asynchronous job's input may wait for a worker.
     pub async_input_ttl: Duration,
-    pub gate: Arc<crate::auth::Gate>,
-    pub identity: Arc<dyn crate::identity::IdentityStore>,
-    pub audit: crate::audit::AuditLog,
+    pub gate: Arc<crate::data_plane::gate::Gate>,
+    pub identity: Arc<dyn imgfleet_stores::identity::IdentityStore>,
+    pub audit: imgfleet_stores::audit::sqlite::AuditLog,
     pub admin_token: Arc<String>,
-    pub usage: Arc<dyn crate::usage::UsageStore>,
+    pub usage: Arc<dyn imgfleet_stores::usage::UsageStore>,
     pub usage_queue: Arc<dyn Queue>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
@@ -71,11 +71,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/usage", get(usage::usage));
     for route in &state.manifest.routes {
         let path = match &route.pattern {
-            crate::manifest::RoutePattern::Exact(p) => p.clone(),
-            crate::manifest::RoutePattern::Prefix(p) => format!("{p}/{{*rest}}"),
+            crate::execution::manifest::RoutePattern::Exact(p) => p.clone(),
+            crate::execution::manifest::RoutePattern::Prefix(p) => format!("{p}/{{*rest}}"),
         };
         v1 = v1.route(&path, axum::routing::any(functions::invoke));
-        if let crate::manifest::RoutePattern::Prefix(p) = &route.pattern {
+        if let crate::execution::manifest::RoutePattern::Prefix(p) = &route.pattern {
             v1 = v1.route(p, axum::routing::any(functions::invoke));
         }
     }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::auth::Principal;
 use super::error::ApiError;
-use crate::jobs::now_ms;
+use imgfleet_stores::clock::now_ms;
 
 const HOUR_MS: u64 = 3_600_000;
 const DAY_MS: u64 = 24 * HOUR_MS;
@@ -103,7 +103,7 @@ fn range(from: Option<u64>, to: Option<u64>, granularity: Option<&str>) -> Resul
     })
 }
 
-fn unavailable(e: crate::usage::UsageError) -> ApiError {
+fn unavailable(e: imgfleet_stores::usage::UsageError) -> ApiError {
     tracing::error!(error = %e, "usage query");
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -120,7 +120,7 @@ async fn buckets(state: &AppState, tenant: &str, r: &Range) -> Result<Vec<Bucket
         .rollups(tenant, r.from - r.from % HOUR_MS, r.to)
         .await
         .map_err(unavailable)?;
-    Ok(crate::usage::bucket(&hourly, r.bucket_ms)
+    Ok(imgfleet_stores::usage::bucket(&hourly, r.bucket_ms)
         .into_iter()
         .map(Bucket::from)
         .collect())

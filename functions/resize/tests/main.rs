@@ -1,0 +1,5 @@
+//! The resize function through its public entry points: behaviour on generated images
+//! (`resize`) and output quality against full-decode references (`quality`).
+
+mod quality;
+mod resize;

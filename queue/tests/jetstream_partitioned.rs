@@ -1,0 +1,106 @@
+//! A JetStream queue spread over three streams (`--nats-partitions 3`) against real
+//! servers: the behavioural suite every backend passes, on a three-node cluster.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::suite::Pair;
+use imgfleet_queue::backend::QueueBackend;
+use imgfleet_queue::jetstream::{JetStream, JetStreamConfig};
+use imgfleet_queue::{OutgoingMessage, QueueSpec, ReceiveRequest};
+use imgfleet_tests::nats::Nats;
+
+fn cluster() -> &'static Nats {
+    static CLUSTER: OnceLock<Nats> = OnceLock::new();
+    CLUSTER.get_or_init(Nats::cluster)
+}
+
+async fn backend() -> QueueBackend {
+    let nats = cluster();
+    let js = JetStream::connect(&JetStreamConfig {
+        urls: nats.urls(),
+        replicas: nats.replicas(),
+    })
+    .await
+    .expect("connecting to the cluster");
+    QueueBackend::JetStream {
+        js: Box::new(js),
+        partitions: 3,
+    }
+}
+
+async fn fresh(mut spec: QueueSpec) -> Pair {
+    let backend = backend().await;
+    spec.name = format!(
+        "{}-{}",
+        spec.name,
+        &uuid::Uuid::now_v7().simple().to_string()[24..]
+    );
+    let q = backend
+        .open(spec.clone())
+        .await
+        .expect("creating the queue");
+    let dlq = match spec.max_receives {
+        Some(_) => Some(
+            backend
+                .open(QueueSpec::new(spec.dead_letter_name()))
+                .await
+                .expect("dead-letter queue"),
+        ),
+        None => None,
+    };
+    (q, dlq)
+}
+
+queue_suite!(fresh);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trips_stay_fast() {
+    let (q, _) = fresh(crate::suite::spec("trips")).await;
+    let mut took = Vec::new();
+    for i in 0..30 {
+        let started = Instant::now();
+        q.send(OutgoingMessage::new(format!("m{i}")).group(format!("g{}", i % 4)))
+            .await
+            .unwrap();
+        let got = q
+            .receive(ReceiveRequest {
+                max_messages: 1,
+                wait: Duration::from_secs(5),
+                visibility: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        q.delete(&got[0].receipt).await.unwrap();
+        took.push(started.elapsed());
+    }
+    took.sort();
+    println!(
+        "send + receive + delete: median {:?}, max {:?}",
+        took[15], took[29]
+    );
+    assert!(took[15] < Duration::from_millis(500), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn released_deliveries_are_not_counted() {
+    let mut spec = crate::suite::spec("released");
+    spec.max_receives = Some(2);
+    crate::suite::released_deliveries_are_not_counted(fresh(spec).await).await;
+}
+
+/// Two hosts, each with its own connection and its own view of the same three streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_messages_nobody_here_waits_for_go_to_another_host() {
+    let spec = crate::suite::spec(&format!(
+        "hoard-{}",
+        &uuid::Uuid::now_v7().simple().to_string()[24..]
+    ));
+    let busy = backend().await.open(spec.clone()).await.expect("busy host");
+    let idle = backend().await.open(spec).await.expect("idle host");
+    let others = crate::suite::late_messages_go_to_the_idle_host(&*busy, &*idle).await;
+    for m in &others {
+        assert_eq!(m.receive_count, 1, "a release counted as a receive");
+    }
+}

@@ -1,0 +1,53 @@
+//! The DynamoDB identity and usage stores through the stores' behavioural suite, against a
+//! real DynamoDB API: a moto_server that `./dev.sh test` and `.ci/run` start serving one
+//! request at a time (address in `IMGFLEET_TEST_DYNAMODB_ENDPOINT`), because a threaded
+//! moto undoes a cancelled transaction by restoring a copy of the table, losing writes other
+//! threads committed meanwhile — the suite's concurrent writers would test that instead of
+//! the store. Two clients on one table stand for two hosts.
+
+use std::sync::Arc;
+
+use crate::suite::{Identities, Usages};
+use imgfleet_stores::aws::{AwsOptions, sdk_config};
+use imgfleet_stores::dynamodb::ensure_table;
+use imgfleet_stores::identity::dynamodb::DynamoIdentityStore;
+use imgfleet_stores::usage::dynamodb::DynamoUsageStore;
+
+async fn fresh_table(kind: &str) -> (aws_sdk_dynamodb::Client, aws_sdk_dynamodb::Client, String) {
+    let endpoint = std::env::var("IMGFLEET_TEST_DYNAMODB_ENDPOINT").expect(
+        "IMGFLEET_TEST_DYNAMODB_ENDPOINT is not set: run the tests with ./dev.sh test, which starts a serial moto_server",
+    );
+    let options = AwsOptions {
+        endpoint: Some(endpoint),
+        region: Some("us-east-1".into()),
+        static_credentials: Some(("test".into(), "test".into())),
+        // Served one at a time, twenty concurrent 90-item transactions queue for seconds.
+        call_timeout: Some(std::time::Duration::from_secs(120)),
+        max_attempts: Some(3),
+    };
+    let client = || async { aws_sdk_dynamodb::Client::new(&sdk_config(&options).await) };
+    let (a, b) = (client().await, client().await);
+    // Unique names: moto keeps tables for its whole life.
+    let table = format!("suite-{kind}-{}", uuid::Uuid::now_v7().simple());
+    ensure_table(&a, &table).await.expect("creating the table");
+    (a, b, table)
+}
+
+async fn identities() -> Identities {
+    let (a, b, table) = fresh_table("identity").await;
+    (
+        Arc::new(DynamoIdentityStore::new(a, table.clone())),
+        Arc::new(DynamoIdentityStore::new(b, table)),
+    )
+}
+
+async fn usages() -> Usages {
+    let (a, b, table) = fresh_table("usage").await;
+    (
+        Arc::new(DynamoUsageStore::new(a, table.clone())),
+        Arc::new(DynamoUsageStore::new(b, table)),
+    )
+}
+
+identity_suite!(identities);
+usage_suite!(usages);

@@ -1,0 +1,9 @@
+//! The stores' one integration-test binary: each port's behavioural suite (`suite`) run
+//! against every backend (SQLite, PostgreSQL on a real server, DynamoDB on moto_server).
+
+#[macro_use]
+mod suite;
+
+mod dynamodb;
+mod postgres;
+mod sqlite;

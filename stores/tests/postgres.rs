@@ -1,0 +1,34 @@
+//! The PostgreSQL identity and usage stores (a fleet's shared management plane) through the
+//! stores' behavioural suite, against a real server started here; two connections stand
+//! for two hosts.
+
+use std::sync::{Arc, OnceLock};
+
+use crate::suite::{Identities, Usages};
+use imgfleet_stores::identity::postgres::PostgresIdentityStore;
+use imgfleet_stores::usage::postgres::PostgresUsageStore;
+use imgfleet_tests::postgres::Postgres;
+
+fn server() -> &'static Postgres {
+    static SERVER: OnceLock<Postgres> = OnceLock::new();
+    SERVER.get_or_init(Postgres::start)
+}
+
+async fn identities() -> Identities {
+    let url = server().database();
+    (
+        Arc::new(PostgresIdentityStore::open(&url).await.unwrap()),
+        Arc::new(PostgresIdentityStore::open(&url).await.unwrap()),
+    )
+}
+
+async fn usages() -> Usages {
+    let url = server().database();
+    (
+        Arc::new(PostgresUsageStore::open(&url).await.unwrap()),
+        Arc::new(PostgresUsageStore::open(&url).await.unwrap()),
+    )
+}
+
+identity_suite!(identities);
+usage_suite!(usages);

@@ -1,0 +1,343 @@
+//! The behavioural suite every identity and usage store passes (SQLite embedded, PostgreSQL
+//! for a fleet). A store's test file calls `identity_suite!(factory)` and
+//! `usage_suite!(factory)`, where `factory()` yields two handles on one fresh, empty store
+//! (two handles stand for two hosts).
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use imgfleet_auth::Quota;
+use imgfleet_metering::{Batch, ImageSide, Rollup, UsageRecord, fold};
+use imgfleet_stores::identity::{Change, IdentityStore, NewKey, StoreError};
+use imgfleet_stores::usage::{UsageError, UsageStore};
+
+pub type Identities = (Arc<dyn IdentityStore>, Arc<dyn IdentityStore>);
+pub type Usages = (Arc<dyn UsageStore>, Arc<dyn UsageStore>);
+
+const DAY_MS: u64 = 86_400_000;
+
+fn new_key(id: &str, tenant: &str) -> NewKey {
+    NewKey {
+        key_id: id.into(),
+        tenant: tenant.into(),
+        secret_hash: "h".into(),
+        scopes: imgfleet_auth::Scope::ALL.to_vec(),
+        label: None,
+        created_ms: 1,
+    }
+}
+
+pub async fn every_write_is_versioned_in_the_change_log(stores: Identities) {
+    let (store, other) = stores;
+    let t = store.create_tenant("acme").await.unwrap();
+    assert_eq!(t.version, 1);
+    let k = store.insert_key(new_key("k1", "acme")).await.unwrap();
+    assert_eq!(k.version, 2);
+    store
+        .set_quota(
+            "acme",
+            Quota {
+                requests_per_second: Some(3.0),
+                ..Quota::default()
+            },
+        )
+        .await
+        .unwrap();
+    store.revoke_key("k1").await.unwrap();
+    store.set_disabled("acme", true).await.unwrap();
+
+    // Another handle (another host) sees the same log.
+    let changes = other.changes_since(0, 100).await.unwrap();
+    let versions: Vec<u64> = changes.iter().map(Change::version).collect();
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
+    assert!(matches!(&changes[3], Change::Key(k) if k.revoked));
+    assert!(
+        matches!(&changes[4], Change::Tenant(t) if t.disabled && t.quota.requests_per_second == Some(3.0))
+    );
+    assert_eq!(other.changes_since(3, 100).await.unwrap().len(), 2);
+    assert_eq!(other.changes_since(0, 2).await.unwrap().len(), 2);
+    let tenants = other.tenants().await.unwrap();
+    assert_eq!(tenants.len(), 1);
+    assert_eq!(tenants[0].version, 5);
+    assert!(other.keys("acme").await.unwrap()[0].revoked);
+}
+
+pub async fn bad_writes_are_refused_without_a_change(stores: Identities) {
+    let (store, _) = stores;
+    store.create_tenant("acme").await.unwrap();
+    assert!(matches!(
+        store.create_tenant("acme").await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.create_tenant("Bad Id").await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.insert_key(new_key("k", "ghost")).await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.insert_key(new_key("k", "acme")).await.unwrap();
+    assert!(matches!(
+        store.insert_key(new_key("k", "acme")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.revoke_key("nope").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.set_disabled("ghost", true).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let nan = Quota {
+        requests_per_second: Some(f64::NAN),
+        ..Quota::default()
+    };
+    assert!(matches!(
+        store.set_quota("acme", nan).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(store.changes_since(0, 100).await.unwrap().len(), 2);
+}
+
+/// Two hosts writing at once while a third follows the log: the follower must see every
+/// version exactly once and in order — a version that commits after a later one would be
+/// skipped by a follower that had already moved past it.
+pub async fn a_follower_never_skips_a_change_written_concurrently(stores: Identities) {
+    let (a, b) = stores;
+    let writers: Vec<_> = [(a.clone(), "a"), (b.clone(), "b")]
+        .into_iter()
+        .map(|(store, name)| {
+            tokio::spawn(async move {
+                for i in 0..40 {
+                    store.create_tenant(&format!("{name}{i}")).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    let mut cursor = 0;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while seen.len() < 80 && tokio::time::Instant::now() < deadline {
+        for change in a.changes_since(cursor, 7).await.unwrap() {
+            cursor = change.version();
+            seen.push(cursor);
+        }
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    for change in a.changes_since(cursor, 100).await.unwrap() {
+        seen.push(change.version());
+    }
+    assert_eq!(seen, (1..=80).collect::<Vec<u64>>(), "versions as followed");
+}
+
+fn rec(id: usize, tenant: &str, at_ms: u64, status: u16) -> UsageRecord {
+    UsageRecord {
+        id: format!("r{id}"),
+        request_id: String::new(),
+        tenant: tenant.into(),
+        key_id: "k".into(),
+        at_ms,
+        route: "/v1/resize".into(),
+        status,
+        input: ImageSide {
+            bytes: 1000 + id as u64,
+            format: Some("jpeg".into()),
+            width: 40,
+            height: 30,
+        },
+        output: ImageSide {
+            bytes: 100,
+            format: Some("png".into()),
+            width: 4,
+            height: 3,
+        },
+        cpu_ns: 1_000_000 + id as u64,
+        wall_ns: 2_000_000,
+        queue_ns: 10,
+    }
+}
+
+/// What the meter does with a batch: fold against what is known, store, refold on a race.
+async fn ingest(store: &dyn UsageStore, records: Vec<UsageRecord>) {
+    loop {
+        let ids = records.iter().map(|r| r.id.clone()).collect();
+        let known = store.known(ids).await.unwrap();
+        let folded = fold(
+            Batch {
+                id: "b".into(),
+                records: records.clone(),
+            },
+            &known,
+        );
+        match store.apply(folded).await {
+            Ok(()) => return,
+            Err(UsageError::Raced) => continue,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// Rollups recomputed from the raw records (wherever they are kept).
+async fn recomputed(store: &dyn UsageStore, tenant: &str) -> Vec<Rollup> {
+    let records = store.records(tenant, 0, u64::MAX).await.unwrap();
+    fold(
+        Batch {
+            id: "all".into(),
+            records,
+        },
+        &[],
+    )
+    .rollups
+}
+
+pub async fn rollups_match_a_recomputation_before_and_after_compaction(stores: Usages) {
+    let (store, _) = stores;
+    let store = &*store;
+    let day = 20_000 * DAY_MS;
+    let records: Vec<UsageRecord> = (0..600)
+        .map(|i| {
+            rec(
+                i,
+                if i % 3 == 0 { "b" } else { "a" },
+                day + (i as u64) * 7 * 60_000,
+                if i % 10 == 0 { 415 } else { 200 },
+            )
+        })
+        .collect();
+    for chunk in records.chunks(50) {
+        ingest(store, chunk.to_vec()).await;
+    }
+    // A redelivered batch adds nothing.
+    ingest(store, records[100..150].to_vec()).await;
+    for tenant in ["a", "b"] {
+        let stored = store.rollups(tenant, 0, u64::MAX).await.unwrap();
+        assert_eq!(stored, recomputed(store, tenant).await);
+    }
+    let total: u64 = store
+        .rollups("a", 0, u64::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.requests)
+        .sum();
+    assert_eq!(total, 400);
+
+    // Pack the first day and a half; everything still reads and still adds up.
+    let packed = store.compact(day + DAY_MS + DAY_MS / 2).await.unwrap();
+    assert!(packed > 0 && packed < 600, "{packed}");
+    for tenant in ["a", "b"] {
+        let stored = store.rollups(tenant, 0, u64::MAX).await.unwrap();
+        assert_eq!(stored, recomputed(store, tenant).await);
+    }
+    assert_eq!(store.records("a", 0, u64::MAX).await.unwrap().len(), 400);
+    // Packed records are still known: redelivering them counts nothing.
+    ingest(store, records[0..50].to_vec()).await;
+    assert_eq!(
+        store.rollups("a", 0, u64::MAX).await.unwrap(),
+        recomputed(store, "a").await
+    );
+    // Compacting again merges into the existing segments.
+    store.compact(u64::MAX / 2).await.unwrap();
+    assert_eq!(store.records("b", 0, u64::MAX).await.unwrap().len(), 200);
+    assert_eq!(
+        store.rollups("b", 0, u64::MAX).await.unwrap(),
+        recomputed(store, "b").await
+    );
+    // Time filters apply inside segments too.
+    let window = store.records("a", day, day + 3_600_000).await.unwrap();
+    assert!(!window.is_empty() && window.iter().all(|r| r.at_ms < day + 3_600_000));
+    assert_eq!(store.tenants(0, u64::MAX).await.unwrap(), ["a", "b"]);
+}
+
+pub async fn a_fold_that_raced_another_is_refused_whole(stores: Usages) {
+    let (store, _) = stores;
+    let records = vec![rec(1, "a", 5, 200), rec(2, "a", 5, 200)];
+    let stale = fold(
+        Batch {
+            id: "b".into(),
+            records: records.clone(),
+        },
+        &[],
+    );
+    ingest(&*store, records[..1].to_vec()).await;
+    assert!(matches!(store.apply(stale).await, Err(UsageError::Raced)));
+    assert_eq!(
+        store.rollups("a", 0, u64::MAX).await.unwrap()[0].requests,
+        1
+    );
+}
+
+/// Two hosts' meters folding overlapping batches at the same time (a redelivered usage
+/// message taken by another host): every record is counted exactly once.
+pub async fn two_hosts_folding_overlapping_batches_count_each_record_once(stores: Usages) {
+    let (a, b) = stores;
+    let records: Vec<UsageRecord> = (0..400)
+        .map(|i| rec(i, "t", 3_600_000 + i as u64, 200))
+        .collect();
+    let mut tasks = Vec::new();
+    for (n, chunk) in records.chunks(40).enumerate() {
+        // Every batch goes to both hosts.
+        for store in [a.clone(), b.clone()] {
+            let batch = chunk.to_vec();
+            tasks.push(tokio::spawn(async move {
+                if n % 2 == 1 {
+                    tokio::task::yield_now().await;
+                }
+                ingest(&*store, batch).await;
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let requests: u64 = a
+        .rollups("t", 0, u64::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.requests)
+        .sum();
+    assert_eq!(requests, 400);
+    assert_eq!(a.records("t", 0, u64::MAX).await.unwrap().len(), 400);
+}
+
+#[macro_export]
+macro_rules! identity_suite {
+    ($factory:expr) => {
+        macro_rules! identity_case {
+            ($name:ident) => {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let stores = ($factory)().await;
+                    crate::suite::$name(stores).await;
+                }
+            };
+        }
+        identity_case!(every_write_is_versioned_in_the_change_log);
+        identity_case!(bad_writes_are_refused_without_a_change);
+        identity_case!(a_follower_never_skips_a_change_written_concurrently);
+    };
+}
+
+#[macro_export]
+macro_rules! usage_suite {
+    ($factory:expr) => {
+        macro_rules! usage_case {
+            ($name:ident) => {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let stores = ($factory)().await;
+                    crate::suite::$name(stores).await;
+                }
+            };
+        }
+        usage_case!(rollups_match_a_recomputation_before_and_after_compaction);
+        usage_case!(a_fold_that_raced_another_is_refused_whole);
+        usage_case!(two_hosts_folding_overlapping_batches_count_each_record_once);
+    };
+}

@@ -1,0 +1,15 @@
+//! Every end-to-end test in one binary: real `imgfleet` processes, real servers (moto_server,
+//! nats-server, PostgreSQL), black box over HTTP. One module per area.
+
+mod async_jobs;
+mod chaos;
+mod fleet;
+mod fleet_kit;
+mod fuzz_replay;
+mod host_defences;
+mod http_resize;
+mod identity;
+mod metering;
+mod observability;
+mod queue_path;
+mod wasm_vs_native;
