@@ -2,6 +2,7 @@
 # imgfleet developer entry point.
 #
 #   ./dev.sh up [imgfleet up flags]   build everything (WASM included) and serve on 127.0.0.1:8080
+#   ./dev.sh release                  build the components and target/release/imgfleet (+ .debug)
 #   ./dev.sh test                     build everything and run the whole test suite (installs sharp)
 #   ./dev.sh build-wasm               build the WASM functions into target/wasm/
 #   ./dev.sh lint                     cargo fmt --check and clippy -D warnings
@@ -15,17 +16,34 @@
 #   B. Debian's Rust 1.96 + std sources, build-std for wasm32-wasip1: core modules that the
 #      host (and Spin) turn into components with the preview1 adapter.
 # IMGFLEET_WASM_PATH=a|b forces one; the default tries A and falls back to B.
+#
+# Build outputs go to $CARGO_TARGET_DIR (default ./target) and the Python tools to
+# $IMGFLEET_VENV (default ./.venv); CI points both at a cache outside the clone. The
+# components the manifests name are always copied to ./target/wasm.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+VENV="${IMGFLEET_VENV:-$ROOT/.venv}"
 WASM_OUT="$ROOT/target/wasm"
 JOBS="${JOBS:-2}"
+# Tests and lints share one profile (release speed, no debug info), so the lint's build
+# scripts and proc macros serve the test build too; see Cargo.toml.
+TEST_PROFILE=ci
+NATIVE_EXCLUDES=(--exclude resize-spin --exclude auth-check-spin --exclude metering-spin --exclude hog)
 # crate name -> component file name, for every component the manifests refer to.
 WASM_CRATES=(resize-spin:resize auth-check-spin:auth-check metering-spin:metering hog:hog)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# `stage NAME command...`: runs a step and logs how long it took (CI's per-stage times).
+stage() {
+    local name=$1 start=$SECONDS
+    shift
+    "$@"
+    log "stage $name: $((SECONDS - start)) s"
+}
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -90,11 +108,11 @@ have_path_a() {
 build_path_a() {
     local pkgs=() c
     for c in "${WASM_CRATES[@]}"; do pkgs+=(-p "${c%%:*}"); done
-    CARGO_TARGET_DIR="$ROOT/target/wasm-build" \
+    CARGO_TARGET_DIR="$CARGO_TARGET_DIR/wasm-build" \
         cargo build --profile wasm --target wasm32-wasip2 -j "$JOBS" "${pkgs[@]}"
     for c in "${WASM_CRATES[@]}"; do
-        cp "$ROOT/target/wasm-build/wasm32-wasip2/wasm/${c%%:*}.wasm" "$WASM_OUT/${c##*:}.wasm" 2>/dev/null ||
-            cp "$ROOT/target/wasm-build/wasm32-wasip2/wasm/$(echo "${c%%:*}" | tr - _).wasm" "$WASM_OUT/${c##*:}.wasm"
+        cp "$CARGO_TARGET_DIR/wasm-build/wasm32-wasip2/wasm/${c%%:*}.wasm" "$WASM_OUT/${c##*:}.wasm" 2>/dev/null ||
+            cp "$CARGO_TARGET_DIR/wasm-build/wasm32-wasip2/wasm/$(echo "${c%%:*}" | tr - _).wasm" "$WASM_OUT/${c##*:}.wasm"
     done
 }
 
@@ -103,11 +121,11 @@ build_path_b() {
     local pkgs=() c
     for c in "${WASM_CRATES[@]}"; do pkgs+=(-p "${c%%:*}"); done
     # Debian's toolchain first on PATH; its artefacts must not mix with rustup's.
-    PATH=/usr/bin:$PATH RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$ROOT/target/wasm-build-debian" \
+    PATH=/usr/bin:$PATH RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$CARGO_TARGET_DIR/wasm-build-debian" \
         RUSTFLAGS="-C target-feature=+simd128 -C link-self-contained=no -C linker=wasm-ld-19 -L native=/usr/lib/wasm32-wasi" \
         /usr/bin/cargo build -Zbuild-std=std,panic_abort --profile wasm --target wasm32-wasip1 -j "$JOBS" "${pkgs[@]}"
     for c in "${WASM_CRATES[@]}"; do
-        cp "$ROOT/target/wasm-build-debian/wasm32-wasip1/wasm/$(echo "${c%%:*}" | tr - _).wasm" "$WASM_OUT/${c##*:}.wasm"
+        cp "$CARGO_TARGET_DIR/wasm-build-debian/wasm32-wasip1/wasm/$(echo "${c%%:*}" | tr - _).wasm" "$WASM_OUT/${c##*:}.wasm"
     done
 }
 
@@ -135,11 +153,11 @@ MOTO_VERSION="5.2.5"
 SAM_VERSION="1.170.0"
 CARGO_LAMBDA_VERSION="1.9.2"
 ensure_venv() {
-    local bin="$ROOT/.venv/bin"
+    local bin="$VENV/bin"
     if [ -x "$bin/moto_server" ] && [ -x "$bin/sam" ] && [ -x "$bin/cargo-lambda" ]; then return 0; fi
-    log "installing moto[server] $MOTO_VERSION, aws-sam-cli $SAM_VERSION and cargo-lambda $CARGO_LAMBDA_VERSION into .venv"
+    log "installing moto[server] $MOTO_VERSION, aws-sam-cli $SAM_VERSION and cargo-lambda $CARGO_LAMBDA_VERSION into $VENV"
     command -v python3 >/dev/null || apt_ensure python3
-    python3 -m venv "$ROOT/.venv" 2>/dev/null || { apt_ensure python3-venv; python3 -m venv "$ROOT/.venv"; }
+    python3 -m venv "$VENV" 2>/dev/null || { apt_ensure python3-venv; python3 -m venv "$VENV"; }
     "$bin/pip" install -q "moto[server]==$MOTO_VERSION" "aws-sam-cli==$SAM_VERSION" "cargo-lambda==$CARGO_LAMBDA_VERSION"
 }
 
@@ -149,9 +167,9 @@ aws_checks() {
     ensure_venv
     log "sam validate --lint; sam validate"
     (export SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
-        "$ROOT/.venv/bin/sam" validate --lint && "$ROOT/.venv/bin/sam" validate)
+        "$VENV/bin/sam" validate --lint && "$VENV/bin/sam" validate)
     log "cargo lambda build --release (imgfleet-api, imgfleet-resize, imgfleet-metering, imgfleet-compact)"
-    PATH="$ROOT/.venv/bin:$PATH" cargo lambda build --release -j "$JOBS" -p imgfleet-lambda
+    PATH="$VENV/bin:$PATH" cargo lambda build --release -j "$JOBS" -p imgfleet-lambda
     ls -l "$CARGO_TARGET_DIR"/lambda/*/bootstrap >&2
 }
 
@@ -174,7 +192,7 @@ start_moto() {
     local port
     port=$(free_port)
     mkdir -p "$ROOT/target"
-    "$ROOT/.venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$ROOT/target/moto.log" 2>&1 &
+    "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$ROOT/target/moto.log" 2>&1 &
     MOTO_PID=$!
     trap 'kill "$MOTO_PID" 2>/dev/null || true' EXIT
     wait_for_port "$port"
@@ -187,7 +205,7 @@ start_moto() {
     # the emulator).
     local serial
     serial=$(free_port)
-    "$ROOT/.venv/bin/python" -c "
+    "$VENV/bin/python" -c "
 import sys
 from werkzeug.serving import run_simple
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
@@ -203,6 +221,19 @@ run_simple('127.0.0.1', int(sys.argv[1]), DomainDispatcherApplication(create_bac
 build_host() {
     log "building the host (release)"
     cargo build --release -j "$JOBS" -p imgfleet-host
+    split_debug_info "$CARGO_TARGET_DIR/release/imgfleet"
+}
+
+# Moves a binary's debug info (line tables) into <binary>.debug and links it by
+# .gnu_debuglink: the binary shrinks to what it runs, and a panic's backtrace still names
+# files and lines while the .debug file sits beside it (without it, function names only).
+split_debug_info() {
+    local bin=$1
+    # Already split (cargo had nothing to rebuild): keep the .debug file made last time.
+    readelf -S "$bin" | grep -q '\.debug_line' || return 0
+    objcopy --only-keep-debug "$bin" "$bin.debug"
+    objcopy --strip-debug --add-gnu-debuglink="$bin.debug" "$bin"
+    log "$(basename "$bin"): $(du -h "$bin" | cut -f1) (debug info: $(du -h "$bin.debug" | cut -f1) in $(basename "$bin").debug)"
 }
 
 # A fresh data directory gets a `demo` tenant and an API key in <data>/demo.key, so the
@@ -262,6 +293,11 @@ run_fuzz() {
     done
 }
 
+lint() {
+    cargo fmt --all --check
+    cargo clippy --profile "$TEST_PROFILE" -j "$JOBS" --workspace "${NATIVE_EXCLUDES[@]}" --all-targets -- -D warnings
+}
+
 cmd="${1:-}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -273,26 +309,29 @@ case "$cmd" in
         exec "$CARGO_TARGET_DIR/release/imgfleet" up "$@"
         ;;
     test)
-        build_wasm
-        # The end-to-end tests start the real binary: `cargo test` below builds it (the host
-        # package has integration tests), with the workspace's features. A separate
-        # `build_host` would build a second variant of it and of its dependencies.
-        start_moto
+        stage wasm build_wasm
         # The fleet's servers: the tests start their own JetStream cluster and PostgreSQL.
         ensure_nats_server
         apt_ensure postgresql
         # The quality test decodes AVIF output with sharp (no AVIF decoder in the workspace).
         ensure_sharp
-        aws_checks
+        stage aws-checks aws_checks
+        # The end-to-end tests start the real binary: `cargo test` builds it (the host
+        # package has an integration test), with the workspace's features. A separate
+        # `cargo build -p imgfleet-host` would build a second variant of it and its
+        # dependencies.
+        stage build cargo test --profile "$TEST_PROFILE" -j "$JOBS" --workspace "${NATIVE_EXCLUDES[@]}" --no-run
+        start_moto
         log "running the test suite"
-        cargo test --release -j "$JOBS" --workspace --exclude resize-spin --exclude auth-check-spin --exclude metering-spin --exclude hog "$@"
+        stage tests cargo test --profile "$TEST_PROFILE" -j "$JOBS" --workspace "${NATIVE_EXCLUDES[@]}" "$@"
         ;;
     aws-checks) aws_checks ;;
-    lint)
-        cargo fmt --all --check
-        cargo clippy --release -j "$JOBS" --workspace --exclude resize-spin --exclude auth-check-spin --exclude metering-spin --exclude hog --all-targets -- -D warnings
+    release)
+        build_wasm
+        build_host
         ;;
-    fuzz) run_fuzz "$@" ;;
+    lint) stage lint lint ;;
+    fuzz) stage fuzz run_fuzz "$@" ;;
     photos) fetch_photos ;;
     bench)
         build_wasm
@@ -301,7 +340,7 @@ case "$cmd" in
         cargo bench -j "$JOBS" -p imgfleet-tests --bench resize -- "$@"
         ;;
     *)
-        sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac

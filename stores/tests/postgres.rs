@@ -1,11 +1,12 @@
-//! The PostgreSQL identity and usage stores (a fleet's shared management plane) through the
-//! stores' behavioural suite, against a real server started here; two connections stand
+//! The PostgreSQL identity, usage and job stores (a fleet's shared management plane) through
+//! the stores' behavioural suites, against a real server started here; two connections stand
 //! for two hosts.
 
 use std::sync::{Arc, OnceLock};
 
-use crate::suite::{Identities, Usages};
+use crate::suite::{Identities, Jobs, Usages};
 use imgfleet_stores::identity::postgres::PostgresIdentityStore;
+use imgfleet_stores::jobs::JobStore;
 use imgfleet_stores::usage::postgres::PostgresUsageStore;
 use imgfleet_tests::postgres::Postgres;
 
@@ -32,3 +33,13 @@ async fn usages() -> Usages {
 
 identity_suite!(identities);
 usage_suite!(usages);
+
+async fn jobs() -> Jobs {
+    let url = server().database();
+    (
+        JobStore::postgres(&url, "host-a").await.unwrap(),
+        JobStore::postgres(&url, "host-a").await.unwrap(),
+    )
+}
+
+jobs_suite!(jobs);

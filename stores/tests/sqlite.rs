@@ -1,10 +1,11 @@
-//! The embedded (SQLite) identity and usage stores through the stores' behavioural suite;
-//! two handles on one file stand for two processes.
+//! The embedded (SQLite) identity, usage and job stores through the stores' behavioural
+//! suites; two handles on one file stand for two processes.
 
 use std::sync::Arc;
 
-use crate::suite::{Identities, Usages};
+use crate::suite::{Identities, Jobs, Usages};
 use imgfleet_stores::identity::sqlite::SqliteIdentityStore;
+use imgfleet_stores::jobs::JobStore;
 use imgfleet_stores::usage::sqlite::SqliteUsageStore;
 
 async fn identities() -> Identities {
@@ -27,3 +28,14 @@ async fn usages() -> Usages {
 
 identity_suite!(identities);
 usage_suite!(usages);
+
+async fn jobs() -> Jobs {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let path = dir.join("jobs.sqlite");
+    (
+        JobStore::open(&path).unwrap(),
+        JobStore::open(&path).unwrap(),
+    )
+}
+
+jobs_suite!(jobs);

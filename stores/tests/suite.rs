@@ -1,15 +1,20 @@
-//! The behavioural suite every identity and usage store passes (SQLite embedded, PostgreSQL
-//! for a fleet). A store's test file calls `identity_suite!(factory)` and
-//! `usage_suite!(factory)`, where `factory()` yields two handles on one fresh, empty store
-//! (two handles stand for two hosts).
+//! The behavioural suites every backend of a port passes: identity and usage (SQLite,
+//! PostgreSQL, DynamoDB), jobs (SQLite, PostgreSQL), staging (local memory and files, the
+//! fleet's JetStream object store). A backend's module calls `<port>_suite!(factory)`, where
+//! `factory()` yields two handles on one fresh, empty store (two handles stand for two
+//! hosts), or for staging one fresh area of the given capacity.
 
 #![allow(dead_code)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
 use imgfleet_auth::Quota;
 use imgfleet_metering::{Batch, ImageSide, Rollup, UsageRecord, fold};
 use imgfleet_stores::identity::{Change, IdentityStore, NewKey, StoreError};
+use imgfleet_stores::jobs::{Finish, Job, JobStatus, JobStore};
+use imgfleet_stores::staging::{Keep, Staging, StagingError};
 use imgfleet_stores::usage::{UsageError, UsageStore};
 
 pub type Identities = (Arc<dyn IdentityStore>, Arc<dyn IdentityStore>);
@@ -339,5 +344,188 @@ macro_rules! usage_suite {
         usage_case!(rollups_match_a_recomputation_before_and_after_compaction);
         usage_case!(a_fold_that_raced_another_is_refused_whole);
         usage_case!(two_hosts_folding_overlapping_batches_count_each_record_once);
+    };
+}
+
+/// Two handles on one fresh job store (two hosts of one fleet, or two on one file).
+pub type Jobs = (JobStore, JobStore);
+
+fn job(id: &str, tenant: &str, submitted_ms: u64) -> Job {
+    Job {
+        id: id.into(),
+        tenant: tenant.into(),
+        key_id: "k".into(),
+        request_id: format!("req-{id}"),
+        function: "resize".into(),
+        method: "POST".into(),
+        path_and_query: "/v1/resize?w=10".into(),
+        accept: None,
+        content_type: Some("image/jpeg".into()),
+        input: format!("in-{id}"),
+        reply_to: None,
+        submitted_ms,
+    }
+}
+
+fn answered(output: &str) -> Finish {
+    Finish::Answered {
+        http_status: 200,
+        content_type: Some("image/png".into()),
+        output: output.into(),
+        expires_ms: 9_000,
+    }
+}
+
+pub async fn a_job_finishes_once_and_only_its_tenant_sees_it(stores: Jobs) {
+    let (store, other) = stores;
+    store.insert(&job("j1", "acme", 1)).await.unwrap();
+    assert_eq!(other.status("j1").await.unwrap(), Some(JobStatus::Queued));
+    assert!(other.get("j1", "globex").await.unwrap().is_none());
+    assert!(store.finish("j1", answered("out-1"), 5).await.unwrap());
+    // A redelivered job's second run (here on the other host) changes nothing.
+    let failed = Finish::Failed {
+        http_status: 504,
+        code: "deadline_exceeded".into(),
+        message: "late".into(),
+    };
+    assert!(!other.finish("j1", failed, 6).await.unwrap());
+    let record = other
+        .get("j1", "acme")
+        .await
+        .unwrap()
+        .expect("the owner sees it");
+    assert_eq!(record.job, job("j1", "acme", 1));
+    assert_eq!(record.status, JobStatus::Done);
+    assert_eq!(record.http_status, Some(200));
+    assert_eq!(record.output.as_deref(), Some("out-1"));
+    assert_eq!(
+        (record.finished_ms, record.expires_ms),
+        (Some(5), Some(9_000))
+    );
+    assert!(record.error_code.is_none());
+    assert_eq!(store.status("nope").await.unwrap(), None);
+    assert!(!store.finish("nope", answered("x"), 7).await.unwrap());
+}
+
+pub async fn unfinished_jobs_come_back_in_order_and_forgotten_ones_do_not(stores: Jobs) {
+    let (store, _) = stores;
+    for (i, id) in ["a", "b", "c", "d"].into_iter().enumerate() {
+        store.insert(&job(id, "acme", 10 + i as u64)).await.unwrap();
+    }
+    store.forget("b").await.unwrap();
+    store
+        .finish(
+            "c",
+            Finish::Failed {
+                http_status: 500,
+                code: "function_failed".into(),
+                message: "crash".into(),
+            },
+            20,
+        )
+        .await
+        .unwrap();
+    // Forgetting a finished job keeps it: only a never-accepted job is forgotten.
+    store.forget("c").await.unwrap();
+    let ids: Vec<String> = store
+        .unfinished()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(ids, ["a", "d"]);
+    let failed = store.get("c", "acme").await.unwrap().unwrap();
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(failed.error_code.as_deref(), Some("function_failed"));
+    assert!(store.get("b", "acme").await.unwrap().is_none());
+}
+
+pub async fn a_staged_entry_reads_back_until_removed(staging: Staging) {
+    let bytes = Bytes::from(
+        (0..200_000u32)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    for keep in [Keep::Volatile, Keep::Durable] {
+        let key = staging
+            .put(bytes.clone(), Duration::from_secs(60), keep)
+            .await
+            .unwrap();
+        assert_eq!(staging.get(&key).await.unwrap(), bytes);
+        staging.remove(&key);
+        assert!(matches!(
+            staging.get(&key).await,
+            Err(StagingError::NotFound(_))
+        ));
+    }
+    let small = staging
+        .put(
+            Bytes::from_static(b"tiny"),
+            Duration::from_secs(60),
+            Keep::Volatile,
+        )
+        .await
+        .unwrap();
+    assert_eq!(&staging.get(&small).await.unwrap()[..], b"tiny");
+    assert!(matches!(
+        staging.get("never-staged").await,
+        Err(StagingError::NotFound(_))
+    ));
+}
+
+/// `staging` must have a capacity of 100,000 bytes: inputs may fill three quarters of it.
+pub async fn inputs_leave_room_for_outputs(staging: Staging) {
+    let input = Bytes::from(vec![1u8; 40_000]);
+    let first = staging
+        .put_input(input.clone(), Duration::from_secs(60), Keep::Volatile)
+        .await
+        .unwrap();
+    let refused = staging
+        .put_input(input.clone(), Duration::from_secs(60), Keep::Volatile)
+        .await;
+    assert!(
+        matches!(refused, Err(StagingError::Full { .. })),
+        "{refused:?}"
+    );
+    // An output of accepted work still fits.
+    staging
+        .put(input, Duration::from_secs(60), Keep::Volatile)
+        .await
+        .unwrap();
+    assert_eq!(staging.get(&first).await.unwrap().len(), 40_000);
+}
+
+#[macro_export]
+macro_rules! jobs_suite {
+    ($factory:expr) => {
+        macro_rules! jobs_case {
+            ($name:ident) => {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let stores = ($factory)().await;
+                    $crate::suite::$name(stores).await;
+                }
+            };
+        }
+        jobs_case!(a_job_finishes_once_and_only_its_tenant_sees_it);
+        jobs_case!(unfinished_jobs_come_back_in_order_and_forgotten_ones_do_not);
+    };
+}
+
+/// `factory(capacity_bytes)` yields a fresh, empty staging area.
+#[macro_export]
+macro_rules! staging_suite {
+    ($factory:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_staged_entry_reads_back_until_removed() {
+            $crate::suite::a_staged_entry_reads_back_until_removed(($factory)(10_000_000).await)
+                .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn inputs_leave_room_for_outputs() {
+            $crate::suite::inputs_leave_room_for_outputs(($factory)(100_000).await).await;
+        }
     };
 }
