@@ -1,7 +1,7 @@
 //! Embedded queue: throughput and send→receive latency with durable (synced) sends, at
 //! 1, 8 and 64 producers, then latency at a fixed offered rate.
 //!
-//! `cargo bench -p imgfleet-host --bench queue [-- --messages N --rate R --seconds S]`
+//! `cargo bench -p imgfleet-queue --bench queue [-- --messages N --rate R --seconds S]`
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

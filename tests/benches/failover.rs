@@ -4,8 +4,8 @@
 //! the runs alternate between the two layouts so that both meet the same machine.
 //!
 //! `cargo bench -p imgfleet-tests --bench failover [-- --runs N --clients C --partitions P]`
-//! (needs nats-server 2.10+, PostgreSQL, the built binary and components: `./dev.sh test`
-//! installs and builds them). Each run starts a fresh fleet: three JetStream nodes,
+//! (needs nats-server 2.10+ and PostgreSQL, which `./dev.sh test` installs, and the release
+//! binary and components, which `./dev.sh release` builds). Each run starts a fresh fleet: three JetStream nodes,
 //! PostgreSQL, three hosts of one slot, C clients (6) sending synchronous resizes and jobs;
 //! 3 s into the load the leader is `kill -9`'d and the load goes on for 12 s.
 //!

@@ -2,7 +2,7 @@
 //! slot → completions queue → API, measured from a client on the same machine.
 //!
 //! `cargo bench -p imgfleet-tests --bench overhead [-- --requests N]` (needs the built
-//! binary and components: `./dev.sh build-wasm && cargo build --release -p imgfleet-host`).
+//! binary and components: `./dev.sh release`).
 
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,5 @@
 //! The request log: one durable audit record per API request (who, what, outcome, sizes)
-//! and, for authenticated requests, its usage record in the outbox that `usage::shipper`
+//! and, for authenticated requests, its usage record in the outbox that the host's `metering::shipper`
 //! empties onto the usage queue. Its own SQLite file, so these writes never wait on job or
 //! identity writes. A writer thread commits in groups; a request's response waits for its
 //! records' commit, so every answered request is on disk (WAL, synchronous=NORMAL: it

@@ -1,7 +1,7 @@
 //! The identity store port, management plane: the authoritative store of tenants, API keys
 //! and quotas, and its change log. Every write appends one versioned change; hosts follow the
-//! log into their auth caches. Backends: SQLite (embedded) and PostgreSQL (fleet) in the
-//! host, DynamoDB (AWS) in `crate::dynamodb`.
+//! log into their auth caches. Backends side by side: `sqlite` (one host), `postgres` (a
+//! fleet), `dynamodb` (AWS); `admin` mints keys for any of them.
 
 pub mod admin;
 #[cfg(feature = "dynamodb")]

@@ -1,5 +1,5 @@
 //! The usage store port: raw usage records, each counted once, and hourly rollups per
-//! tenant. Backends: SQLite and PostgreSQL in the host, DynamoDB in `crate::dynamodb`.
+//! tenant. Backends side by side: `sqlite` (one host), `postgres` (a fleet), `dynamodb` (AWS).
 
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
