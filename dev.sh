@@ -275,7 +275,7 @@ ensure_sharp() {
 }
 
 CARGO_FUZZ_VERSION="0.13.2"
-FUZZ_TARGETS=(resize request)
+FUZZ_TARGETS=(resize request queue_log)
 # Each target from its committed seeds (read only) into a scratch corpus; a crash leaves
 # its input in fuzz/artifacts/<target>/ and fails the run. Stable Rust, no sanitizer: the
 # checks themselves (no panic, no 500, nothing lost) are what is fuzzed.

@@ -109,3 +109,47 @@ pub fn request(data: &[u8]) {
         Err(_) => assert!(usage.status == 400 && is_error_envelope(&usage.body)),
     }
 }
+
+/// The embedded queue's recovery with any bytes as its log: opening never panics and never
+/// refuses, what it recovered can be received, deleted and added to, the store says it can
+/// take writes, and the log it leaves behind holds no damage for the next start to meet.
+pub fn queue_log(data: &[u8]) {
+    use imgfleet_queue::embedded::EmbeddedStore;
+    use imgfleet_queue::{OutgoingMessage, QueueSpec, ReceiveRequest};
+
+    let dir = tempfile::tempdir().expect("a scratch directory");
+    std::fs::write(dir.path().join("queue.log"), data).expect("writing the log");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let store = EmbeddedStore::open(dir.path()).expect("any log opens");
+        assert!(store.health().is_ok(), "{:?}", store.health());
+        let q = store.queue(QueueSpec::new("q")).await.expect("a queue opens");
+        for _ in 0..3 {
+            let got = q
+                .receive(ReceiveRequest {
+                    max_messages: 10,
+                    ..Default::default()
+                })
+                .await
+                .expect("receive");
+            for m in got {
+                q.delete(&m.receipt).await.expect("delete of a fresh receipt");
+            }
+        }
+        q.send(OutgoingMessage::new("after recovery"))
+            .await
+            .expect("send after recovery");
+        q.depth().await.expect("depth");
+    });
+    drop(rt);
+    let again = EmbeddedStore::open(dir.path()).expect("the recovered log opens");
+    let log = &again.recovery().log;
+    assert_eq!(
+        (log.damaged_bytes, log.torn_tail_bytes),
+        (0, 0),
+        "the recovered log is whole: {log:?}"
+    );
+}

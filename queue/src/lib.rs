@@ -12,13 +12,19 @@
 //! * A `dedup_id` seen within the last five minutes is not enqueued twice.
 //! * `receive` with a wait long-polls: it returns as soon as a message is available.
 
+// The embedded backend is always there; the networked ones come with features (`sqs`,
+// `jetstream`), so that what needs only the embedded log (a fuzz target) builds without them.
+#[cfg(all(feature = "sqs", feature = "jetstream"))]
 pub mod backend;
 pub mod claim_check;
 pub mod embedded;
 pub mod health;
+#[cfg(feature = "jetstream")]
 pub mod jetstream;
+#[cfg(feature = "jetstream")]
 pub mod leaders;
 pub mod partitioned;
+#[cfg(feature = "sqs")]
 pub mod sqs;
 
 use std::collections::BTreeMap;
@@ -227,6 +233,7 @@ pub async fn receive_or_pause(
 
 /// What a backend without per-message delays (`backend` names it) refuses to send, and
 /// bodies over its `limit`.
+#[cfg(any(feature = "sqs", feature = "jetstream"))]
 pub(crate) fn validate_send(
     message: &OutgoingMessage,
     limit: usize,

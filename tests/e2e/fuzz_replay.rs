@@ -56,6 +56,16 @@ fn request_seeds_and_regressions_hold() {
     }
 }
 
+#[test]
+fn queue_log_seeds_and_regressions_hold() {
+    let inputs = inputs("queue_log");
+    assert!(inputs.len() >= 3, "the queue_log seed corpus is missing");
+    for (path, data) in &inputs {
+        eprintln!("{}", path.display());
+        checks::queue_log(data);
+    }
+}
+
 /// The same resize inputs through the WASM component, as the host runs it: there a decoder
 /// panic cannot be caught (panic = abort), so it would be a trap and a 500.
 #[test]

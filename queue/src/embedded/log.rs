@@ -5,12 +5,13 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use tokio::sync::oneshot;
 
-use super::record::{Record, decode_all};
+use super::record::{Record, scan};
 
 pub const LOG_FILE: &str = "queue.log";
 /// Buffered writes become durable at most this long after they were made.
@@ -27,8 +28,26 @@ pub enum Op {
     Compact { snapshot: Vec<u8>, ack: Option<Ack> },
 }
 
-/// Reads the log, cuts off a torn tail and returns the records in it.
-pub fn recover(dir: &Path) -> std::io::Result<(Vec<Record>, File, u64)> {
+/// What recovery found wrong with the log and what it did about it; all zero for a log
+/// written and closed normally.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogDamage {
+    /// Bytes of a torn tail (a crash mid-write), cut off.
+    pub torn_tail_bytes: u64,
+    /// Bytes in the middle of the log that held no valid frame; the records there are
+    /// lost, the log was rewritten without them.
+    pub damaged_bytes: u64,
+    /// Frames with a valid checksum holding a record this version cannot read; skipped.
+    pub unreadable_records: u64,
+    /// Where the log as found was kept for inspection, when it was damaged in the middle
+    /// or held unreadable records.
+    pub kept_copy: Option<PathBuf>,
+}
+
+/// Reads the log and returns the records in it. A torn tail is cut off; damage in the
+/// middle is stepped over (the log as found is kept beside it as `queue.log.damaged-<ms>`
+/// and the log rewritten from what was read), so later appends never follow damage.
+pub fn recover(dir: &Path) -> std::io::Result<(Vec<Record>, File, u64, LogDamage)> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(LOG_FILE);
     let mut file = OpenOptions::new()
@@ -38,26 +57,101 @@ pub fn recover(dir: &Path) -> std::io::Result<(Vec<Record>, File, u64)> {
         .open(&path)?;
     let mut buf = Vec::new();
     file.read_to_end(&mut buf)?;
-    let (records, valid) = decode_all(&buf);
-    if valid < buf.len() {
-        tracing::warn!(path = %path.display(), dropped_bytes = buf.len() - valid, "queue log had a torn tail; cutting it off");
-        file.set_len(valid as u64)?;
+    let found = scan(&buf);
+    let mut damage = LogDamage {
+        damaged_bytes: found.damaged.iter().map(|(a, b)| (b - a) as u64).sum(),
+        unreadable_records: found.unreadable as u64,
+        ..LogDamage::default()
+    };
+    if damage.damaged_bytes > 0 || damage.unreadable_records > 0 {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let copy = dir.join(format!("{LOG_FILE}.damaged-{ms}"));
+        std::fs::copy(&path, &copy)?;
+        damage.kept_copy = Some(copy);
+    }
+    let mut valid = found.end as u64;
+    if damage.damaged_bytes > 0 {
+        let mut rewritten = Vec::with_capacity(buf.len());
+        for r in &found.records {
+            r.encode_into(&mut rewritten);
+        }
+        replace(dir, &mut file, &rewritten)?;
+        valid = rewritten.len() as u64;
+    } else if found.end < buf.len() {
+        damage.torn_tail_bytes = (buf.len() - found.end) as u64;
+        file.set_len(valid)?;
         file.sync_all()?;
     }
+    if damage != LogDamage::default() {
+        tracing::error!(
+            path = %path.display(),
+            torn_tail_bytes = damage.torn_tail_bytes,
+            damaged_bytes = damage.damaged_bytes,
+            unreadable_records = damage.unreadable_records,
+            kept_copy = ?damage.kept_copy,
+            "queue log was damaged; recovered what was readable"
+        );
+    }
     file.seek(SeekFrom::End(0))?;
-    Ok((records, file, valid as u64))
+    Ok((found.records, file, valid, damage))
 }
 
-pub fn start_writer(dir: PathBuf, file: File) -> Sender<Op> {
+/// Whether the writer can still write: the last error while writes fail, `Err("stopped")`
+/// once its thread is gone.
+#[derive(Clone)]
+pub struct WriterHealth(Arc<Mutex<Result<(), String>>>);
+
+impl Default for WriterHealth {
+    fn default() -> Self {
+        Self(Arc::new(Mutex::new(Ok(()))))
+    }
+}
+
+impl WriterHealth {
+    pub fn get(&self) -> Result<(), String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, state: Result<(), String>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+}
+
+/// Marks the writer stopped when its thread ends, however it ends (a panic included).
+struct StoppedOnDrop(WriterHealth);
+
+impl Drop for StoppedOnDrop {
+    fn drop(&mut self) {
+        self.0.set(Err("the queue log writer has stopped".into()));
+    }
+}
+
+pub fn start_writer(
+    dir: PathBuf,
+    file: File,
+    len: u64,
+    health: WriterHealth,
+) -> std::io::Result<Sender<Op>> {
     let (tx, rx) = crossbeam_channel::unbounded();
     std::thread::Builder::new()
         .name("queue-log".into())
-        .spawn(move || writer_loop(dir, file, rx))
-        .expect("spawning the queue log writer");
-    tx
+        .spawn(move || {
+            let _stopped = StoppedOnDrop(health.clone());
+            writer_loop(dir, Log { file, len }, rx, &health)
+        })?;
+    Ok(tx)
 }
 
-fn writer_loop(dir: PathBuf, mut file: File, rx: Receiver<Op>) {
+/// The open log and how long its valid content is: a write that fails part-way is cut
+/// back to this, so a later write never follows half a frame.
+struct Log {
+    file: File,
+    len: u64,
+}
+
+fn writer_loop(dir: PathBuf, mut log: Log, rx: Receiver<Op>, health: &WriterHealth) {
     let mut dirty = false;
     let mut batch = Vec::with_capacity(1 << 20);
     let mut acks: Vec<Ack> = Vec::new();
@@ -76,8 +170,9 @@ fn writer_loop(dir: PathBuf, mut file: File, rx: Receiver<Op>) {
         };
         let Some(first) = first else {
             // Quiet period: make buffered writes durable.
-            let _ = file.sync_data();
-            dirty = false;
+            let synced = log.file.sync_data();
+            dirty = synced.is_err();
+            health.set(synced.map_err(|e| e.to_string()));
             continue;
         };
         let mut next = Some(first);
@@ -90,9 +185,12 @@ fn writer_loop(dir: PathBuf, mut file: File, rx: Receiver<Op>) {
                 Op::Compact { snapshot, ack } => {
                     // Everything before the snapshot is contained in it: write what is
                     // pending to the old file first so nothing waits on a lost write.
-                    let result = flush(&mut file, &mut batch, !acks.is_empty());
+                    let result = flush(&mut log, &mut batch, !acks.is_empty());
                     answer(&mut acks, &result);
-                    let result = compact(&dir, &mut file, &snapshot);
+                    let result = replace(&dir, &mut log.file, &snapshot);
+                    if result.is_ok() {
+                        log.len = snapshot.len() as u64;
+                    }
                     if let Some(ack) = ack {
                         let _ = ack.send(result.map_err(|e| e.to_string()));
                     }
@@ -108,21 +206,28 @@ fn writer_loop(dir: PathBuf, mut file: File, rx: Receiver<Op>) {
             };
         }
         let must_sync = !acks.is_empty();
-        let result = flush(&mut file, &mut batch, must_sync);
+        let result = flush(&mut log, &mut batch, must_sync);
         dirty = !must_sync || result.is_err();
+        health.set(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
         answer(&mut acks, &result);
     }
-    let _ = file.write_all(&batch);
-    let _ = file.sync_data();
+    let _ = flush(&mut log, &mut batch, true);
 }
 
-fn flush(file: &mut File, batch: &mut Vec<u8>, sync: bool) -> std::io::Result<()> {
+/// Appends the batch (and syncs, if asked). A write that fails is cut back off the log:
+/// its records are lost (their senders hear of it, if they waited), the log stays whole.
+fn flush(log: &mut Log, batch: &mut Vec<u8>, sync: bool) -> std::io::Result<()> {
     if !batch.is_empty() {
-        let r = file.write_all(batch);
+        let written = log.file.write_all(batch);
+        let n = batch.len() as u64;
         batch.clear();
-        r?;
+        if let Err(e) = written {
+            let _ = log.file.set_len(log.len);
+            return Err(e);
+        }
+        log.len += n;
     }
-    if sync { file.sync_data() } else { Ok(()) }
+    if sync { log.file.sync_data() } else { Ok(()) }
 }
 
 fn answer(acks: &mut Vec<Ack>, result: &std::io::Result<()>) {
@@ -131,11 +236,13 @@ fn answer(acks: &mut Vec<Ack>, result: &std::io::Result<()>) {
     }
 }
 
-fn compact(dir: &Path, file: &mut File, snapshot: &[u8]) -> std::io::Result<()> {
+/// Replaces the log with `content` (a compaction's snapshot, or what recovery read) by
+/// writing a new file and renaming it over the log: a crash leaves one or the other whole.
+fn replace(dir: &Path, file: &mut File, content: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(format!("{LOG_FILE}.compacting"));
     {
         let mut f = File::create(&tmp)?;
-        f.write_all(snapshot)?;
+        f.write_all(content)?;
         f.sync_all()?;
     }
     std::fs::rename(&tmp, dir.join(LOG_FILE))?;

@@ -15,7 +15,8 @@ use async_trait::async_trait;
 use crossbeam_channel::Sender;
 use tokio::sync::{Notify, oneshot};
 
-use self::log::Op;
+pub use self::log::LogDamage;
+use self::log::{Op, WriterHealth};
 use self::record::Record;
 use self::state::{Delivery, QueueState, new_sent};
 use super::{
@@ -52,6 +53,13 @@ struct Shared {
 }
 
 impl Shared {
+    /// The queue `name` (created by `EmbeddedStore::queue` before any handle on it).
+    fn queue(&mut self, name: &str) -> Result<&mut QueueState, QueueError> {
+        self.queues
+            .get_mut(name)
+            .ok_or_else(|| QueueError::Unavailable(format!("no queue `{name}` in this store")))
+    }
+
     /// The queue a record refers to by index.
     fn by_index(&mut self, index: u32) -> Option<&mut QueueState> {
         let name = self.names.get(&index)?;
@@ -111,12 +119,39 @@ impl Shared {
     }
 }
 
+/// What opening the store found in its log: the log's own damage, and records that did
+/// not fit the state rebuilt so far (all zero for a log one process wrote).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    pub log: LogDamage,
+    /// A message id sent a second time: the later record is ignored.
+    pub duplicate_messages: u64,
+    /// A queue index named twice with different names: the later name is ignored.
+    pub conflicting_queue_names: u64,
+    /// Records naming a queue index the log never named: ignored.
+    pub orphan_records: u64,
+}
+
+impl Recovery {
+    pub fn is_clean(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// A directory of durable queues. Cheap to clone.
 #[derive(Clone)]
 pub struct EmbeddedStore {
     shared: Arc<Mutex<Shared>>,
     notify: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
     dir: PathBuf,
+    writer: WriterHealth,
+    recovery: Arc<Recovery>,
+}
+
+fn damaged_state() -> QueueError {
+    QueueError::Unavailable(
+        "the embedded queue's state is damaged (an earlier operation failed inside it); restart the host".into(),
+    )
 }
 
 async fn durable(ack: DurableAck) -> Result<(), QueueError> {
@@ -139,8 +174,9 @@ impl EmbeddedStore {
     }
 
     pub fn open_with(dir: &Path, options: EmbeddedOptions) -> std::io::Result<Self> {
-        let (records, file, log_bytes) = log::recover(dir)?;
-        let writer = log::start_writer(dir.to_path_buf(), file);
+        let (records, file, log_bytes, damage) = log::recover(dir)?;
+        let health = WriterHealth::default();
+        let writer = log::start_writer(dir.to_path_buf(), file, log_bytes, health.clone())?;
         let mut shared = Shared {
             queues: HashMap::new(),
             names: HashMap::new(),
@@ -149,50 +185,45 @@ impl EmbeddedStore {
             writer,
             options,
         };
+        let mut recovery = Recovery {
+            log: damage,
+            ..Recovery::default()
+        };
         let now = Instant::now();
         for record in records {
-            match record {
-                Record::Queue { queue, name } => {
-                    shared.names.insert(queue, name.clone());
-                    shared
-                        .queues
-                        .entry(name.clone())
-                        .or_insert_with(|| QueueState::new(queue, QueueSpec::new(name)));
-                }
-                Record::Sent(sent) => {
-                    shared.next_seq = shared.next_seq.max(sent.seq + 1);
-                    if let Some(q) = shared.by_index(sent.queue) {
-                        q.insert(sent, now, true);
-                    }
-                }
-                Record::Received { queue, seq, count } => {
-                    if let Some(q) = shared.by_index(queue) {
-                        q.replay_received(seq, count);
-                    }
-                }
-                Record::Deleted { queue, seq } => {
-                    if let Some(q) = shared.by_index(queue) {
-                        q.replay_deleted(seq);
-                    }
-                }
-                Record::NextSeq(n) => shared.next_seq = shared.next_seq.max(n),
-                Record::Dedup {
-                    queue,
-                    id,
-                    seq,
-                    at_ms,
-                } => {
-                    if let Some(q) = shared.by_index(queue) {
-                        q.remember_dedup(id, seq, UNIX_EPOCH + Duration::from_millis(at_ms));
-                    }
-                }
-            }
+            replay(&mut shared, record, now, &mut recovery);
+        }
+        if !recovery.is_clean() {
+            tracing::error!(
+                dir = %dir.display(),
+                duplicate_messages = recovery.duplicate_messages,
+                conflicting_queue_names = recovery.conflicting_queue_names,
+                orphan_records = recovery.orphan_records,
+                "the queue log held records that did not fit (was the directory shared?); ignored them"
+            );
         }
         Ok(Self {
             shared: Arc::new(Mutex::new(shared)),
             notify: Arc::new(Mutex::new(HashMap::new())),
             dir: dir.to_path_buf(),
+            writer: health,
+            recovery: Arc::new(recovery),
         })
+    }
+
+    /// What opening the store found wrong with its log, and ignored.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// Whether the store can take writes: `Err` with the reason while its log cannot be
+    /// written (disk full, I/O error), once its writer has stopped, or once its state is
+    /// damaged.
+    pub fn health(&self) -> Result<(), String> {
+        if self.shared.is_poisoned() {
+            return Err(damaged_state().to_string());
+        }
+        self.writer.get()
     }
 
     pub fn dir(&self) -> &Path {
@@ -201,7 +232,9 @@ impl EmbeddedStore {
 
     /// Bytes in the log now (shrinks after a compaction).
     pub fn log_bytes(&self) -> u64 {
-        self.shared.lock().expect("queue lock").log_bytes
+        self.shared
+            .lock()
+            .map_or(0, |shared| shared.log_bytes)
     }
 
     /// The queue described by `spec`, created if new (with its dead-letter queue when
@@ -222,7 +255,7 @@ impl EmbeddedStore {
 
     async fn ensure(&self, spec: QueueSpec, overwrite: bool) -> Result<(), QueueError> {
         let ack = {
-            let mut shared = self.shared.lock().expect("queue lock");
+            let mut shared = self.shared.lock().map_err(|_| damaged_state())?;
             if let Some(q) = shared.queues.get_mut(&spec.name) {
                 if overwrite {
                     q.spec = spec;
@@ -245,12 +278,60 @@ impl EmbeddedStore {
     }
 
     fn notifier(&self, name: &str) -> Arc<Notify> {
+        // The map only hands out notifiers: a panic elsewhere cannot leave it half-changed.
         self.notify
             .lock()
-            .expect("notify lock")
+            .unwrap_or_else(|p| p.into_inner())
             .entry(name.to_string())
             .or_default()
             .clone()
+    }
+}
+
+/// Applies one record read from the log to the state being rebuilt; what does not fit is
+/// counted in `recovery` and ignored, never trusted.
+fn replay(shared: &mut Shared, record: Record, now: Instant, recovery: &mut Recovery) {
+    let orphan = |recovery: &mut Recovery| recovery.orphan_records += 1;
+    match record {
+        Record::Queue { queue, name } => {
+            if let Some(known) = shared.names.get(&queue) {
+                if *known != name {
+                    recovery.conflicting_queue_names += 1;
+                }
+                return;
+            }
+            shared.names.insert(queue, name.clone());
+            shared
+                .queues
+                .entry(name.clone())
+                .or_insert_with(|| QueueState::new(queue, QueueSpec::new(name)));
+        }
+        Record::Sent(sent) => {
+            shared.next_seq = shared.next_seq.max(sent.seq.saturating_add(1));
+            match shared.by_index(sent.queue) {
+                Some(q) if q.contains(sent.seq) => recovery.duplicate_messages += 1,
+                Some(q) => q.insert(sent, now, true),
+                None => orphan(recovery),
+            }
+        }
+        Record::Received { queue, seq, count } => match shared.by_index(queue) {
+            Some(q) => q.replay_received(seq, count),
+            None => orphan(recovery),
+        },
+        Record::Deleted { queue, seq } => match shared.by_index(queue) {
+            Some(q) => q.replay_deleted(seq),
+            None => orphan(recovery),
+        },
+        Record::NextSeq(n) => shared.next_seq = shared.next_seq.max(n),
+        Record::Dedup {
+            queue,
+            id,
+            seq,
+            at_ms,
+        } => match shared.by_index(queue) {
+            Some(q) => q.remember_dedup(id, seq, UNIX_EPOCH + Duration::from_millis(at_ms)),
+            None => orphan(recovery),
+        },
     }
 }
 
@@ -262,21 +343,22 @@ struct EmbeddedQueue {
 }
 
 impl EmbeddedQueue {
-    /// Runs `f` on this queue's state under the store lock.
-    fn with_state<R>(&self, f: impl FnOnce(&mut Shared) -> R) -> R {
-        let mut shared = self.store.shared.lock().expect("queue lock");
-        f(&mut shared)
+    /// Runs `f` on the store's state under its lock; a state left damaged by a panic is
+    /// refused (every later call fails clearly, and `health` says so) rather than used.
+    fn with_state<R>(&self, f: impl FnOnce(&mut Shared) -> R) -> Result<R, QueueError> {
+        let mut shared = self.store.shared.lock().map_err(|_| damaged_state())?;
+        Ok(f(&mut shared))
     }
 
     fn try_receive(
         &self,
         max: usize,
         visibility: Duration,
-    ) -> (Vec<Message>, DurableAck, Option<Instant>) {
+    ) -> Result<(Vec<Message>, DurableAck, Option<Instant>), QueueError> {
         let now = Instant::now();
         let wall = SystemTime::now();
         let (messages, ack, next, dead) = self.with_state(|shared| {
-            let q = shared.queues.get_mut(&self.name).expect("queue exists");
+            let q = shared.queue(&self.name)?;
             let mut records = Vec::new();
             let deliveries = q.receive(max, visibility, now, wall, &mut records);
             let next = q.next_timer();
@@ -295,10 +377,7 @@ impl EmbeddedQueue {
                         // Re-sent to the dead-letter queue with its history, as SQS does.
                         let seq = shared.next_seq;
                         shared.next_seq += 1;
-                        let dlq = shared
-                            .queues
-                            .get_mut(&dlq_name)
-                            .expect("dead-letter queue exists");
+                        let dlq = shared.queue(&dlq_name)?;
                         sent.queue = dlq.index;
                         sent.seq = seq;
                         sent.delay_ms = 0;
@@ -313,12 +392,12 @@ impl EmbeddedQueue {
             // crashes its worker's whole host must still reach the DLQ. A message that was
             // itself only buffered would not survive that crash anyway.
             let ack = shared.append(&records, (sync && any_synced) || dead);
-            (messages, ack, next, dead.then_some(dlq_name))
-        });
+            Ok::<_, QueueError>((messages, ack, next, dead.then_some(dlq_name)))
+        })??;
         if let Some(dlq) = dead {
             self.store.notifier(&dlq).notify_waiters();
         }
-        (messages, ack, next)
+        Ok((messages, ack, next))
     }
 }
 
@@ -343,13 +422,13 @@ impl Queue for EmbeddedQueue {
         let wall = SystemTime::now();
         let (id, ack) = self.with_state(|shared| {
             let seq = shared.next_seq;
-            let q = shared.queues.get_mut(&self.name).expect("queue exists");
+            let q = shared.queue(&self.name)?;
             if let Some(existing) = message
                 .dedup_id
                 .as_deref()
                 .and_then(|d| q.deduplicated(d, wall))
             {
-                return (existing, None);
+                return Ok((existing, None));
             }
             let durability = message.durability;
             let sent = new_sent(q.index, seq, message, wall);
@@ -357,8 +436,8 @@ impl Queue for EmbeddedQueue {
             q.insert(sent, now, false);
             shared.next_seq += 1;
             let ack = shared.append(&[record], durability == Durability::Synced);
-            (seq, ack)
-        });
+            Ok::<_, QueueError>((seq, ack))
+        })??;
         self.notify.notify_one();
         durable(ack).await?;
         Ok(id.to_string())
@@ -372,7 +451,8 @@ impl Queue for EmbeddedQueue {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (messages, ack, next_timer) = self.try_receive(request.max_messages, visibility);
+            let (messages, ack, next_timer) =
+                self.try_receive(request.max_messages, visibility)?;
             if !messages.is_empty() || Instant::now() >= deadline {
                 durable(ack).await?;
                 return Ok(messages);
@@ -389,13 +469,12 @@ impl Queue for EmbeddedQueue {
     async fn delete(&self, receipt: &Receipt) -> Result<(), QueueError> {
         let now = Instant::now();
         self.with_state(|shared| {
-            let q = shared.queues.get_mut(&self.name).expect("queue exists");
-            let record = q.delete(receipt, now)?;
+            let record = shared.queue(&self.name)?.delete(receipt, now)?;
             // Deletes need not wait for the disk: losing one only means a redelivery.
             shared.append(&[record], false);
             shared.maybe_compact();
             Ok::<_, QueueError>(())
-        })?;
+        })??;
         // The delete may have freed a group whose next message a receive is waiting for.
         self.notify.notify_waiters();
         Ok(())
@@ -414,9 +493,10 @@ impl Queue for EmbeddedQueue {
         }
         let now = Instant::now();
         self.with_state(|shared| {
-            let q = shared.queues.get_mut(&self.name).expect("queue exists");
-            q.change_visibility(receipt, timeout, now)
-        })?;
+            shared
+                .queue(&self.name)?
+                .change_visibility(receipt, timeout, now)
+        })??;
         if timeout.is_zero() {
             self.notify.notify_waiters();
         }
@@ -425,12 +505,6 @@ impl Queue for EmbeddedQueue {
 
     async fn depth(&self) -> Result<Depth, QueueError> {
         let now = Instant::now();
-        Ok(self.with_state(|shared| {
-            shared
-                .queues
-                .get_mut(&self.name)
-                .expect("queue exists")
-                .depth(now)
-        }))
+        self.with_state(|shared| Ok(shared.queue(&self.name)?.depth(now)))?
     }
 }

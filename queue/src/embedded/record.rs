@@ -1,5 +1,7 @@
 //! The log's records and their framing: `[len u32 LE][crc32 u32 LE][payload]`. A frame whose
-//! length or checksum does not add up marks the torn tail of a crash; recovery stops there.
+//! length or checksum does not add up is damage: at the end of the log, the torn tail of a
+//! crash; followed by valid frames, damage in the middle (a flipped bit, a write cut short),
+//! which the scan steps over to the next frame that adds up.
 
 use bytes::Bytes;
 
@@ -103,11 +105,13 @@ impl<'a> Reader<'a> {
     }
     fn u32(&mut self) -> Option<u32> {
         self.take(4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
     }
     fn u64(&mut self) -> Option<u64> {
         self.take(8)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
     }
     fn bytes(&mut self) -> Option<&'a [u8]> {
         let n = self.u32()? as usize;
@@ -240,29 +244,58 @@ impl Record {
     }
 }
 
-/// Decodes frames from the start of `buf`; returns the records and the length of the
-/// valid prefix (everything after it is a torn or corrupt tail).
-pub fn decode_all(buf: &[u8]) -> (Vec<Record>, usize) {
-    let mut records = Vec::new();
-    let mut at = 0;
-    while buf.len() - at >= FRAME_HEADER {
-        let len = u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(buf[at + 4..at + 8].try_into().expect("4 bytes"));
-        let end = at + FRAME_HEADER + len;
-        if len > MAX_FRAME || end > buf.len() {
-            break;
-        }
-        let payload = &buf[at + FRAME_HEADER..end];
-        if crc32fast::hash(payload) != crc {
-            break;
-        }
-        let Some(rec) = Record::decode(payload) else {
-            break;
-        };
-        records.push(rec);
-        at = end;
+/// What a scan of a log found.
+#[derive(Debug, Default, PartialEq)]
+pub struct Scan {
+    pub records: Vec<Record>,
+    /// Byte ranges `[start, end)` that held no valid frame but were followed by one:
+    /// damage in the middle of the log. Whatever records they held are lost.
+    pub damaged: Vec<(usize, usize)>,
+    /// Frames whose checksum holds but whose record this version cannot read (an unknown
+    /// record type): skipped.
+    pub unreadable: usize,
+    /// Where the last valid frame ends; after it there is only a torn tail.
+    pub end: usize,
+}
+
+/// The frame starting at `at`, if its length and checksum add up: its end and payload.
+/// An empty frame is never valid (no record encodes to nothing, and zeroed space would
+/// otherwise read as a run of them).
+fn frame_at(buf: &[u8], at: usize) -> Option<(usize, &[u8])> {
+    let header = buf.get(at..at.checked_add(FRAME_HEADER)?)?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len == 0 || len > MAX_FRAME {
+        return None;
     }
-    (records, at)
+    let end = at + FRAME_HEADER + len;
+    let payload = buf.get(at + FRAME_HEADER..end)?;
+    (crc32fast::hash(payload) == crc).then_some((end, payload))
+}
+
+/// Decodes every frame of `buf`, stepping over damage to the next frame that adds up.
+pub fn scan(buf: &[u8]) -> Scan {
+    let mut scan = Scan::default();
+    let mut at = 0;
+    while at < buf.len() {
+        if let Some((end, payload)) = frame_at(buf, at) {
+            match Record::decode(payload) {
+                Some(record) => scan.records.push(record),
+                None => scan.unreadable += 1,
+            }
+            at = end;
+            scan.end = end;
+            continue;
+        }
+        match (at + 1..buf.len()).find(|&next| frame_at(buf, next).is_some()) {
+            Some(next) => {
+                scan.damaged.push((at, next));
+                at = next;
+            }
+            None => break,
+        }
+    }
+    scan
 }
 
 #[cfg(test)]
@@ -311,27 +344,55 @@ mod tests {
         for r in sample() {
             r.encode_into(&mut buf);
         }
-        let (decoded, valid) = decode_all(&buf);
-        assert_eq!(decoded, sample());
-        assert_eq!(valid, buf.len());
+        let scan = scan(&buf);
+        assert_eq!(scan.records, sample());
+        assert_eq!(scan.end, buf.len());
+        assert!(scan.damaged.is_empty());
     }
 
-    #[test]
-    fn a_torn_or_corrupt_tail_is_cut_off() {
+    fn encoded() -> Vec<u8> {
         let mut buf = Vec::new();
         for r in sample() {
             r.encode_into(&mut buf);
         }
-        let full = buf.len();
-        let (_, valid) = decode_all(&buf[..full - 3]);
-        let (records, _) = decode_all(&buf[..valid]);
-        assert_eq!(
-            records.len(),
-            sample().len() - 1,
-            "only the torn last record is lost"
-        );
+        buf
+    }
+
+    #[test]
+    fn a_torn_tail_ends_the_scan() {
+        let buf = encoded();
+        let torn = scan(&buf[..buf.len() - 3]);
+        assert_eq!(torn.records.len(), sample().len() - 1, "only the torn last record is lost");
+        assert!(torn.damaged.is_empty());
+        assert!(torn.end < buf.len() - 3);
+        let mut zeroed = buf.clone();
+        zeroed.extend_from_slice(&[0; 4096]);
+        let zeroed = scan(&zeroed);
+        assert_eq!((zeroed.records, zeroed.end), (sample(), buf.len()));
+    }
+
+    #[test]
+    fn damage_in_the_middle_loses_only_the_damaged_record() {
+        let buf = encoded();
         let mut flipped = buf.clone();
         flipped[FRAME_HEADER + 2] ^= 0xFF; // inside the first payload
-        assert_eq!(decode_all(&flipped), (vec![], 0));
+        let s = scan(&flipped);
+        assert_eq!(s.records, sample()[1..].to_vec());
+        assert_eq!(s.damaged.len(), 1);
+        assert_eq!(s.damaged[0].0, 0);
+        assert_eq!(s.end, buf.len());
+    }
+
+    #[test]
+    fn an_unknown_record_type_is_skipped_and_counted() {
+        let mut buf = Vec::new();
+        let payload = [0xEEu8, 1, 2, 3];
+        buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        buf.extend_from_slice(&payload);
+        buf.extend_from_slice(&encoded());
+        let s = scan(&buf);
+        assert_eq!((s.records, s.unreadable), (sample(), 1));
+        assert!(s.damaged.is_empty());
     }
 }

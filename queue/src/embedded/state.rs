@@ -87,10 +87,17 @@ impl QueueState {
     }
 
     fn make_ready(&mut self, seq: u64) {
-        let msg = self.messages.get_mut(&seq).expect("message exists");
+        let Some(msg) = self.messages.get_mut(&seq) else {
+            return;
+        };
         msg.phase = Phase::Ready;
         let key = msg.group_key().to_string();
         self.ready.entry(key).or_default().insert(seq);
+    }
+
+    /// Whether message `seq` is here (recovery ignores a message id sent twice).
+    pub fn contains(&self, seq: u64) -> bool {
+        self.messages.contains_key(&seq)
     }
 
     /// Adds a message (a new send, or one replayed from the log). Replayed messages start
@@ -155,7 +162,7 @@ impl QueueState {
             };
             match msg.phase {
                 Phase::Delayed if count == 0 => {
-                    self.delayed -= 1;
+                    self.delayed = self.delayed.saturating_sub(1);
                     self.make_ready(seq);
                 }
                 Phase::InFlight { until } if until == at && msg.sent.receive_count == count => {
@@ -173,8 +180,11 @@ impl QueueState {
     }
 
     fn unlock(&mut self, seq: u64) {
-        self.in_flight -= 1;
-        let key = self.messages[&seq].group_key().to_string();
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let Some(msg) = self.messages.get(&seq) else {
+            return;
+        };
+        let key = msg.group_key().to_string();
         if key != UNGROUPED
             && let Some(n) = self.locked.get_mut(&key)
         {
@@ -190,8 +200,8 @@ impl QueueState {
     fn next_ready(&mut self) -> Option<u64> {
         let locked = &self.locked;
         let eligible = |(k, set): (&String, &BTreeSet<u64>)| {
-            (!set.is_empty() && (k.as_str() == UNGROUPED || !locked.contains_key(k)))
-                .then(|| (k.clone(), *set.first().expect("non-empty")))
+            let first = *set.first()?;
+            (k.as_str() == UNGROUPED || !locked.contains_key(k)).then(|| (k.clone(), first))
         };
         let (key, seq) = match &self.cursor {
             Some(c) => self
@@ -205,10 +215,11 @@ impl QueueState {
                 }),
             None => self.ready.iter().find_map(eligible),
         }?;
-        let set = self.ready.get_mut(&key).expect("group exists");
-        set.remove(&seq);
-        if set.is_empty() {
-            self.ready.remove(&key);
+        if let Some(set) = self.ready.get_mut(&key) {
+            set.remove(&seq);
+            if set.is_empty() {
+                self.ready.remove(&key);
+            }
         }
         self.cursor = Some(key);
         Some(seq)
@@ -228,7 +239,11 @@ impl QueueState {
         let mut out = Vec::new();
         while out.len() < max {
             let Some(seq) = self.next_ready() else { break };
-            let msg = self.messages.get_mut(&seq).expect("ready message exists");
+            // A ready entry always names a message; should one not, it is skipped, not
+            // trusted.
+            let Some(msg) = self.messages.get_mut(&seq) else {
+                continue;
+            };
             let age = wall
                 .duration_since(UNIX_EPOCH + Duration::from_millis(msg.sent.sent_at_ms))
                 .unwrap_or_default();
@@ -236,11 +251,15 @@ impl QueueState {
                 records.push(self.remove(seq));
                 continue;
             }
-            let msg = self.messages.get_mut(&seq).expect("ready message exists");
-            msg.sent.receive_count += 1;
+            let Some(msg) = self.messages.get_mut(&seq) else {
+                continue;
+            };
+            msg.sent.receive_count = msg.sent.receive_count.saturating_add(1);
             let count = msg.sent.receive_count;
             if self.spec.max_receives.is_some_and(|max| count > max) {
-                let removed = self.messages.remove(&seq).expect("exists");
+                let Some(removed) = self.messages.remove(&seq) else {
+                    continue;
+                };
                 self.live_bytes = self
                     .live_bytes
                     .saturating_sub(removed.sent.body.len() as u64 + 64);
@@ -283,7 +302,7 @@ impl QueueState {
         if let Some(msg) = self.messages.get(&seq) {
             match msg.phase {
                 Phase::InFlight { .. } => self.unlock(seq),
-                Phase::Delayed => self.delayed -= 1,
+                Phase::Delayed => self.delayed = self.delayed.saturating_sub(1),
                 Phase::Ready => {}
             }
         }
@@ -340,7 +359,9 @@ impl QueueState {
             self.make_ready(seq);
             return Ok(());
         }
-        let msg = self.messages.get_mut(&seq).expect("in flight");
+        let Some(msg) = self.messages.get_mut(&seq) else {
+            return Err(QueueError::InvalidReceipt);
+        };
         let until = now + timeout;
         msg.phase = Phase::InFlight { until };
         self.timers
@@ -362,7 +383,10 @@ impl QueueState {
     pub fn depth(&mut self, now: Instant) -> Depth {
         self.tick(now);
         Depth {
-            visible: self.messages.len() - self.in_flight - self.delayed,
+            visible: self
+                .messages
+                .len()
+                .saturating_sub(self.in_flight + self.delayed),
             in_flight: self.in_flight,
             delayed: self.delayed,
             oldest_age: Some(
@@ -387,8 +411,8 @@ impl QueueState {
         });
         let mut seqs: Vec<_> = self.messages.keys().copied().collect();
         seqs.sort_unstable();
-        for seq in seqs {
-            out.push(Record::Sent(self.messages[&seq].sent.clone()));
+        for msg in seqs.iter().filter_map(|seq| self.messages.get(seq)) {
+            out.push(Record::Sent(msg.sent.clone()));
         }
         for (id, (seq, at)) in &self.dedup {
             if now.duration_since(*at).unwrap_or_default() < DEDUP_WINDOW
