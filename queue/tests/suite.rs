@@ -304,10 +304,10 @@ macro_rules! queue_suite {
             ($name:ident, $max:expr) => {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let mut s = crate::suite::spec(stringify!($name));
+                    let mut s = $crate::suite::spec(stringify!($name));
                     s.max_receives = $max;
                     let pair = ($factory)(s).await;
-                    crate::suite::$name(pair).await;
+                    $crate::suite::$name(pair).await;
                 }
             };
         }

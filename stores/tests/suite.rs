@@ -319,7 +319,7 @@ macro_rules! identity_suite {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let stores = ($factory)().await;
-                    crate::suite::$name(stores).await;
+                    $crate::suite::$name(stores).await;
                 }
             };
         }
@@ -337,7 +337,7 @@ macro_rules! usage_suite {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let stores = ($factory)().await;
-                    crate::suite::$name(stores).await;
+                    $crate::suite::$name(stores).await;
                 }
             };
         }
