@@ -126,7 +126,10 @@ pub fn queue_log(data: &[u8]) {
     rt.block_on(async {
         let store = EmbeddedStore::open(dir.path()).expect("any log opens");
         assert!(store.health().is_ok(), "{:?}", store.health());
-        let q = store.queue(QueueSpec::new("q")).await.expect("a queue opens");
+        let q = store
+            .queue(QueueSpec::new("q"))
+            .await
+            .expect("a queue opens");
         for _ in 0..3 {
             let got = q
                 .receive(ReceiveRequest {
@@ -136,7 +139,9 @@ pub fn queue_log(data: &[u8]) {
                 .await
                 .expect("receive");
             for m in got {
-                q.delete(&m.receipt).await.expect("delete of a fresh receipt");
+                q.delete(&m.receipt)
+                    .await
+                    .expect("delete of a fresh receipt");
             }
         }
         q.send(OutgoingMessage::new("after recovery"))

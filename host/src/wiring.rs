@@ -28,6 +28,7 @@ use imgfleet_queue::embedded::EmbeddedStore;
 use imgfleet_queue::jetstream::{JetStream, JetStreamConfig};
 use imgfleet_queue::sqs::{SqsConfig, client};
 use imgfleet_stores::audit::sqlite::AuditLog;
+use imgfleet_stores::data_dir::{self, DataDirLock};
 use imgfleet_stores::identity::IdentityStore;
 use imgfleet_stores::jobs::JobStore;
 use imgfleet_stores::staging::jetstream::SharedStaging;
@@ -80,6 +81,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
 
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    // Before anything in it is opened: a second host on the same directory would append to
+    // the same logs.
+    let _owner = DataDirLock::acquire(&args.data_dir, &data_dir::holder(&args.listen.to_string()))?;
     let host_id = args.host_id();
     let mut staging = Staging::open(
         &args.data_dir.join("staging"),

@@ -462,7 +462,10 @@ async fn two_processes_logs_interleaved_are_recovered_without_a_panic() {
     let jobs = store.queue(QueueSpec::new("jobs")).await.unwrap();
     let completions = store.queue(QueueSpec::new("completions")).await.unwrap();
     assert_eq!(drain(&*jobs).await, ["jobs:x", "jobs:y"]);
-    assert_eq!(drain(&*completions).await, ["completions:x", "completions:y"]);
+    assert_eq!(
+        drain(&*completions).await,
+        ["completions:x", "completions:y"]
+    );
     jobs.send(OutgoingMessage::new("new")).await.unwrap();
     assert_eq!(drain(&*jobs).await, ["new"]);
 }

@@ -4,6 +4,7 @@
 //! no backend links the WASM runtime.
 
 pub mod clock;
+pub mod data_dir;
 pub mod identity;
 pub mod usage;
 

@@ -232,9 +232,7 @@ impl EmbeddedStore {
 
     /// Bytes in the log now (shrinks after a compaction).
     pub fn log_bytes(&self) -> u64 {
-        self.shared
-            .lock()
-            .map_or(0, |shared| shared.log_bytes)
+        self.shared.lock().map_or(0, |shared| shared.log_bytes)
     }
 
     /// The queue described by `spec`, created if new (with its dead-letter queue when
@@ -451,8 +449,7 @@ impl Queue for EmbeddedQueue {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (messages, ack, next_timer) =
-                self.try_receive(request.max_messages, visibility)?;
+            let (messages, ack, next_timer) = self.try_receive(request.max_messages, visibility)?;
             if !messages.is_empty() || Instant::now() >= deadline {
                 durable(ack).await?;
                 return Ok(messages);

@@ -362,7 +362,11 @@ mod tests {
     fn a_torn_tail_ends_the_scan() {
         let buf = encoded();
         let torn = scan(&buf[..buf.len() - 3]);
-        assert_eq!(torn.records.len(), sample().len() - 1, "only the torn last record is lost");
+        assert_eq!(
+            torn.records.len(),
+            sample().len() - 1,
+            "only the torn last record is lost"
+        );
         assert!(torn.damaged.is_empty());
         assert!(torn.end < buf.len() - 3);
         let mut zeroed = buf.clone();
