@@ -4,6 +4,9 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
 fn main() -> anyhow::Result<()> {
+    // Only in builds with fail points (the tests'): reads FAILPOINTS.
+    #[cfg(feature = "failpoints")]
+    let _faults = fail::FailScenario::setup();
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_env("IMGFLEET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let spans = if cli.log_spans {

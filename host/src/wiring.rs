@@ -22,6 +22,7 @@ use crate::metering::meter::{METERING_COMPONENT, Meter};
 use crate::metering::shipper::{self, ShipperConfig};
 use crate::operator::cli::{QueueKind, UpArgs};
 use crate::operator::commands;
+use crate::operator::health::{Health, Status};
 use imgfleet_queue::QueueSpec;
 use imgfleet_queue::backend::{QueueBackend, QueueDirectory};
 use imgfleet_queue::embedded::EmbeddedStore;
@@ -64,6 +65,11 @@ fn dead_letters_spec(name: &str) -> QueueSpec {
 }
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    // Before anything else: a second host on the same directory would append to the same
+    // logs, and it should hear so at once rather than after loading the components.
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let _owner = DataDirLock::acquire(&args.data_dir, &data_dir::holder(&args.listen.to_string()))?;
     // First, so that nothing recorded during start-up is lost.
     let metrics =
         crate::operator::telemetry::install().context("installing the metrics recorder")?;
@@ -79,11 +85,6 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     // what is already running; the capacity is a safety margin.
     let slots = Slots::start(runtime.clone(), cores, cores * 4);
 
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating {}", args.data_dir.display()))?;
-    // Before anything in it is opened: a second host on the same directory would append to
-    // the same logs.
-    let _owner = DataDirLock::acquire(&args.data_dir, &data_dir::holder(&args.listen.to_string()))?;
     let host_id = args.host_id();
     let mut staging = Staging::open(
         &args.data_dir.join("staging"),
@@ -99,11 +100,19 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         QueueKind::Jetstream => JETSTREAM_STARTUP_GRACE,
         _ => Duration::ZERO,
     };
+    let mut health = Health::new();
     let backend = match args.queue {
-        QueueKind::Embedded => QueueBackend::Embedded(
-            EmbeddedStore::open(&args.data_dir.join("queue"))
-                .context("opening the embedded queue")?,
-        ),
+        QueueKind::Embedded => {
+            let store = EmbeddedStore::open(&args.data_dir.join("queue"))
+                .context("opening the embedded queue")?;
+            let queue_log = store.clone();
+            health.check("queue log", move || match queue_log.health() {
+                Ok(()) => Status::Ok,
+                Err(e) if queue_log.stopped() => Status::Dead(e),
+                Err(e) => Status::NotReady(e),
+            });
+            QueueBackend::Embedded(store)
+        }
         QueueKind::Sqs => QueueBackend::Sqs(
             client(&SqsConfig {
                 endpoint: args.sqs_endpoint.clone(),
@@ -137,7 +146,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             }
         }
     };
-    staging.spawn_sweeper(Duration::from_secs(5));
+    let staging_sweeper = staging.spawn_sweeper(Duration::from_secs(5));
     let mut jobs_spec = QueueSpec::new(JOBS_QUEUE);
     jobs_spec.max_receives = Some(JOB_MAX_RECEIVES);
     jobs_spec.visibility_timeout = JOB_VISIBILITY;
@@ -165,10 +174,16 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let directory = Arc::new(QueueDirectory::new(backend, completions_spec));
     directory.insert(&completions_name, completions_queue.clone());
     let completions = Completions::new(completions_queue);
-    completions.spawn_dispatcher(staging.clone());
+    let dispatcher = completions.spawn_dispatcher(staging.clone());
 
     let audit =
         AuditLog::open(&args.data_dir.join("audit.sqlite")).context("opening the audit log")?;
+    let audit_log = audit.clone();
+    health.check("audit log", move || match audit_log.health() {
+        Ok(()) => Status::Ok,
+        Err(e) if audit_log.stopped() => Status::Dead(e),
+        Err(e) => Status::NotReady(e),
+    });
     // Jobs are shared through PostgreSQL; with DynamoDB (or no database) each host keeps
     // the jobs it accepted.
     let job_store = match args.database_url.as_deref() {
@@ -191,8 +206,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         job_store: job_store.clone(),
         usage_log: audit.clone(),
     });
-    spawn_workers(worker.clone());
-    spawn_dead_letter_watcher(worker, dead_letters);
+    let workers = spawn_workers(worker.clone());
+    let dead_letter_watcher = spawn_dead_letter_watcher(worker, dead_letters);
 
     let identity: Arc<dyn IdentityStore> =
         commands::open_identity(&args.data_dir, args.database_url.as_deref()).await?;
@@ -201,7 +216,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .sync(identity.as_ref())
         .await
         .context("loading identities from the identity store")?;
-    cache.spawn_follower(identity.clone());
+    let follower = cache.spawn_follower(identity.clone());
     let gate = Gate::new(runtime.clone(), cache, cores)?;
     let now = imgfleet_stores::clock::now_ms();
     let month = imgfleet_auth::calendar::month_start_ms(now);
@@ -222,7 +237,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
 
     let usage: Arc<dyn UsageStore> =
         commands::open_usage(&args.data_dir, args.database_url.as_deref()).await?;
-    spawn_compaction(
+    let compaction = spawn_compaction(
         usage.clone(),
         Duration::from_secs(args.usage_raw_days * 86_400),
     );
@@ -234,8 +249,26 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         store: usage.clone(),
         function: WarmPool::new(runtime.clone(), METERING_COMPONENT, 1),
     });
-    meter.spawn(usage_queue.clone());
-    shipper::spawn(audit.clone(), usage_queue.clone(), ShipperConfig::default());
+    let [folding, storing] = meter.spawn(usage_queue.clone());
+    let shipping = shipper::spawn(audit.clone(), usage_queue.clone(), ShipperConfig::default());
+
+    let health = Arc::new(health);
+    for (part, task) in [
+        ("staging sweeper", staging_sweeper),
+        ("completions dispatcher", dispatcher),
+        ("dead-letter watcher", dead_letter_watcher),
+        ("auth follower", follower),
+        ("usage compaction", compaction),
+        ("meter (folding)", folding),
+        ("meter (storing)", storing),
+        ("usage shipper", shipping),
+    ] {
+        health.watch(part, task);
+    }
+    for worker in workers {
+        health.watch("worker", worker);
+    }
+    health.spawn_watchdog();
 
     let state = AppState {
         manifest: Arc::new(manifest),
@@ -257,6 +290,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         usage,
         usage_queue: usage_queue.clone(),
         metrics,
+        health: health.clone(),
     };
     // Accepted jobs whose message may not have reached the queue before a crash.
     let unfinished = job_store
@@ -283,15 +317,30 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, cores, queue = ?args.queue, host = %host_id, "serving");
     // Scripts and tests read this line to find the port when listening on :0.
     println!("imgfleet listening on http://{addr}");
+    let lost = Arc::new(std::sync::Mutex::new(None));
+    let stop = {
+        let (health, lost) = (health.clone(), lost.clone());
+        async move {
+            tokio::select! {
+                () = shutdown_signal() => {}
+                what = health.stopped() => {
+                    *lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(what);
+                }
+            }
+        }
+    };
     axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(stop)
         .await?;
+    if let Some(what) = lost.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        anyhow::bail!("stopped because {what}");
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
 /// Packs old raw usage records into compressed segments, hourly.
-fn spawn_compaction(usage: Arc<dyn UsageStore>, raw_age: Duration) {
+fn spawn_compaction(usage: Arc<dyn UsageStore>, raw_age: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let before =
@@ -303,7 +352,7 @@ fn spawn_compaction(usage: Arc<dyn UsageStore>, raw_age: Duration) {
             }
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
-    });
+    })
 }
 
 /// How long a host starting on a JetStream cluster waits for it to take streams.

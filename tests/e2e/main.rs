@@ -3,6 +3,7 @@
 
 mod async_jobs;
 mod chaos;
+mod faults;
 mod fleet;
 mod fleet_kit;
 mod fuzz_replay;

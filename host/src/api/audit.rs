@@ -1,6 +1,10 @@
 //! Writes one audit record per API request once its response is known — and, for an
 //! authenticated request, its usage record — before the response leaves; counts a tenant's
 //! successful requests towards its monthly quotas.
+//!
+//! Architecture invariant: no response leaves without its records committed. While the log
+//! cannot take writes, requests are refused before any work (`503 metering_unavailable`);
+//! a response whose records fail to commit is replaced by that refusal, its output dropped.
 
 use std::time::Instant;
 
@@ -13,7 +17,7 @@ use imgfleet_metering::{ImageSide, UsageRecord};
 
 use super::AppState;
 use super::auth::Principal;
-use super::error::ErrorCode;
+use super::error::{ApiError, ErrorCode};
 use super::request_id;
 use crate::operator::telemetry;
 use imgfleet_stores::audit::sqlite::AuditRecord;
@@ -34,10 +38,30 @@ fn audited(path: &str) -> bool {
     !matches!(path, "/healthz" | "/readyz" | "/metrics")
 }
 
+/// How long a client is asked to wait when the request log cannot be written: it is
+/// probed twice a second, and a disk that filled up usually needs an operator.
+const RETRY_UNRECORDED_SECS: u64 = 5;
+
+fn unrecorded(reason: &str) -> Response {
+    use axum::response::IntoResponse;
+    metrics::counter!(telemetry::UNRECORDED_REFUSALS).increment(1);
+    ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "metering_unavailable",
+        format!("the request could not be recorded, so it was not served: {reason}"),
+    )
+    .retry_after(RETRY_UNRECORDED_SECS)
+    .into_response()
+}
+
 pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     if !audited(&path) {
         return next.run(req).await;
+    }
+    // Known not to be recordable: no work is done that could not be billed.
+    if let Err(reason) = state.audit.health() {
+        return unrecorded(&reason);
     }
     let started = Instant::now();
     let at_ms = now_ms();
@@ -65,11 +89,6 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
     let status = resp.status().as_u16();
     let input_bytes = metered.input.bytes;
     let pixels = metered.output.pixels();
-    if let Some(p) = &principal
-        && status < 400
-    {
-        state.gate.usage.add(&p.tenant, at_ms, input_bytes, pixels);
-    }
     let record = AuditRecord {
         request_id,
         at_ms,
@@ -113,7 +132,18 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         queue_ns: metered.queue_ns,
     });
     if !state.audit.record(record, usage.as_ref()).await {
-        tracing::error!("an audit record could not be written");
+        let reason = state
+            .audit
+            .health()
+            .err()
+            .unwrap_or_else(|| "the audit log refused the write".into());
+        tracing::error!(%reason, status, "a response was replaced: its records could not be written");
+        return unrecorded(&reason);
+    }
+    if let Some(p) = &principal
+        && status < 400
+    {
+        state.gate.usage.add(&p.tenant, at_ms, input_bytes, pixels);
     }
     resp
 }

@@ -50,6 +50,7 @@ pub struct AppState {
     pub usage: Arc<dyn imgfleet_stores::usage::UsageStore>,
     pub usage_queue: Arc<dyn Queue>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub health: Arc<crate::operator::health::Health>,
 }
 
 impl AppState {
@@ -96,18 +97,30 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Alive and whole: every background task running and every store's writer there. A
+/// host that lost one answers 503 naming it, and stops shortly after.
 async fn healthz(
     axum::extract::State(state): axum::extract::State<AppState>,
-) -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({
-        "status": "ok",
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let problems = state.health.problems();
+    let fatal: Vec<_> = problems.iter().filter(|p| p.fatal).collect();
+    let status = if fatal.is_empty() {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if fatal.is_empty() { "ok" } else { "failing" },
+        "problems": problems,
         "slots": state.slots.count(),
         "busy": state.slots.busy(),
         "queued": state.slots.queued(),
         "pending": state.admission.pending(),
         "staging_bytes": state.staging.used_bytes(),
         "auth_cache": auth_cache(&state),
-    }))
+    });
+    (status, axum::Json(body)).into_response()
 }
 
 fn auth_cache(state: &AppState) -> serde_json::Value {
@@ -119,20 +132,32 @@ fn auth_cache(state: &AppState) -> serde_json::Value {
     })
 }
 
-/// Ready to take traffic: the auth cache is within its SLA of the identity store. A stale
-/// host still serves (cached identities), but a load balancer should prefer fresh ones.
+/// Ready to take traffic: every store a request writes to takes writes, nothing has
+/// stopped, and the auth cache is within its SLA of the identity store. A stale host still
+/// serves (cached identities), but a load balancer should prefer fresh ones; a host whose
+/// data directory cannot take writes refuses requests until it can again.
 async fn readyz(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let stale = state.gate.cache.stale();
-    let status = if stale {
-        axum::http::StatusCode::SERVICE_UNAVAILABLE
-    } else {
+    let problems = state.health.problems();
+    let ready = !stale && problems.is_empty();
+    let status = if ready {
         axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    let label = if !problems.is_empty() {
+        "not_ready"
+    } else if stale {
+        "stale"
+    } else {
+        "ready"
     };
     let body = serde_json::json!({
-        "status": if stale { "stale" } else { "ready" },
+        "status": label,
+        "problems": problems,
         "auth_cache": auth_cache(&state),
     });
     (status, axum::Json(body)).into_response()

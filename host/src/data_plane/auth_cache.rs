@@ -134,11 +134,15 @@ impl AuthCache {
     }
 
     /// Follows the store's change log for as long as the process lives.
-    pub fn spawn_follower(self: &Arc<Self>, store: Arc<dyn IdentityStore>) {
+    pub fn spawn_follower(
+        self: &Arc<Self>,
+        store: Arc<dyn IdentityStore>,
+    ) -> tokio::task::JoinHandle<()> {
         let cache = self.clone();
         tokio::spawn(async move {
             let mut failing = false;
             loop {
+                fail::fail_point!("auth-follower");
                 match cache.sync(store.as_ref()).await {
                     Ok(()) if failing => {
                         failing = false;
@@ -156,7 +160,7 @@ impl AuthCache {
                     () = cache.nudge.notified() => {}
                 }
             }
-        });
+        })
     }
 }
 

@@ -70,10 +70,11 @@ impl Completions {
 
     /// Receives completions until the process ends. Completions nobody waits for any more
     /// have their staged output freed.
-    pub fn spawn_dispatcher(&self, staging: Staging) {
+    pub fn spawn_dispatcher(&self, staging: Staging) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
             loop {
+                fail::fail_point!("completions-dispatcher");
                 let request = ReceiveRequest {
                     max_messages: 10,
                     wait: Duration::from_secs(20),
@@ -112,6 +113,6 @@ impl Completions {
                     });
                 }
             }
-        });
+        })
     }
 }

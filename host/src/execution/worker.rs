@@ -41,22 +41,25 @@ pub struct WorkerContext {
 }
 
 /// Starts one worker per slot.
-pub fn spawn_workers(ctx: Arc<WorkerContext>) {
-    for _ in 0..ctx.slots.count() {
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            loop {
-                let request = ReceiveRequest {
-                    max_messages: 1,
-                    wait: Duration::from_secs(20),
-                    visibility: Some(ctx.visibility),
-                };
-                for m in receive_or_pause(&*ctx.jobs, request, "jobs").await {
-                    handle(&ctx, m).await;
+pub fn spawn_workers(ctx: Arc<WorkerContext>) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..ctx.slots.count())
+        .map(|_| {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                loop {
+                    fail::fail_point!("worker");
+                    let request = ReceiveRequest {
+                        max_messages: 1,
+                        wait: Duration::from_secs(20),
+                        visibility: Some(ctx.visibility),
+                    };
+                    for m in receive_or_pause(&*ctx.jobs, request, "jobs").await {
+                        handle(&ctx, m).await;
+                    }
                 }
-            }
-        });
-    }
+            })
+        })
+        .collect()
 }
 
 async fn handle(ctx: &WorkerContext, m: Message) {
@@ -275,7 +278,10 @@ fn run_usage(job: &Job, outcome: &Outcome, started_ms: u64) -> imgfleet_metering
 
 /// Jobs the queue gave up on (delivered `max_receives` times without finishing, e.g.
 /// because they crashed their host each time) end as failed, with their client told why.
-pub fn spawn_dead_letter_watcher(ctx: Arc<WorkerContext>, dead_letters: Arc<dyn Queue>) {
+pub fn spawn_dead_letter_watcher(
+    ctx: Arc<WorkerContext>,
+    dead_letters: Arc<dyn Queue>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let request = ReceiveRequest {
@@ -325,7 +331,7 @@ pub fn spawn_dead_letter_watcher(ctx: Arc<WorkerContext>, dead_letters: Arc<dyn 
                 let _ = dead_letters.delete(&m.receipt).await;
             }
         }
-    });
+    })
 }
 
 fn failed(status: u16, code: &str, message: impl Into<String>) -> Outcome {

@@ -124,12 +124,14 @@ impl Meter {
     /// Runs until the process ends, in two stages side by side: receiving and folding the
     /// next batches while the previous fold is being stored. A message is deleted only
     /// after its records are committed.
-    pub fn spawn(self: Arc<Self>, queue: Arc<dyn Queue>) {
+    /// The two stages' tasks: folding, storing.
+    pub fn spawn(self: Arc<Self>, queue: Arc<dyn Queue>) -> [tokio::task::JoinHandle<()>; 2] {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(Batch, Vec<Message>, Folded)>(1);
         let folder = self.clone();
         let source = queue.clone();
-        tokio::spawn(async move {
+        let folding = tokio::spawn(async move {
             loop {
+                fail::fail_point!("meter");
                 let request = ReceiveRequest {
                     max_messages: 10,
                     wait: Duration::from_secs(5),
@@ -152,7 +154,7 @@ impl Meter {
                 }
             }
         });
-        tokio::spawn(async move {
+        let storing = tokio::spawn(async move {
             while let Some((batch, messages, folded)) = rx.recv().await {
                 let span = tracing::info_span!(
                     "meter",
@@ -172,6 +174,7 @@ impl Meter {
                 }
             }
         });
+        [folding, storing]
     }
 }
 

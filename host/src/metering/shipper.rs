@@ -57,9 +57,14 @@ pub fn batches(records: Vec<UsageRecord>, max_records: usize, max_bytes: usize) 
         .collect()
 }
 
-pub fn spawn(log: AuditLog, queue: Arc<dyn Queue>, config: ShipperConfig) {
+pub fn spawn(
+    log: AuditLog,
+    queue: Arc<dyn Queue>,
+    config: ShipperConfig,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
+            fail::fail_point!("usage-shipper");
             // A backlog goes out several batches per round.
             let pending = match log.outbox(config.max_records * ROUND_BATCHES).await {
                 Ok(p) => p,
@@ -115,7 +120,7 @@ pub fn spawn(log: AuditLog, queue: Arc<dyn Queue>, config: ShipperConfig) {
                 tracing::warn!(error = %e, "clearing shipped usage records");
             }
         }
-    });
+    })
 }
 
 #[cfg(test)]

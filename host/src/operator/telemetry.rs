@@ -14,6 +14,7 @@ pub const FUNCTION_INSTANTIATE: &str = "imgfleet_function_instantiate_seconds";
 pub const FUNCTION_MEMORY_PEAK: &str = "imgfleet_function_memory_peak_bytes";
 pub const USAGE_INGEST_LAG: &str = "imgfleet_usage_ingest_lag_seconds";
 pub const USAGE_RECORDS_STORED: &str = "imgfleet_usage_records_stored_total";
+pub const UNRECORDED_REFUSALS: &str = "imgfleet_unrecorded_refusals_total";
 
 /// Latency buckets from 0.5 ms to 30 s.
 const SECONDS: [f64; 15] = [
@@ -53,6 +54,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(HTTP_REQUESTS, "API requests by route template and status");
+    describe_counter!(
+        UNRECORDED_REFUSALS,
+        "Requests refused because their audit and usage records could not be written"
+    );
     describe_histogram!(
         HTTP_DURATION,
         Unit::Seconds,

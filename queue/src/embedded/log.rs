@@ -18,6 +18,9 @@ pub const LOG_FILE: &str = "queue.log";
 const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
 /// Bytes gathered into one write before syncing, at most.
 const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// While writes fail, how often the writer appends a record that changes nothing (a
+/// sequence floor of 0) to learn whether the disk takes writes again.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
 
 pub type Ack = oneshot::Sender<Result<(), String>>;
 
@@ -101,21 +104,29 @@ pub fn recover(dir: &Path) -> std::io::Result<(Vec<Record>, File, u64, LogDamage
 /// Whether the writer can still write: the last error while writes fail, `Err("stopped")`
 /// once its thread is gone.
 #[derive(Clone)]
-pub struct WriterHealth(Arc<Mutex<Result<(), String>>>);
+pub struct WriterHealth(Arc<Mutex<(Result<(), String>, bool)>>);
 
 impl Default for WriterHealth {
     fn default() -> Self {
-        Self(Arc::new(Mutex::new(Ok(()))))
+        Self(Arc::new(Mutex::new((Ok(()), false))))
     }
 }
 
 impl WriterHealth {
     pub fn get(&self) -> Result<(), String> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).0.clone()
+    }
+
+    /// The writer thread is gone: nothing will be written again.
+    pub fn stopped(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).1
     }
 
     fn set(&self, state: Result<(), String>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = state;
+        let mut current = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !current.1 {
+            current.0 = state;
+        }
     }
 }
 
@@ -125,6 +136,7 @@ struct StoppedOnDrop(WriterHealth);
 impl Drop for StoppedOnDrop {
     fn drop(&mut self) {
         self.0.set(Err("the queue log writer has stopped".into()));
+        self.0.0.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
     }
 }
 
@@ -156,23 +168,36 @@ fn writer_loop(dir: PathBuf, mut log: Log, rx: Receiver<Op>, health: &WriterHeal
     let mut batch = Vec::with_capacity(1 << 20);
     let mut acks: Vec<Ack> = Vec::new();
     loop {
-        let first = if dirty {
-            match rx.recv_timeout(FLUSH_INTERVAL) {
+        let failing = health.get().is_err();
+        let wait = match (dirty, failing) {
+            (true, _) => Some(FLUSH_INTERVAL),
+            (false, true) => Some(PROBE_EVERY),
+            (false, false) => None,
+        };
+        let first = match wait {
+            Some(wait) => match rx.recv_timeout(wait) {
                 Ok(op) => Some(op),
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
-            }
-        } else {
-            match rx.recv() {
+            },
+            None => match rx.recv() {
                 Ok(op) => Some(op),
                 Err(_) => break,
-            }
+            },
         };
         let Some(first) = first else {
-            // Quiet period: make buffered writes durable.
-            let synced = log.file.sync_data();
-            dirty = synced.is_err();
-            health.set(synced.map_err(|e| e.to_string()));
+            if dirty {
+                // Quiet period: make buffered writes durable.
+                match log.file.sync_data() {
+                    Ok(()) => dirty = false,
+                    Err(e) => health.set(Err(e.to_string())),
+                }
+            } else if failing {
+                let mut probe = Vec::new();
+                Record::NextSeq(0).encode_into(&mut probe);
+                let result = flush(&mut log, &mut probe, true);
+                health.set(result.map_err(|e| e.to_string()));
+            }
             continue;
         };
         let mut next = Some(first);
@@ -206,9 +231,17 @@ fn writer_loop(dir: PathBuf, mut log: Log, rx: Receiver<Op>, health: &WriterHeal
             };
         }
         let must_sync = !acks.is_empty();
+        let wrote = !batch.is_empty();
         let result = flush(&mut log, &mut batch, must_sync);
-        dirty = !must_sync || result.is_err();
-        health.set(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        match &result {
+            Ok(()) => {
+                if wrote || must_sync {
+                    health.set(Ok(()));
+                }
+                dirty = (dirty || wrote) && !must_sync;
+            }
+            Err(e) => health.set(Err(e.to_string())),
+        }
         answer(&mut acks, &result);
     }
     let _ = flush(&mut log, &mut batch, true);

@@ -226,6 +226,12 @@ impl EmbeddedStore {
         self.writer.get()
     }
 
+    /// The store will never take writes again (its writer is gone, or its state damaged):
+    /// only a restart helps.
+    pub fn stopped(&self) -> bool {
+        self.shared.is_poisoned() || self.writer.stopped()
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

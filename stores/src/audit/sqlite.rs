@@ -50,6 +50,8 @@ pub struct AuditQuery {
 pub const MAX_QUERY_LIMIT: usize = 10_000;
 const GROUP: usize = 512;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// While writes fail, how often the writer tries a small one to learn the disk is back.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
 
 /// What the writer thread commits: requests, and the outbox records already shipped (the
 /// deletion rides along in the next group instead of contending for the write lock).
@@ -64,6 +66,45 @@ enum Pending {
 pub struct AuditLog {
     tx: crossbeam_channel::Sender<Pending>,
     reader: Arc<Mutex<Connection>>,
+    health: Health,
+}
+
+/// Whether the log takes writes: the last write's error while they fail (disk full, I/O
+/// error, locked past the busy timeout), and for good once the writer thread is gone.
+#[derive(Clone)]
+struct Health(
+    Arc<Mutex<Result<(), String>>>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
+
+impl Health {
+    fn get(&self) -> Result<(), String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, state: Result<(), String>) {
+        let mut current = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if self.1.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        if current.is_ok() != state.is_ok() {
+            match &state {
+                Ok(()) => tracing::info!("the audit log takes writes again"),
+                Err(e) => tracing::error!(error = %e, "the audit log cannot be written"),
+            }
+        }
+        *current = state;
+    }
+}
+
+/// Marks the writer stopped when its thread ends, however it ends.
+struct StoppedOnDrop(Health);
+
+impl Drop for StoppedOnDrop {
+    fn drop(&mut self) {
+        self.0.set(Err("the audit log writer has stopped".into()));
+        self.0.1.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,14 +163,31 @@ impl AuditLog {
         let reader = Connection::open(path)?;
         reader.busy_timeout(Duration::from_secs(5))?;
         let (tx, rx) = crossbeam_channel::unbounded::<Pending>();
+        let health = Health(Arc::new(Mutex::new(Ok(()))), Default::default());
+        let writer_health = health.clone();
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || write_loop(conn, rx))
+            .spawn(move || {
+                let _stopped = StoppedOnDrop(writer_health.clone());
+                write_loop(conn, rx, &writer_health)
+            })
             .expect("spawning the audit writer");
         Ok(Self {
             tx,
             reader: Arc::new(Mutex::new(reader)),
+            health,
         })
+    }
+
+    /// `Ok` while records are being committed; the reason while they cannot be (checked
+    /// again every half second, so it turns `Ok` by itself once the disk takes writes).
+    pub fn health(&self) -> Result<(), String> {
+        self.health.get()
+    }
+
+    /// The writer is gone: nothing will be recorded again until the process restarts.
+    pub fn stopped(&self) -> bool {
+        self.health.1.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Records one request (and its usage, if metered); returns once both are committed
@@ -287,8 +345,23 @@ impl AuditLog {
     }
 }
 
-fn write_loop(mut conn: Connection, rx: crossbeam_channel::Receiver<Pending>) {
-    while let Ok(first) = rx.recv() {
+fn write_loop(mut conn: Connection, rx: crossbeam_channel::Receiver<Pending>, health: &Health) {
+    loop {
+        let first = if health.get().is_ok() {
+            match rx.recv() {
+                Ok(p) => p,
+                Err(_) => return,
+            }
+        } else {
+            match rx.recv_timeout(PROBE_EVERY) {
+                Ok(p) => p,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    health.set(probe(&mut conn).map_err(|e| e.to_string()));
+                    continue;
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            }
+        };
         let mut group = vec![first];
         while group.len() < GROUP {
             match rx.try_recv() {
@@ -296,13 +369,12 @@ fn write_loop(mut conn: Connection, rx: crossbeam_channel::Receiver<Pending>) {
                 Err(_) => break,
             }
         }
-        let ok = match write_group(&mut conn, &group) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(error = %e, records = group.len(), "audit records not written");
-                false
-            }
-        };
+        let written = write_group(&mut conn, &group);
+        let ok = written.is_ok();
+        if let Err(e) = &written {
+            tracing::error!(error = %e, records = group.len(), "audit records not written");
+        }
+        health.set(written.map_err(|e| e.to_string()));
         for p in group {
             let (Pending::Request(_, _, done)
             | Pending::Shipped(_, done)
@@ -312,7 +384,24 @@ fn write_loop(mut conn: Connection, rx: crossbeam_channel::Receiver<Pending>) {
     }
 }
 
+/// A write as small as a real one can be, to learn whether writes go through again.
+fn probe(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS probe (at INTEGER NOT NULL);
+         INSERT INTO probe (at) VALUES (0);
+         DELETE FROM probe;",
+    )?;
+    tx.commit()
+}
+
 fn write_group(conn: &mut Connection, group: &[Pending]) -> rusqlite::Result<()> {
+    // An I/O error (EIO) cannot be made on demand on a real disk here; the fault tests
+    // inject it at this point, where the file layer would report it.
+    fail::fail_point!("audit-write", |_| Err(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+        Some("disk I/O error (injected)".into()),
+    )));
     let tx = conn.transaction()?;
     {
         let mut stmt = tx.prepare_cached(

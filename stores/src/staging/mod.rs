@@ -272,7 +272,7 @@ impl Staging {
     }
 
     /// Sweeps every `every` until the process ends.
-    pub fn spawn_sweeper(&self, every: Duration) {
+    pub fn spawn_sweeper(&self, every: Duration) -> tokio::task::JoinHandle<()> {
         let staging = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -283,7 +283,7 @@ impl Staging {
                     None => drop(staging.sweep()),
                 }
             }
-        });
+        })
     }
 }
 
