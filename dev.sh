@@ -219,8 +219,8 @@ run_simple('127.0.0.1', int(sys.argv[1]), DomainDispatcherApplication(create_bac
 }
 
 build_host() {
-    log "building the host (release)"
-    cargo build --release -j "$JOBS" -p imgfleet-host
+    log "building the host (release, with line tables split off)"
+    CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release -j "$JOBS" -p imgfleet-host
     split_debug_info "$CARGO_TARGET_DIR/release/imgfleet"
 }
 
