@@ -3,7 +3,7 @@
 #
 #   ./dev.sh up [imgfleet up flags]   build everything (WASM included) and serve on 127.0.0.1:8080
 #   ./dev.sh release                  build the components and target/release/imgfleet (+ .debug)
-#   ./dev.sh test                     build everything and run the whole test suite (installs sharp)
+#   ./dev.sh test                     lint, build everything and run the whole test suite
 #   ./dev.sh build-wasm               build the WASM functions into target/wasm/
 #   ./dev.sh lint                     cargo fmt --check and clippy -D warnings
 #   ./dev.sh aws-checks               sam validate (--lint and plain) and cargo lambda build --release
@@ -298,6 +298,17 @@ lint() {
     cargo clippy --profile "$TEST_PROFILE" -j "$JOBS" --workspace "${NATIVE_EXCLUDES[@]}" --all-targets -- -D warnings
 }
 
+# The test build lints as it compiles: clippy-driver compiles the workspace's own crates in
+# place of rustc (what `cargo clippy` does, but emitting code), with warnings denied as
+# `cargo clippy -- -D warnings` passes them. Dependencies are built by rustc as always, so
+# linting costs no separate pass over them. Every cargo call of one build must set the
+# same, or the workspace's crates are rebuilt.
+linted() {
+    command -v clippy-driver >/dev/null || { log "clippy is missing: rustup component add clippy"; return 1; }
+    RUSTC_WORKSPACE_WRAPPER="$(command -v clippy-driver)" \
+        CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__" "$@"
+}
+
 cmd="${1:-}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -309,6 +320,7 @@ case "$cmd" in
         exec "$CARGO_TARGET_DIR/release/imgfleet" up "$@"
         ;;
     test)
+        stage fmt cargo fmt --all --check
         stage wasm build_wasm
         # The fleet's servers: the tests start their own JetStream cluster and PostgreSQL.
         ensure_nats_server
@@ -320,10 +332,11 @@ case "$cmd" in
         # package has an integration test), with the workspace's features. A separate
         # `cargo build -p imgfleet-host` would build a second variant of it and its
         # dependencies.
-        stage build cargo test --profile "$TEST_PROFILE" -j "$JOBS" --workspace "${NATIVE_EXCLUDES[@]}" --no-run
+        # Every target (benchmarks and examples too), linted as it is built.
+        stage build-and-clippy linted cargo test --profile "$TEST_PROFILE" -j "$JOBS" --workspace "${NATIVE_EXCLUDES[@]}" --all-targets --no-run
         start_moto
         log "running the test suite"
-        stage tests cargo test --profile "$TEST_PROFILE" -j "$JOBS" --workspace "${NATIVE_EXCLUDES[@]}" "$@"
+        stage tests linted cargo test --profile "$TEST_PROFILE" -j "$JOBS" --workspace "${NATIVE_EXCLUDES[@]}" "$@"
         ;;
     aws-checks) aws_checks ;;
     release)
