@@ -76,7 +76,11 @@ impl Queue for ClaimCheck {
 
     async fn delete(&self, receipt: &Receipt) -> Result<(), QueueError> {
         self.inner.delete(receipt).await?;
-        let key = self.claimed.lock().expect("claims lock").remove(receipt);
+        let key = self
+            .claimed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(receipt);
         if let Some(key) = key {
             // The message is gone; a blob left behind only waits for the store's expiry.
             let _ = self.blobs.remove(&key).await;

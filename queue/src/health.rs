@@ -30,7 +30,7 @@ impl Health {
     }
 
     pub fn mark_down(&self, index: usize) {
-        self.down_until.lock().expect("the partitions' health")[index] =
+        self.down_until.lock().unwrap_or_else(|p| p.into_inner())[index] =
             Some(Instant::now() + self.down_for);
     }
 
@@ -50,7 +50,7 @@ impl Health {
 
     fn split_up(&self, first: usize) -> (Vec<usize>, Vec<usize>) {
         let now = Instant::now();
-        let down = self.down_until.lock().expect("the partitions' health");
+        let down = self.down_until.lock().unwrap_or_else(|p| p.into_inner());
         let n = down.len();
         (0..n)
             .map(|k| (first + k) % n)

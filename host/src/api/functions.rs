@@ -281,7 +281,7 @@ pub(super) fn staging_error(e: StagingError) -> ApiError {
             e.to_string(),
         )
         .retry_after(1),
-        StagingError::NotFound(_) => {
+        StagingError::NotFound(_) | StagingError::Damaged(_) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "input_lost", e.to_string())
         }
         StagingError::Io(_) => {

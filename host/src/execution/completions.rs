@@ -84,8 +84,11 @@ impl Completions {
                 for m in messages {
                     match serde_json::from_slice::<Completion>(&m.body) {
                         Ok(c) => {
-                            let waiter =
-                                this.waiters.lock().expect("waiters lock").remove(&c.job_id);
+                            let waiter = this
+                                .waiters
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .remove(&c.job_id);
                             let unclaimed = match waiter {
                                 Some(tx) => tx.send(c).err(),
                                 None => Some(c),

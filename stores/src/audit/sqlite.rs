@@ -108,8 +108,16 @@ impl Drop for StoppedOnDrop {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("audit log: {0}")]
-pub struct AuditError(#[from] rusqlite::Error);
+pub enum AuditError {
+    #[error("audit log: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("audit log: {0}")]
+    Unavailable(String),
+}
+
+fn task_failed(e: tokio::task::JoinError) -> AuditError {
+    AuditError::Unavailable(format!("a read of the log failed: {e}"))
+}
 
 impl AuditLog {
     pub fn open(path: &Path) -> Result<Self, AuditError> {
@@ -242,7 +250,7 @@ impl AuditLog {
             Ok(out)
         })
         .await
-        .expect("outbox task")
+        .map_err(task_failed)?
     }
 
     /// Usage records waiting to be shipped, and the time of the oldest.
@@ -265,13 +273,13 @@ impl AuditLog {
             Ok((count as u64, oldest_ms))
         })
         .await
-        .expect("outbox task")
+        .map_err(task_failed)?
     }
 
     /// Forgets shipped usage records (all up to and including `seq`).
     pub async fn shipped(&self, seq: i64) -> Result<(), AuditError> {
         let (done, committed) = oneshot::channel();
-        let gone = || AuditError(rusqlite::Error::InvalidQuery);
+        let gone = || AuditError::Unavailable("the write was not committed".into());
         self.tx
             .send(Pending::Shipped(seq, done))
             .map_err(|_| gone())?;
@@ -319,10 +327,11 @@ impl AuditLog {
                     })
                 },
             )?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(AuditError)
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(AuditError::from)
         })
         .await
-        .expect("audit query task")
+        .map_err(task_failed)?
     }
 
     /// Per-tenant usage of successful requests since `from_ms` (monthly quotas at start-up).
@@ -341,7 +350,8 @@ impl AuditLog {
                 },
             ))
         })?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(AuditError)
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(AuditError::from)
     }
 }
 

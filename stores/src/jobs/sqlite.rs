@@ -14,10 +14,16 @@ async fn with<R: Send + 'static>(
     f: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
 ) -> Result<R, StoreError> {
     let conn = conn.clone();
-    tokio::task::spawn_blocking(move || f(&conn.lock().expect("job store lock")))
-        .await
-        .expect("job store task")
-        .map_err(StoreError::from)
+    tokio::task::spawn_blocking(move || match conn.lock() {
+        Ok(conn) => f(&conn).map_err(StoreError::from),
+        // A panic mid-call may have left the connection inside a transaction: refuse it
+        // rather than use it (every later call fails clearly; a restart reopens the file).
+        Err(_) => Err(StoreError(
+            "an earlier call failed inside the job store".into(),
+        )),
+    })
+    .await
+    .map_err(|e| StoreError(format!("a job store call failed: {e}")))?
 }
 
 impl SqliteJobs {

@@ -1,6 +1,10 @@
 //! The staging area: image bytes waiting for a worker (inputs) or for their client
 //! (outputs). Small entries live in memory; larger ones, and every entry that must survive
 //! a crash, are written to files. Entries expire: imgfleet keeps no image for long.
+//!
+//! A file holds the entry's bytes and their CRC-32 (4 bytes, little-endian) after them, and
+//! is written under a `.part` name first: a file whose checksum fails is `Damaged`, never
+//! served, and a write cut short by a crash is never found under an entry's name.
 //! In a fleet the area is shared instead (`crate::staging::jetstream`): every entry goes to
 //! the JetStream object store, where any host can read it.
 
@@ -46,9 +50,15 @@ pub enum StagingError {
     Full { used: u64, capacity: u64 },
     #[error("no staged entry `{0}` (it expired or was never here)")]
     NotFound(String),
+    #[error("staged entry `{0}` is damaged (its checksum does not match); it is not served")]
+    Damaged(String),
     #[error("staging I/O failed: {0}")]
     Io(#[from] std::io::Error),
 }
+
+/// A written entry's name while it is being written.
+const PART: &str = ".part";
+const CRC_BYTES: u64 = 4;
 
 enum Place {
     Memory(Bytes),
@@ -94,10 +104,15 @@ impl Staging {
         let expires = Instant::now() + config.recovered_ttl;
         for file in std::fs::read_dir(dir.join("durable"))? {
             let file = file?;
-            let size = file.metadata()?.len();
             let Some(key) = file.file_name().to_str().map(str::to_string) else {
                 continue;
             };
+            if key.ends_with(PART) {
+                // A write a crash cut short: its `put` never returned, nobody knows the key.
+                let _ = std::fs::remove_file(file.path());
+                continue;
+            }
+            let size = file.metadata()?.len().saturating_sub(CRC_BYTES);
             used += size;
             entries.insert(
                 key,
@@ -186,13 +201,20 @@ impl Staging {
             let file = path.clone();
             let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                 use std::io::Write;
-                let mut f = std::fs::File::create(&file)?;
+                let mut part = file.clone().into_os_string();
+                part.push(PART);
+                let mut f = std::fs::File::create(&part)?;
                 f.write_all(&bytes)?;
+                f.write_all(&crc32fast::hash(&bytes).to_le_bytes())?;
                 if durable {
                     f.sync_all()?;
+                }
+                std::fs::rename(&part, &file)?;
+                if durable {
                     // The new name must survive too.
-                    std::fs::File::open(file.parent().expect("staging subdirectory"))?
-                        .sync_all()?;
+                    if let Some(dir) = file.parent() {
+                        std::fs::File::open(dir)?.sync_all()?;
+                    }
                 }
                 Ok(())
             })
@@ -207,14 +229,17 @@ impl Staging {
         } else {
             Place::Memory(bytes)
         };
-        self.entries.lock().expect("staging lock").insert(
-            key.clone(),
-            Entry {
-                place,
-                size,
-                expires: Instant::now() + ttl,
-            },
-        );
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                key.clone(),
+                Entry {
+                    place,
+                    size,
+                    expires: Instant::now() + ttl,
+                },
+            );
         Ok(key)
     }
 
@@ -223,7 +248,7 @@ impl Staging {
             return shared.get(key).await;
         }
         let path = {
-            let entries = self.entries.lock().expect("staging lock");
+            let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             match entries.get(key) {
                 Some(e) if e.expires > Instant::now() => match &e.place {
                     Place::Memory(b) => return Ok(b.clone()),
@@ -232,14 +257,34 @@ impl Staging {
                 _ => return Err(StagingError::NotFound(key.to_string())),
             }
         };
-        Ok(Bytes::from(tokio::fs::read(path).await?))
+        let mut bytes = tokio::fs::read(&path).await?;
+        let sealed = bytes.len() >= CRC_BYTES as usize && {
+            let body = bytes.len() - CRC_BYTES as usize;
+            let crc = u32::from_le_bytes([
+                bytes[body],
+                bytes[body + 1],
+                bytes[body + 2],
+                bytes[body + 3],
+            ]);
+            bytes.truncate(body);
+            crc32fast::hash(&bytes) == crc
+        };
+        if !sealed {
+            tracing::error!(key, path = %path.display(), "a staged entry is damaged; not serving it");
+            return Err(StagingError::Damaged(key.to_string()));
+        }
+        Ok(Bytes::from(bytes))
     }
 
     pub fn remove(&self, key: &str) {
         if let Some(shared) = &self.shared {
             return shared.remove(key);
         }
-        let entry = self.entries.lock().expect("staging lock").remove(key);
+        let entry = self
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
         if let Some(e) = entry {
             self.release(e);
         }
@@ -256,7 +301,7 @@ impl Staging {
     pub fn sweep(&self) -> usize {
         let now = Instant::now();
         let expired: Vec<Entry> = {
-            let mut entries = self.entries.lock().expect("staging lock");
+            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             let keys: Vec<String> = entries
                 .iter()
                 .filter(|(_, e)| e.expires <= now)
