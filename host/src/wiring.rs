@@ -176,8 +176,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let completions = Completions::new(completions_queue);
     let dispatcher = completions.spawn_dispatcher(staging.clone());
 
-    let audit =
-        AuditLog::open(&args.data_dir.join("audit.sqlite")).context("opening the audit log")?;
+    let audit = {
+        let path = args.data_dir.join("audit.sqlite");
+        AuditLog::open(&path)
+            .with_context(|| format!("opening the audit log {}", path.display()))?
+    };
     let audit_log = audit.clone();
     health.check("audit log", move || match audit_log.health() {
         Ok(()) => Status::Ok,
@@ -190,7 +193,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         Some(url) if commands::is_postgres(Some(url)) => JobStore::postgres(url, &host_id)
             .await
             .context("opening the job store in PostgreSQL")?,
-        _ => JobStore::open(&args.data_dir.join("jobs.sqlite")).context("opening the job store")?,
+        _ => {
+            let path = args.data_dir.join("jobs.sqlite");
+            JobStore::open(&path)
+                .with_context(|| format!("opening the job store {}", path.display()))?
+        }
     };
     let limits = args.limits();
     let worker = Arc::new(WorkerContext {

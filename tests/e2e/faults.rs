@@ -399,3 +399,96 @@ fn a_damaged_and_duplicated_queue_log_is_recovered_and_the_host_serves() {
         .collect();
     assert_eq!(kept.len(), 1, "the damaged log is kept for inspection");
 }
+
+/// How a start on a damaged data directory ended.
+enum Start {
+    /// It serves, at this base URL (the process is killed when this is dropped).
+    Serving(String, std::process::Child),
+    /// It refused to start: its exit code and what it said.
+    Refused(Option<i32>, String),
+}
+
+fn start_on(data: &Path) -> Start {
+    use std::io::{BufRead, BufReader};
+    let log = data.join("start.log");
+    let mut child = Command::new(binary())
+        .current_dir(repo_root())
+        .env("IMGFLEET_ADMIN_TOKEN", imgfleet_tests::host::ADMIN_TOKEN)
+        .env("IMGFLEET_LOG", "warn")
+        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("imgfleet listening on ") {
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(base) => Start::Serving(base, child),
+        Err(_) => {
+            let _ = child.kill();
+            let status = child.wait().unwrap();
+            Start::Refused(status.code(), std::fs::read_to_string(&log).unwrap())
+        }
+    }
+}
+
+/// Flips bytes in the middle of each SQLite store of a host's data directory (the file as
+/// a crash left it, its WAL folded in or not) and starts the host again on it: it either
+/// serves, answering with documented codes, or refuses to start with a message naming the
+/// file; never a panic.
+#[test]
+fn flipped_bytes_in_each_sqlite_store_are_survived_or_refused_by_name() {
+    for file in [
+        "identity.sqlite",
+        "audit.sqlite",
+        "jobs.sqlite",
+        "usage.sqlite",
+    ] {
+        let h = Host::start("spin.toml", &[]);
+        for i in 0..3 {
+            assert_eq!(resize(&h, &format!("{file}-{i}")).status, Some(200));
+        }
+        let r = h.post("/v1/jobs?w=16", &small_jpeg(), &[]);
+        assert_eq!(r.status, 202);
+        // A clean stop folds each WAL into its file, so the flips land in real pages.
+        let data = h.stop();
+        let path = data.path().join(file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let len = bytes.len();
+        for at in [len / 3, len / 2, 2 * len / 3] {
+            bytes[at] ^= 0xA5;
+        }
+        std::fs::write(&path, bytes).unwrap();
+
+        match start_on(data.path()) {
+            Start::Serving(base, mut child) => {
+                let probe = get(&format!("{base}/healthz"));
+                assert!(
+                    matches!(probe.status, 200 | 503),
+                    "{file}: /healthz {}",
+                    probe.status
+                );
+                let _ = child.kill();
+                let _ = child.wait();
+                println!("{file}: flipped bytes survived, the host serves");
+            }
+            Start::Refused(code, said) => {
+                assert_ne!(code, Some(101), "{file}: a panic: {said}");
+                assert!(!said.contains("panicked"), "{file}: a panic: {said}");
+                assert!(
+                    said.contains(file),
+                    "{file}: the refusal does not name the file: {said}"
+                );
+                println!("{file}: refused to start: {}", said.trim());
+            }
+        }
+    }
+}

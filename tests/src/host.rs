@@ -225,6 +225,13 @@ impl Host {
         std::mem::replace(&mut self.data, tempfile::tempdir().expect("a placeholder"))
     }
 
+    /// Stops the process with SIGTERM (a clean shutdown) and hands back its data.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        unsafe_kill(self.child.id(), 15);
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.data, tempfile::tempdir().expect("a placeholder"))
+    }
+
     /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
     pub fn terminate(mut self) -> bool {
         // SAFETY: plain kill(2) on our own child's pid.

@@ -75,8 +75,12 @@ pub async fn open_identity(
             std::fs::create_dir_all(data_dir)
                 .with_context(|| format!("creating {}", data_dir.display()))?;
             Arc::new(
-                SqliteIdentityStore::open(&identity_path(data_dir))
-                    .context("opening the identity store")?,
+                SqliteIdentityStore::open(&identity_path(data_dir)).with_context(|| {
+                    format!(
+                        "opening the identity store {}",
+                        identity_path(data_dir).display()
+                    )
+                })?,
             )
         }
     })
@@ -101,7 +105,9 @@ pub async fn open_usage(
             std::fs::create_dir_all(data_dir)
                 .with_context(|| format!("creating {}", data_dir.display()))?;
             Arc::new(
-                SqliteUsageStore::open(&usage_path(data_dir)).context("opening the usage store")?,
+                SqliteUsageStore::open(&usage_path(data_dir)).with_context(|| {
+                    format!("opening the usage store {}", usage_path(data_dir).display())
+                })?,
             )
         }
     })
