@@ -197,6 +197,8 @@ start_moto() {
     trap 'kill "$MOTO_PID" 2>/dev/null || true' EXIT
     wait_for_port "$port"
     export IMGFLEET_TEST_SQS_ENDPOINT="http://127.0.0.1:$port"
+    # Tests that stop and start a moto_server of their own.
+    export IMGFLEET_TEST_MOTO_SERVER="$VENV/bin/moto_server"
     log "moto_server on $IMGFLEET_TEST_SQS_ENDPOINT"
     # A second moto that answers one request at a time, for the DynamoDB store suite:
     # moto undoes a failed transaction by restoring a copy of the whole table, which loses

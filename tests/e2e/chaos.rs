@@ -198,7 +198,10 @@ struct Moto {
 
 impl Moto {
     fn start() -> Self {
-        let bin = repo_root().join(".venv/bin/moto_server");
+        // Where `./dev.sh test` installed it (its venv may live outside the clone).
+        let bin = std::env::var_os("IMGFLEET_TEST_MOTO_SERVER")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| repo_root().join(".venv/bin/moto_server"));
         assert!(
             bin.exists(),
             "{} is missing: ./dev.sh test installs it",

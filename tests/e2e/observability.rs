@@ -135,7 +135,7 @@ fn one_request_id_follows_a_request_through_every_hop() {
         &log,
         "spin.toml",
         &["--log-format", "json", "--log-spans"],
-        &[("IMGFLEET_LOG", "info,imgfleet_stores::usage=debug")],
+        &[("IMGFLEET_LOG", "info,imgfleet_host::metering=debug")],
     );
     let src = images::jpeg(&images::photo(64, 48, 9), 80);
     let sync_id = "trace-sync-0001";
