@@ -217,14 +217,12 @@ async fn stale_receipts_and_bad_requests_are_refused() {
     assert!(matches!(q.receive(bad).await, Err(QueueError::Invalid(_))));
 }
 
-#[test]
-fn acknowledged_sends_survive_kill_9() {
-    let dir = tempfile::tempdir().unwrap();
+/// The example process the kill -9 tests kill (`cargo test` builds examples).
+fn producer() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let producer = exe
         .parent()
-        .unwrap()
-        .parent()
+        .and_then(std::path::Path::parent)
         .unwrap()
         .join("examples/queue_producer");
     assert!(
@@ -232,7 +230,13 @@ fn acknowledged_sends_survive_kill_9() {
         "{} missing (cargo test builds examples)",
         producer.display()
     );
-    let mut child = std::process::Command::new(&producer)
+    producer
+}
+
+#[test]
+fn acknowledged_sends_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(producer())
         .arg(dir.path())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -495,13 +499,7 @@ async fn an_unknown_record_type_is_skipped_and_reported() {
 #[test]
 fn kill_9_during_appends_and_compactions_fifty_times_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let producer = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/queue_producer");
+    let producer = producer();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut acked = std::collections::BTreeSet::new();
     let mut deleted = std::collections::BTreeSet::new();

@@ -1,5 +1,6 @@
 //! Staging on one host (small entries in memory, large and durable ones in files) through
-//! the staging suite, plus what only files must prove: durable entries survive a restart.
+//! the staging suite, plus what only files must prove: a damaged or half-written file is never
+//! served (the unit tests in `staging/mod.rs` cover restarts and expiry).
 
 use std::time::Duration;
 
@@ -20,27 +21,6 @@ async fn staging(capacity_bytes: u64) -> Staging {
 }
 
 staging_suite!(staging);
-
-#[tokio::test]
-async fn durable_entries_survive_a_restart_and_volatile_ones_do_not() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = StagingConfig::default();
-    let first = Staging::open(dir.path(), config).unwrap();
-    let ttl = Duration::from_secs(60);
-    let durable = first
-        .put(Bytes::from_static(b"kept"), ttl, Keep::Durable)
-        .await
-        .unwrap();
-    let volatile = first
-        .put(Bytes::from(vec![3u8; 2 << 20]), ttl, Keep::Volatile)
-        .await
-        .unwrap();
-    drop(first);
-    let again = Staging::open(dir.path(), config).unwrap();
-    assert_eq!(&again.get(&durable).await.unwrap()[..], b"kept");
-    assert!(again.get(&volatile).await.is_err());
-    assert_eq!(again.used_bytes(), 4);
-}
 
 #[tokio::test]
 async fn a_damaged_or_half_written_file_is_never_served() {
