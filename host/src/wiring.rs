@@ -106,10 +106,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             let store = EmbeddedStore::open(&args.data_dir.join("queue"))
                 .context("opening the embedded queue")?;
             let queue_log = store.clone();
-            health.check("queue log", move || match queue_log.health() {
-                Ok(()) => Status::Ok,
-                Err(e) if queue_log.stopped() => Status::Dead(e),
-                Err(e) => Status::NotReady(e),
+            health.check("queue log", move || {
+                Status::of_store(queue_log.health(), queue_log.stopped())
             });
             QueueBackend::Embedded(store)
         }
@@ -182,10 +180,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             .with_context(|| format!("opening the audit log {}", path.display()))?
     };
     let audit_log = audit.clone();
-    health.check("audit log", move || match audit_log.health() {
-        Ok(()) => Status::Ok,
-        Err(e) if audit_log.stopped() => Status::Dead(e),
-        Err(e) => Status::NotReady(e),
+    health.check("audit log", move || {
+        Status::of_store(audit_log.health(), audit_log.stopped())
     });
     // Jobs are shared through PostgreSQL; with DynamoDB (or no database) each host keeps
     // the jobs it accepted.

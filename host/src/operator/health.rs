@@ -29,6 +29,18 @@ pub enum Status {
     Dead(String),
 }
 
+impl Status {
+    /// A store's state from what it reports: whether it takes writes, and whether its
+    /// writer is gone for good.
+    pub fn of_store(writes: Result<(), String>, stopped: bool) -> Self {
+        match writes {
+            Ok(()) => Self::Ok,
+            Err(e) if stopped => Self::Dead(e),
+            Err(e) => Self::NotReady(e),
+        }
+    }
+}
+
 type Check = Box<dyn Fn() -> Status + Send + Sync>;
 
 /// Something wrong, as the probes name it.
