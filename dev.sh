@@ -6,7 +6,7 @@
 #   ./dev.sh test                     lint, build everything and run the whole test suite
 #   ./dev.sh build-wasm               build the WASM functions into target/wasm/
 #   ./dev.sh lint                     cargo fmt --check and clippy -D warnings
-#   ./dev.sh aws-checks               sam validate (--lint and plain) and cargo lambda build --release
+#   ./dev.sh aws-checks               sam validate (--lint and plain) and cargo lambda build (profile lambda-check)
 #   ./dev.sh bench                    the resize benchmark against sharp (see docs/BENCHMARKS.md)
 #   ./dev.sh photos                   fetch the benchmark's real photographs into target/photos/
 #   ./dev.sh fuzz [seconds]           run each cargo-fuzz target for that long (60 s; see fuzz/README.md)
@@ -168,8 +168,8 @@ aws_checks() {
     log "sam validate --lint; sam validate"
     (export SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
         "$VENV/bin/sam" validate --lint && "$VENV/bin/sam" validate)
-    log "cargo lambda build --release (imgfleet-api, imgfleet-resize, imgfleet-metering, imgfleet-compact)"
-    PATH="$VENV/bin:$PATH" cargo lambda build --release -j "$JOBS" -p imgfleet-lambda
+    log "cargo lambda build --profile lambda-check (imgfleet-api, imgfleet-resize, imgfleet-metering, imgfleet-compact)"
+    PATH="$VENV/bin:$PATH" cargo lambda build --profile lambda-check -j "$JOBS" -p imgfleet-lambda
     ls -l "$CARGO_TARGET_DIR"/lambda/*/bootstrap >&2
 }
 
