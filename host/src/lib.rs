@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod data_plane;
+pub mod delivery;
 pub mod execution;
 pub mod metering;
 pub mod operator;

@@ -33,6 +33,13 @@ fn main() -> anyhow::Result<()> {
         Command::Keys(a) => {
             rt.block_on(imgfleet_host::operator::commands::keys(&a.store, a.action))
         }
+        Command::Origins(a) => rt.block_on(imgfleet_host::operator::commands::origins(
+            &a.store, a.action,
+        )),
+        Command::UrlKeys(a) => rt.block_on(imgfleet_host::operator::commands::url_keys(
+            &a.store, a.action,
+        )),
+        Command::Url(a) => imgfleet_host::operator::commands::url(a.action),
         Command::Usage(a) => {
             rt.block_on(imgfleet_host::operator::commands::usage(&a.store, a.action))
         }

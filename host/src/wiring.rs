@@ -148,6 +148,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut jobs_spec = QueueSpec::new(JOBS_QUEUE);
     jobs_spec.max_receives = Some(JOB_MAX_RECEIVES);
     jobs_spec.visibility_timeout = JOB_VISIBILITY;
+    jobs_spec.max_bytes = (args.queue_mb > 0).then(|| args.queue_mb * 1024 * 1024);
+    if args.queue_mb > 0 && !matches!(args.queue, QueueKind::Jetstream) {
+        tracing::warn!(queue = ?args.queue, "--queue-mb bounds a JetStream queue only; ignored");
+    }
     let jobs = opened(startup_grace, "opening the jobs queue", || {
         backend.open(jobs_spec.clone())
     })
@@ -273,7 +277,15 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     health.spawn_watchdog();
 
+    let resize_build = function_build(&manifest, "/v1/resize");
+    let origins = imgfleet_stores::origins::Origins::new(imgfleet_stores::origins::FetchLimits {
+        // A source over the function's input limit could not be resized anyway.
+        max_bytes: limits.max_input_bytes,
+        ..Default::default()
+    });
     let state = AppState {
+        resize_build,
+        origins,
         manifest: Arc::new(manifest),
         admission: Arc::new(Admission::new(cores, deadline)),
         slots,
@@ -401,4 +413,18 @@ async fn shutdown_signal() {
         () = term => {}
     }
     tracing::info!("shutdown requested; finishing requests in flight");
+}
+
+/// A digest of the component serving `route` (16 hex digits), part of every delivered
+/// image's ETag: a new build of the function makes new tags, so caches fetch its outputs
+/// anew.
+fn function_build(manifest: &Manifest, route: &str) -> Arc<str> {
+    use sha2::Digest;
+    let bytes = manifest
+        .route(route)
+        .and_then(|c| manifest.components.get(c))
+        .and_then(|path| std::fs::read(path).ok())
+        .unwrap_or_default();
+    let digest = sha2::Sha256::digest(&bytes);
+    imgfleet_auth::credential::hex(&digest[..8]).into()
 }

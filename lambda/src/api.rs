@@ -64,6 +64,8 @@ impl Call<'_> {
             cpu_ns: wall_ns,
             wall_ns,
             queue_ns: 0,
+            origin_bytes: 0,
+            not_modified: false,
         }
     }
 }

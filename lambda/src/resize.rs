@@ -107,6 +107,8 @@ async fn run(deps: &Deps, job: &JobMessage) -> Result<(), String> {
         cpu_ns: wall_ns,
         wall_ns,
         queue_ns: now.saturating_sub(job.submitted_ms) * 1_000_000,
+        origin_bytes: 0,
+        not_modified: false,
     };
     account(deps, record, Some(&job.id)).await?;
     job::finish(deps, &job.id, &outcome, now).await?;

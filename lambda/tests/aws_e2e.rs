@@ -790,6 +790,8 @@ async fn compaction_packs_old_records_and_keeps_them_readable() {
         cpu_ns: 1,
         wall_ns: 1,
         queue_ns: 0,
+        origin_bytes: 0,
+        not_modified: false,
     };
     // Three from ten days ago, two from today.
     let records: Vec<_> = (0..5)

@@ -58,6 +58,7 @@ impl QueueBackend {
                 for i in 0..*partitions {
                     let mut part = spec.clone();
                     part.name = format!("p{i}-{}", spec.name);
+                    part.max_bytes = spec.max_bytes.map(|b| (b / *partitions as u64).max(1));
                     // A send fails over to the next partition instead of waiting here
                     // for an election.
                     let queue = JetStreamQueue::open(js, &part).await?;

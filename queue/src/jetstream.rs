@@ -112,6 +112,31 @@ fn unavailable(e: impl std::fmt::Display) -> QueueError {
     QueueError::Unavailable(e.to_string())
 }
 
+/// A publish the server refused: full when the stream is at its byte or message limit or
+/// the servers are out of storage (retrying at once cannot help), unavailable otherwise.
+fn refused(e: impl std::fmt::Display) -> QueueError {
+    let why = e.to_string();
+    if is_full(&why) {
+        QueueError::Full(why)
+    } else {
+        QueueError::Unavailable(why)
+    }
+}
+
+/// The server's words for a stream that cannot take more: its own limits ("maximum bytes
+/// exceeded", "maximum messages exceeded") or the server's storage ("insufficient
+/// resources", "insufficient storage resources available").
+pub fn is_full(why: &str) -> bool {
+    let why = why.to_ascii_lowercase();
+    [
+        "maximum bytes exceeded",
+        "maximum messages exceeded",
+        "insufficient",
+    ]
+    .iter()
+    .any(|w| why.contains(w))
+}
+
 /// The stream counting the hand-backs of `queue`'s deliveries (a subject per sequence).
 pub fn held_back_stream_name(queue: &str) -> String {
     format!("IMGFLEET_held_{}", &stream_name(queue)["IMGFLEET_".len()..])
@@ -188,6 +213,10 @@ impl JetStreamQueue {
             max_message_size: (max_message_bytes + 4096) as i32,
             duplicate_window: DEDUP_WINDOW,
             allow_direct: true,
+            max_bytes: spec.max_bytes.map_or(-1, |b| b.min(i64::MAX as u64) as i64),
+            // At the limit the server must refuse the new message: the default (discard the
+            // oldest) would silently drop jobs already accepted.
+            discard: stream::DiscardPolicy::New,
             ..Default::default()
         };
         let stream = retry(|| async {
@@ -281,7 +310,7 @@ impl JetStreamQueue {
                 .publish_with_headers(subject.clone(), headers.clone(), body.clone())
                 .await
                 .map_err(unavailable)?;
-            let ack = ack.await.map_err(unavailable)?;
+            let ack = ack.await.map_err(refused)?;
             Ok(ack.sequence)
         })
         .await

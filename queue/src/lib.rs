@@ -159,6 +159,10 @@ pub enum QueueError {
     NoSuchQueue(String),
     #[error("the queue is unavailable: {0}")]
     Unavailable(String),
+    /// The queue is at its byte limit or its servers out of storage: back-pressure that
+    /// clears as messages are consumed, not an outage to retry through.
+    #[error("the queue is full: {0}")]
+    Full(String),
 }
 
 /// Static description of a queue; backends create what it describes.
@@ -170,6 +174,9 @@ pub struct QueueSpec {
     pub max_message_bytes: usize,
     /// Move a message to `<name>-dlq` once it has been received this many times.
     pub max_receives: Option<u32>,
+    /// Bytes the queue may hold (backends that can bound it: JetStream); at the limit a send
+    /// is refused with [`QueueError::Full`], never by dropping a message already accepted.
+    pub max_bytes: Option<u64>,
 }
 
 impl QueueSpec {
@@ -180,6 +187,7 @@ impl QueueSpec {
             retention: Duration::from_secs(4 * 24 * 3600),
             max_message_bytes: 256 * 1024,
             max_receives: None,
+            max_bytes: None,
         }
     }
 

@@ -320,6 +320,7 @@ impl Queue for Partitioned {
 
     async fn send(&self, message: OutgoingMessage) -> Result<String, QueueError> {
         let mut last = None;
+        let mut full = None;
         for index in self.health.order(self.first_partition(&message)) {
             match self
                 .attempt(index, self.parts[index].send(message.clone()))
@@ -327,11 +328,20 @@ impl Queue for Partitioned {
             {
                 Ok(id) => return Ok(format!("{index}:{id}")),
                 Err(QueueError::Unavailable(e)) => last = Some(e),
+                // Another partition may have room; a full one is not down.
+                Err(QueueError::Full(e)) => {
+                    full = Some(e);
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
             self.health.mark_down(index);
         }
-        Err(QueueError::Unavailable(last.unwrap_or_default()))
+        match (full, last) {
+            // Every partition that answered was full: back-pressure, not an outage.
+            (Some(e), None) => Err(QueueError::Full(e)),
+            (_, last) => Err(QueueError::Unavailable(last.unwrap_or_default())),
+        }
     }
 
     async fn receive(&self, request: ReceiveRequest) -> Result<Vec<Message>, QueueError> {

@@ -96,3 +96,9 @@ async fn a_deleted_messages_hand_backs_are_forgotten() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_and_keeps_what_it_accepted() {
+    let q = fresh(crate::suite::bounded_spec("bounded")).await;
+    crate::suite::a_full_queue_refuses_and_keeps_what_it_accepted(q).await;
+}

@@ -104,3 +104,10 @@ async fn late_messages_nobody_here_waits_for_go_to_another_host() {
         assert_eq!(m.receive_count, 1, "a release counted as a receive");
     }
 }
+
+/// Full only when every partition is: the limit is split between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_and_keeps_what_it_accepted() {
+    let q = fresh(crate::suite::bounded_spec("bounded")).await;
+    crate::suite::a_full_queue_refuses_and_keeps_what_it_accepted(q).await;
+}

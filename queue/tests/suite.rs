@@ -323,3 +323,54 @@ macro_rules! queue_suite {
         case!(groups_do_not_block_each_other, None);
     };
 }
+
+/// A queue bounded to 64 KiB (`spec.max_bytes`): once it holds that much, a send is refused
+/// as full (not as an outage to retry through), nothing it accepted is dropped to make room,
+/// and a consumed message makes room again.
+pub async fn a_full_queue_refuses_and_keeps_what_it_accepted(q: Pair) {
+    let (q, _) = q;
+    let mut accepted = std::collections::BTreeSet::new();
+    let refusal = loop {
+        let body = format!("{:04}{}", accepted.len(), "x".repeat(4092));
+        match q.send(OutgoingMessage::new(body.clone())).await {
+            Ok(_) => accepted.insert(body),
+            Err(e) => break e,
+        };
+        assert!(
+            accepted.len() < 200,
+            "a queue of 64 KiB took {} messages of 4 KiB",
+            accepted.len()
+        );
+    };
+    assert!(
+        matches!(refusal, imgfleet_queue::QueueError::Full(_)),
+        "refused as {refusal:?}"
+    );
+    assert!(accepted.len() >= 4, "only {} accepted", accepted.len());
+    let mut got = Vec::new();
+    while got.len() < accepted.len() {
+        let batch = receive(&*q, 10, 1000, Some(60)).await;
+        if batch.is_empty() {
+            break;
+        }
+        got.extend(batch);
+    }
+    let bodies: std::collections::BTreeSet<String> = got
+        .iter()
+        .map(|m| String::from_utf8(m.body.to_vec()).unwrap())
+        .collect();
+    assert_eq!(
+        bodies, accepted,
+        "the full queue dropped or changed messages"
+    );
+    q.delete(&got[0].receipt).await.expect("delete");
+    q.send(OutgoingMessage::new("room again"))
+        .await
+        .expect("a send once a message was consumed");
+}
+
+pub fn bounded_spec(name: &str) -> QueueSpec {
+    let mut s = spec(name);
+    s.max_bytes = Some(64 * 1024);
+    s
+}

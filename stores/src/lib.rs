@@ -1,11 +1,13 @@
-//! imgfleet's persistence: one folder per port (identity, usage, jobs, staging, audit), each
-//! with its backends side by side, named for what they run on. Backends come with features
-//! (`sqlite`, `postgres`, `dynamodb`, `jetstream`), so a Lambda binary carries only DynamoDB;
-//! no backend links the WASM runtime.
+//! imgfleet's persistence: one folder per port (identity, usage, jobs, staging, audit,
+//! origins), each with its backends side by side, named for what they run on. Backends come
+//! with features (`sqlite`, `postgres`, `dynamodb`, `jetstream`, `http-origins`, `s3`), so a
+//! Lambda binary carries only what it uses; no backend links the WASM runtime.
 
 pub mod clock;
 pub mod data_dir;
 pub mod identity;
+#[cfg(any(feature = "http-origins", feature = "s3"))]
+pub mod origins;
 pub mod usage;
 
 #[cfg(feature = "sqlite")]

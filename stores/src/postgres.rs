@@ -2,6 +2,7 @@
 //! it breaks, every call bounded so a database that stops answering is an error, not a
 //! hang.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Mutex, MutexGuard};
@@ -13,9 +14,12 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Pg {
     config: tokio_postgres::Config,
     client: Mutex<Option<Client>>,
-    /// Statements creating the store's tables; run (idempotently) on every new connection's
-    /// first use, under an advisory lock, since several hosts may start at once.
+    /// Statements creating the store's tables; run (idempotently) on connecting until they
+    /// succeed once, under an advisory lock, since several hosts may start at once.
     schema: &'static str,
+    /// The schema is in place: later connections skip it. A database that went read-only
+    /// refuses even `CREATE TABLE IF NOT EXISTS`, and reads must go on working there.
+    schema_ready: AtomicBool,
 }
 
 /// Key of the advisory lock that serialises schema set-up across hosts.
@@ -35,6 +39,7 @@ impl Pg {
             config,
             client: Mutex::new(None),
             schema,
+            schema_ready: AtomicBool::new(false),
         };
         drop(pg.client().await?);
         Ok(pg)
@@ -55,18 +60,31 @@ impl Pg {
                     tracing::warn!(error = %e, "PostgreSQL connection ended");
                 }
             });
-            let tx = client.transaction().await.map_err(|e| e.to_string())?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
-                .await
-                .map_err(|e| e.to_string())?;
-            tx.batch_execute(self.schema)
-                .await
-                .map_err(|e| e.to_string())?;
-            tx.commit().await.map_err(|e| e.to_string())?;
+            if !self.schema_ready.load(Ordering::Acquire) && !read_only(&client).await? {
+                let tx = client.transaction().await.map_err(|e| e.to_string())?;
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tx.batch_execute(self.schema)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tx.commit().await.map_err(|e| e.to_string())?;
+                self.schema_ready.store(true, Ordering::Release);
+            }
             *guard = Some(client);
         }
         Ok(guard)
     }
+}
+
+/// Whether the server takes no writes (a standby, or `default_transaction_read_only`): its
+/// schema cannot be checked by creating it, and need not be for reads.
+async fn read_only(client: &Client) -> Result<bool, String> {
+    let row = client
+        .query_one("SHOW transaction_read_only", &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(row.get::<_, &str>(0) == "on")
 }
 
 /// Runs `call` on the connection within [`CALL_TIMEOUT`]; a broken connection is dropped so

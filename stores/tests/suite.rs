@@ -12,7 +12,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use imgfleet_auth::Quota;
 use imgfleet_metering::{Batch, ImageSide, Rollup, UsageRecord, fold};
-use imgfleet_stores::identity::{Change, IdentityStore, NewKey, StoreError};
+use imgfleet_stores::identity::items::CachePolicy;
+use imgfleet_stores::identity::{
+    Change, IdentityStore, Item, ItemKind, ItemWrite, NewKey, OriginRecord, OriginSource,
+    StoreError, UrlKeyRecord,
+};
 use imgfleet_stores::jobs::{Finish, Job, JobStatus, JobStore};
 use imgfleet_stores::staging::{Keep, Staging, StagingError};
 use imgfleet_stores::usage::{UsageError, UsageStore};
@@ -66,6 +70,161 @@ pub async fn every_write_is_versioned_in_the_change_log(stores: Identities) {
     assert_eq!(tenants.len(), 1);
     assert_eq!(tenants[0].version, 5);
     assert!(other.keys("acme").await.unwrap()[0].revoked);
+}
+
+fn origin(tenant: &str, name: &str) -> Item {
+    Item::Origin(OriginRecord {
+        tenant: tenant.into(),
+        name: name.into(),
+        source: OriginSource::S3 {
+            bucket: "images".into(),
+            prefix: "web/".into(),
+            region: Some("eu-west-1".into()),
+            endpoint: None,
+        },
+        cache: CachePolicy {
+            max_age_secs: 600,
+            immutable: true,
+        },
+        removed: false,
+        created_ms: 1,
+        version: 0,
+    })
+}
+
+fn url_key(tenant: &str, id: &str) -> Item {
+    Item::UrlKey(UrlKeyRecord {
+        tenant: tenant.into(),
+        key_id: id.into(),
+        secret: "ab".repeat(32),
+        label: Some("site".into()),
+        revoked: false,
+        created_ms: 1,
+        version: 0,
+    })
+}
+
+/// Origins and URL keys: created, listed per tenant, removed or revoked, each write one
+/// versioned change the other handle (another host) sees; names are per tenant.
+pub async fn origins_and_url_keys_are_versioned_and_retired_in_the_log(stores: Identities) {
+    let (store, other) = stores;
+    store.create_tenant("acme").await.unwrap();
+    store.create_tenant("zeta").await.unwrap();
+    let create = |item: Item| ItemWrite::Create(item);
+    let o = store
+        .write_item(
+            "acme",
+            ItemKind::Origin,
+            "photos",
+            create(origin("acme", "photos")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(o.version(), 3);
+    // The same name in another tenant is another origin.
+    store
+        .write_item(
+            "zeta",
+            ItemKind::Origin,
+            "photos",
+            create(origin("zeta", "photos")),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .write_item(
+                "acme",
+                ItemKind::Origin,
+                "photos",
+                create(origin("acme", "photos"))
+            )
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store
+            .write_item(
+                "nobody",
+                ItemKind::Origin,
+                "photos",
+                create(origin("nobody", "photos"))
+            )
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    for id in ["0000000a", "0000000b"] {
+        store
+            .write_item("acme", ItemKind::UrlKey, id, create(url_key("acme", id)))
+            .await
+            .unwrap();
+    }
+    let revoked = store
+        .write_item("acme", ItemKind::UrlKey, "0000000a", ItemWrite::Retire)
+        .await
+        .unwrap();
+    assert!(revoked.retired());
+    // Revoking again writes nothing.
+    let again = store
+        .write_item("acme", ItemKind::UrlKey, "0000000a", ItemWrite::Retire)
+        .await
+        .unwrap();
+    assert_eq!(again.version(), revoked.version());
+    let removed = store
+        .write_item("acme", ItemKind::Origin, "photos", ItemWrite::Retire)
+        .await
+        .unwrap();
+    assert!(removed.retired());
+    assert!(matches!(
+        store
+            .write_item("acme", ItemKind::Origin, "nothing", ItemWrite::Retire)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    let changes = other.changes_since(2, 100).await.unwrap();
+    let versions: Vec<u64> = changes.iter().map(Change::version).collect();
+    assert_eq!(versions, [3, 4, 5, 6, 7, 8]);
+    assert!(
+        matches!(&changes[0], Change::Origin(o) if o.name == "photos" && o.tenant == "acme" && !o.removed)
+    );
+    assert!(matches!(&changes[4], Change::UrlKey(k) if k.key_id == "0000000a" && k.revoked));
+    assert!(matches!(&changes[5], Change::Origin(o) if o.removed && o.cache.immutable));
+    let keys = other.items("acme", ItemKind::UrlKey).await.unwrap();
+    assert_eq!(
+        keys.iter()
+            .map(|k| (k.id(), k.retired()))
+            .collect::<Vec<_>>(),
+        [
+            ("acme/0000000a".to_string(), true),
+            ("acme/0000000b".to_string(), false)
+        ]
+    );
+    let Item::UrlKey(b) = &keys[1] else {
+        panic!("a URL key listed as {:?}", keys[1]);
+    };
+    assert_eq!(b.secret, "ab".repeat(32));
+    assert_eq!(
+        other.items("zeta", ItemKind::Origin).await.unwrap().len(),
+        1
+    );
+    assert!(
+        other
+            .items("zeta", ItemKind::UrlKey)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A removed origin's name may be used again.
+    store
+        .write_item(
+            "acme",
+            ItemKind::Origin,
+            "photos",
+            create(origin("acme", "photos")),
+        )
+        .await
+        .unwrap();
 }
 
 pub async fn bad_writes_are_refused_without_a_change(stores: Identities) {
@@ -164,6 +323,8 @@ fn rec(id: usize, tenant: &str, at_ms: u64, status: u16) -> UsageRecord {
         cpu_ns: 1_000_000 + id as u64,
         wall_ns: 2_000_000,
         queue_ns: 10,
+        origin_bytes: 0,
+        not_modified: false,
     }
 }
 
@@ -326,6 +487,7 @@ macro_rules! identity_suite {
         identity_case!(every_write_is_versioned_in_the_change_log);
         identity_case!(bad_writes_are_refused_without_a_change);
         identity_case!(a_follower_never_skips_a_change_written_concurrently);
+        identity_case!(origins_and_url_keys_are_versioned_and_retired_in_the_log);
     };
 }
 

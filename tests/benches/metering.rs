@@ -49,6 +49,8 @@ fn usage(i: usize, tenant: usize, at_ms: u64) -> UsageRecord {
         cpu_ns: 28_000_000,
         wall_ns: 29_000_000,
         queue_ns: 40_000,
+        origin_bytes: 0,
+        not_modified: false,
     }
 }
 

@@ -3,8 +3,10 @@
 
 mod async_jobs;
 mod chaos;
+mod delivery;
 mod faults;
 mod fleet;
+mod fleet_faults;
 mod fleet_kit;
 mod fuzz_replay;
 mod host_defences;

@@ -249,6 +249,8 @@ fn record(id: usize) -> UsageRecord {
         cpu_ns: 1000,
         wall_ns: 2000,
         queue_ns: 0,
+        origin_bytes: 0,
+        not_modified: false,
     }
 }
 

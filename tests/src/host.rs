@@ -375,6 +375,7 @@ pub fn request(method: &str, url: &str, body: &[u8], headers: &[(&str, &str)]) -
     }
     let sent = match method {
         "GET" => with_headers!(agent.get(url)).call(),
+        "HEAD" => with_headers!(agent.head(url)).call(),
         "DELETE" => with_headers!(agent.delete(url)).call(),
         "POST" => with_headers!(agent.post(url)).send(body),
         "PUT" => with_headers!(agent.put(url)).send(body),

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod host;
 pub mod images;
 pub mod nats;
+pub mod origin;
 pub mod photos;
 pub mod postgres;
 pub mod quality;

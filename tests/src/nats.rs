@@ -133,14 +133,19 @@ pub struct Nats {
 
 impl Nats {
     pub fn single() -> Self {
-        Self::start(1)
+        Self::start(1, "4GB")
+    }
+
+    /// One server whose file store may hold `max_file_store` (e.g. "96MB") in all.
+    pub fn single_with_storage(max_file_store: &str) -> Self {
+        Self::start(1, max_file_store)
     }
 
     pub fn cluster() -> Self {
-        Self::start(3)
+        Self::start(3, "4GB")
     }
 
-    fn start(n: usize) -> Self {
+    fn start(n: usize, max_file_store: &str) -> Self {
         let dir = tempfile::tempdir().expect("a directory for the servers");
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let routes: Vec<String> = ports
@@ -164,7 +169,7 @@ impl Nats {
                 &config,
                 format!(
                     "server_name: {name}\nlisten: \"127.0.0.1:{port}\"\n\
-                     jetstream {{ store_dir: \"{}\", max_memory_store: 64MB, max_file_store: 4GB }}\n{cluster}\n",
+                     jetstream {{ store_dir: \"{}\", max_memory_store: 64MB, max_file_store: {max_file_store} }}\n{cluster}\n",
                     store.display()
                 ),
             )

@@ -12,7 +12,7 @@ use crate::nats::{free_port, spawn_tied, wait_for_port};
 pub struct Postgres {
     pub port: u16,
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// `initdb` and `postgres`: `$IMGFLEET_PG_BIN`, else the newest /usr/lib/postgresql/*/bin.
@@ -74,33 +74,46 @@ impl Postgres {
             .expect("running initdb");
         assert!(init.success(), "initdb failed");
         let port = free_port();
-        let log = std::fs::File::create(dir.path().join("postgres.log")).expect("a server log");
-        if let Some((uid, gid)) = server_user() {
-            std::os::unix::fs::chown(dir.path().join("postgres.log"), Some(uid), Some(gid))
-                .expect("handing the log to postgres");
-        }
-        let mut command = as_server_user(&bin.join("postgres"));
-        command
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
-            .arg("-c")
-            .arg(format!("unix_socket_directories={}", dir.path().display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log));
-        let child = spawn_tied(command).expect("starting postgres");
-        assert!(
-            wait_for_port(port, Duration::from_secs(30)),
-            "postgres did not listen on {port} (log: {})",
-            dir.path().join("postgres.log").display()
-        );
-        let pg = Self {
-            port,
-            child,
-            _dir: dir,
-        };
+        let child = spawn_server(dir.path(), port);
+        let pg = Self { port, child, dir };
         pg.wait_ready();
         pg
+    }
+
+    /// Stops the server at once, as a crash would (SIGQUIT: immediate shutdown, every
+    /// connection cut, no checkpoint); [`Postgres::restart`] brings it back on the same port
+    /// with the same data.
+    pub fn stop(&mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGQUIT) };
+        let _ = self.child.wait();
+    }
+
+    pub fn restart(&mut self) {
+        self.child = spawn_server(self.dir.path(), self.port);
+        self.wait_ready();
+    }
+
+    /// Makes the server refuse writes (`default_transaction_read_only`, as on a standby),
+    /// or take them again; open connections are cut so that clients meet the change on
+    /// reconnecting too.
+    pub fn read_only(&self, on: bool) {
+        let value = if on { "on" } else { "off" };
+        assert!(
+            self.psql(&format!(
+                "ALTER SYSTEM SET default_transaction_read_only = {value}"
+            )),
+            "ALTER SYSTEM failed"
+        );
+        assert!(self.psql("SELECT pg_reload_conf()"), "reload failed");
+        // The reload reaches other sessions at their next command; cut them instead.
+        assert!(
+            self.psql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = 'imgfleet'"
+            ),
+            "terminating imgfleet's connections failed"
+        );
     }
 
     fn psql(&self, sql: &str) -> bool {
@@ -114,6 +127,8 @@ impl Postgres {
                 "postgres",
             ])
             .args(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+            // This session may write even while the server is made read-only for others.
+            .env("PGOPTIONS", "-c default_transaction_read_only=off")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -148,13 +163,36 @@ impl Postgres {
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }
+}
 
-    /// SIGSTOP / SIGCONT the server (a database that stops answering).
-    pub fn pause(&self, paused: bool) {
-        let sig = if paused { libc::SIGSTOP } else { libc::SIGCONT };
-        // SAFETY: kill(2) on the postmaster we started.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
+/// Runs the server on `dir/data`, listening on 127.0.0.1:`port` only, logging to
+/// `dir/postgres.log`.
+fn spawn_server(dir: &Path, port: u16) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("postgres.log"))
+        .expect("a server log");
+    if let Some((uid, gid)) = server_user() {
+        std::os::unix::fs::chown(dir.join("postgres.log"), Some(uid), Some(gid))
+            .expect("handing the log to postgres");
     }
+    let mut command = as_server_user(&bin_dir().join("postgres"));
+    command
+        .arg("-D")
+        .arg(dir.join("data"))
+        .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+        .arg("-c")
+        .arg(format!("unix_socket_directories={}", dir.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+    let child = spawn_tied(command).expect("starting postgres");
+    assert!(
+        wait_for_port(port, Duration::from_secs(30)),
+        "postgres did not listen on {port} (log: {})",
+        dir.join("postgres.log").display()
+    );
+    child
 }
 
 impl Drop for Postgres {

@@ -146,6 +146,22 @@ pub fn check(req: &CheckRequest) -> Decision {
     }
 }
 
+/// What a tenant may do whatever the credential: not while disabled, nor past a monthly
+/// allowance. Signed URLs (which carry no API key) are held to the same.
+pub fn tenant_allows(tenant: &TenantRecord, usage: &Usage) -> Result<(), Denial> {
+    if tenant.disabled {
+        return Err(Denial::TenantDisabled);
+    }
+    let quota = &tenant.quota;
+    if quota.monthly_bytes.is_some_and(|max| usage.bytes >= max) {
+        return Err(Denial::QuotaExceeded(Allowance::Bytes));
+    }
+    if quota.monthly_pixels.is_some_and(|max| usage.pixels >= max) {
+        return Err(Denial::QuotaExceeded(Allowance::Pixels));
+    }
+    Ok(())
+}
+
 fn decide(req: &CheckRequest) -> Result<Grant, Denial> {
     let cred = parse_authorization(req.authorization.as_deref().map(str::as_bytes))?;
     let key = req
@@ -171,19 +187,8 @@ fn decide(req: &CheckRequest) -> Result<Grant, Denial> {
     if !key.scopes.contains(&req.scope) {
         return Err(Denial::ScopeDenied(req.scope));
     }
+    tenant_allows(tenant, &req.usage)?;
     let quota = &tenant.quota;
-    if quota
-        .monthly_bytes
-        .is_some_and(|max| req.usage.bytes >= max)
-    {
-        return Err(Denial::QuotaExceeded(Allowance::Bytes));
-    }
-    if quota
-        .monthly_pixels
-        .is_some_and(|max| req.usage.pixels >= max)
-    {
-        return Err(Denial::QuotaExceeded(Allowance::Pixels));
-    }
     Ok(Grant {
         tenant: tenant.id.clone(),
         key_id: key.key_id.clone(),

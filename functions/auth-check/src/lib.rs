@@ -9,6 +9,7 @@ pub mod decision;
 pub mod http;
 pub mod rate;
 pub mod record;
+pub mod signed_url;
 
 pub use credential::{Credential, parse_authorization};
 pub use decision::{Allowance, CheckRequest, Decision, Denial, Grant, check};

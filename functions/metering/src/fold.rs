@@ -150,6 +150,8 @@ mod tests {
             cpu_ns: 5_000_000,
             wall_ns: 6_000_000,
             queue_ns: 1000,
+            origin_bytes: 0,
+            not_modified: false,
         }
     }
 

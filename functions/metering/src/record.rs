@@ -40,6 +40,17 @@ pub struct UsageRecord {
     pub cpu_ns: u64,
     pub wall_ns: u64,
     pub queue_ns: u64,
+    /// Bytes read from the tenant's origin for a signed GET (uploads: 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub origin_bytes: u64,
+    /// A signed GET answered `304 Not Modified`: revalidated with the origin, nothing
+    /// resized or sent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_modified: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What travels on the usage queue.

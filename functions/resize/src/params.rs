@@ -182,6 +182,46 @@ impl ResizeParams {
     }
 }
 
+impl ResizeParams {
+    /// The one query that stands for these parameters: defaults left out, the rest in a
+    /// fixed order (`w`, `h`, `fit`, `fmt`, `q`, `speed`, `enlarge`). Two queries asking
+    /// for the same output have the same canonical form, so a cache keyed on it (a signed
+    /// URL, a CDN) holds each output once.
+    pub fn canonical_query(&self) -> String {
+        let mut out: Vec<String> = Vec::new();
+        if let Some(w) = self.width {
+            out.push(format!("w={w}"));
+        }
+        if let Some(h) = self.height {
+            out.push(format!("h={h}"));
+        }
+        let fit = match self.fit {
+            Fit::Inside => None,
+            Fit::Contain => Some("contain"),
+            Fit::Cover => Some("cover"),
+            Fit::Fill => Some("fill"),
+        };
+        if let Some(fit) = fit {
+            out.push(format!("fit={fit}"));
+        }
+        match self.format {
+            FormatChoice::Input => {}
+            FormatChoice::Auto => out.push("fmt=auto".into()),
+            FormatChoice::Fixed(f) => out.push(format!("fmt={}", f.as_image_format().name())),
+        }
+        if self.quality != DEFAULT_QUALITY {
+            out.push(format!("q={}", self.quality));
+        }
+        if self.speed != DEFAULT_AVIF_SPEED {
+            out.push(format!("speed={}", self.speed));
+        }
+        if self.enlarge {
+            out.push("enlarge=1".into());
+        }
+        out.join("&")
+    }
+}
+
 fn parse_side(name: &str, value: &str) -> Result<u32, ResizeError> {
     match value.parse::<u32>() {
         Ok(n) if n >= 1 => Ok(n),
@@ -331,6 +371,30 @@ mod tests {
                 .unwrap()
                 .speed,
             10
+        );
+    }
+
+    #[test]
+    fn equal_requests_have_one_canonical_query() {
+        for (a, b) in [
+            ("h=20&w=10", "w=10&h=20"),
+            ("w=10&fit=inside&q=80&enlarge=0", "w=10"),
+            ("w=10&fmt=jpg&enlarge=true", "w=10&fmt=jpeg&enlarge=1"),
+            ("fmt=avif&speed=8&w=10", "w=10&fmt=avif"),
+            ("q=070&w=010", "w=10&q=70"),
+        ] {
+            let canonical = ResizeParams::from_query(a).unwrap().canonical_query();
+            assert_eq!(canonical, b, "{a}");
+            // The canonical form parses to the same parameters and is its own canonical form.
+            let again = ResizeParams::from_query(&canonical).unwrap();
+            assert_eq!(again, ResizeParams::from_query(a).unwrap());
+            assert_eq!(again.canonical_query(), canonical);
+        }
+        assert_eq!(
+            ResizeParams::from_query("enlarge=1&speed=3&fmt=auto&q=55&fit=cover&h=2&w=1")
+                .unwrap()
+                .canonical_query(),
+            "w=1&h=2&fit=cover&fmt=auto&q=55&speed=3&enlarge=1"
         );
     }
 

@@ -18,7 +18,7 @@ use super::AppState;
 use super::error::ApiError;
 use imgfleet_stores::audit::sqlite::AuditQuery;
 use imgfleet_stores::identity::StoreError;
-use imgfleet_stores::identity::admin::{PublicKey, create_key};
+use imgfleet_stores::identity::admin::{self as manage, NewOrigin, PublicKey, create_key};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -28,6 +28,22 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/tenants/{id}/quota", put(set_quota))
         .route("/admin/tenants/{id}/keys", post(new_key).get(list_keys))
         .route("/admin/keys/{key_id}/revoke", post(revoke))
+        .route(
+            "/admin/tenants/{id}/origins",
+            post(add_origin).get(list_origins),
+        )
+        .route(
+            "/admin/tenants/{id}/origins/{name}",
+            axum::routing::delete(remove_origin),
+        )
+        .route(
+            "/admin/tenants/{id}/url-keys",
+            post(new_url_key).get(list_url_keys),
+        )
+        .route(
+            "/admin/tenants/{id}/url-keys/{key_id}/revoke",
+            post(revoke_url_key),
+        )
         .route("/admin/audit", get(audit))
         .route("/admin/usage", get(super::usage::admin_usage))
 }
@@ -230,6 +246,80 @@ async fn revoke(
         .map_err(store_error)?;
     applied(&state, k.version).await;
     Ok(Json(PublicKey::from(k)).into_response())
+}
+
+async fn add_origin(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let new: NewOrigin = json_body(&body)?;
+    let o = manage::add_origin(state.identity.as_ref(), &tenant, new)
+        .await
+        .map_err(store_error)?;
+    applied(&state, o.version).await;
+    Ok((StatusCode::CREATED, Json(o)).into_response())
+}
+
+async fn list_origins(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+) -> Result<Response, ApiError> {
+    let origins = manage::origins(state.identity.as_ref(), &tenant)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(serde_json::json!({ "origins": origins })).into_response())
+}
+
+async fn remove_origin(
+    State(state): State<AppState>,
+    Path((tenant, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let o = manage::remove_origin(state.identity.as_ref(), &tenant, &name)
+        .await
+        .map_err(store_error)?;
+    applied(&state, o.version).await;
+    Ok(Json(o).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NewUrlKeyRequest {
+    label: Option<String>,
+}
+
+async fn new_url_key(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: NewUrlKeyRequest = json_body(&body)?;
+    let created = manage::create_url_key(state.identity.as_ref(), &tenant, req.label)
+        .await
+        .map_err(store_error)?;
+    applied(&state, created.record.version).await;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+async fn list_url_keys(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+) -> Result<Response, ApiError> {
+    let keys = manage::url_keys(state.identity.as_ref(), &tenant)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(serde_json::json!({ "url_keys": keys })).into_response())
+}
+
+async fn revoke_url_key(
+    State(state): State<AppState>,
+    Path((tenant, key_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let k = manage::revoke_url_key(state.identity.as_ref(), &tenant, &key_id)
+        .await
+        .map_err(store_error)?;
+    applied(&state, k.version).await;
+    Ok(Json(k).into_response())
 }
 
 async fn audit(

@@ -31,6 +31,10 @@ pub struct Metered {
     pub cpu_ns: u64,
     pub wall_ns: u64,
     pub queue_ns: u64,
+    /// Bytes read from the tenant's origin (signed GETs).
+    pub origin_bytes: u64,
+    /// A signed GET answered `304 Not Modified`.
+    pub not_modified: bool,
 }
 
 /// Probes and scrapes are not customer requests.
@@ -130,6 +134,8 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         cpu_ns: metered.cpu_ns,
         wall_ns: metered.wall_ns,
         queue_ns: metered.queue_ns,
+        origin_bytes: metered.origin_bytes,
+        not_modified: metered.not_modified,
     });
     if !state.audit.record(record, usage.as_ref()).await {
         let reason = state

@@ -17,7 +17,7 @@ use super::auth::Principal;
 use super::error::ApiError;
 use crate::execution::messages::queue_message;
 use crate::execution::messages::{Completion, Outcome};
-use imgfleet_queue::Durability;
+use imgfleet_queue::{Durability, QueueError};
 use imgfleet_stores::clock::now_ms;
 use imgfleet_stores::jobs::Job;
 use imgfleet_stores::staging::{Keep, StagingError};
@@ -97,12 +97,7 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
         .durability(Durability::Buffered);
     if let Err(e) = enqueue(&state, message, &id).await {
         state.staging.remove(&input);
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "queue_unavailable",
-            e.to_string(),
-        )
-        .retry_after(1));
+        return Err(queue_error(e));
     }
     // Staging and queueing are bounded by their own retry budgets, which fit in this one.
     let Some(completion) = waiter.wait_until(until).await else {
@@ -175,6 +170,8 @@ async fn respond(
                 cpu_ns: ns(cpu_ms),
                 wall_ns: ns(wall_ms),
                 queue_ns: ns(queue_ms),
+                origin_bytes: 0,
+                not_modified: false,
             };
             // A function's own error body carries its stable code; the audit log keeps it.
             let code = (status >= 400)
@@ -240,7 +237,7 @@ pub(super) async fn enqueue(
     state: &AppState,
     message: imgfleet_queue::OutgoingMessage,
     job: &str,
-) -> Result<String, imgfleet_queue::QueueError> {
+) -> Result<String, QueueError> {
     let span = tracing::info_span!("enqueue", queue = state.jobs.name(), job);
     tracing::Instrument::instrument(state.jobs.send(message), span).await
 }
@@ -270,6 +267,23 @@ pub(super) fn job_for(
         input: input.to_string(),
         reply_to: None,
         submitted_ms: now_ms(),
+    }
+}
+
+/// A job the queue did not take: full is back-pressure (retry once workers catch up),
+/// anything else an outage.
+pub(super) fn queue_error(e: QueueError) -> ApiError {
+    match e {
+        QueueError::Full(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_full", e.to_string())
+                .retry_after(2)
+        }
+        _ => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_unavailable",
+            e.to_string(),
+        )
+        .retry_after(1),
     }
 }
 

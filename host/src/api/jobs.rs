@@ -12,7 +12,7 @@ use super::AppState;
 use super::audit::Metered;
 use super::auth::{Principal, principal};
 use super::error::ApiError;
-use super::functions::{enqueue, job_for, read_body, staging_error};
+use super::functions::{enqueue, job_for, queue_error, read_body, staging_error};
 use crate::execution::messages::queue_message;
 use imgfleet_queue::OutgoingMessage;
 use imgfleet_stores::clock::now_ms;
@@ -76,12 +76,7 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> Result<Respo
             tracing::warn!(error = %e, "forgetting a refused job; start-up will queue it");
         }
         state.staging.remove(&input);
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "queue_unavailable",
-            e.to_string(),
-        )
-        .retry_after(1));
+        return Err(queue_error(e));
     }
     let mut resp = (
         StatusCode::ACCEPTED,

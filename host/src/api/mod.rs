@@ -6,6 +6,7 @@ mod audit;
 pub mod auth;
 mod error;
 mod functions;
+mod images;
 mod jobs;
 mod metrics;
 mod request_id;
@@ -51,6 +52,10 @@ pub struct AppState {
     pub usage_queue: Arc<dyn Queue>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub health: Arc<crate::operator::health::Health>,
+    /// Where signed GET URLs fetch their sources.
+    pub origins: imgfleet_stores::origins::Origins,
+    /// The resize function's build, in delivered images' ETags.
+    pub resize_build: Arc<str>,
 }
 
 impl AppState {
@@ -84,11 +89,14 @@ pub fn router(state: AppState) -> Router {
     let v1 = v1.route_layer(from_fn_with_state(state.clone(), auth::require));
     let admin =
         admin::routes().route_layer(from_fn_with_state(state.clone(), admin::require_admin));
+    // Signed URLs carry their own credential: no API key.
+    let images = Router::new().route("/v1/img/{*rest}", get(images::deliver));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
         .merge(v1)
+        .merge(images)
         .merge(admin)
         .fallback(functions::not_found)
         .layer(from_fn(auth::challenge))

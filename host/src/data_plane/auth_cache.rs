@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use imgfleet_auth::{KeyRecord, TenantRecord};
 use tokio::sync::{Notify, watch};
 
-use imgfleet_stores::identity::{Change, IdentityStore};
+use imgfleet_stores::identity::items::item_id;
+use imgfleet_stores::identity::{Change, IdentityStore, OriginRecord, UrlKeyRecord};
 
 /// Default replication-lag SLA: a change is in force on every host within this time.
 pub const DEFAULT_SLA: Duration = Duration::from_secs(1);
@@ -21,6 +22,35 @@ const BATCH: usize = 1000;
 struct Snapshot {
     keys: HashMap<String, KeyRecord>,
     tenants: HashMap<String, TenantRecord>,
+    /// By `tenant/name`, removed ones included.
+    origins: HashMap<String, OriginRecord>,
+    /// By `tenant/key id`, revoked ones included.
+    url_keys: HashMap<String, UrlKeyRecord>,
+}
+
+/// What a signed URL names, as last seen: its tenant, the URL key that signed it and the
+/// origin of its source.
+#[derive(Debug, Clone, Default)]
+pub struct Delivery {
+    pub tenant: Option<TenantRecord>,
+    pub url_key: Option<UrlKeyRecord>,
+    pub origin: Option<OriginRecord>,
+}
+
+/// Inserts `record` unless the map holds a version at least as new: replaying or reordering
+/// the log cannot go backwards.
+fn keep_newer<T: Clone>(
+    map: &mut HashMap<String, T>,
+    id: String,
+    record: &T,
+    version: fn(&T) -> u64,
+) {
+    if map
+        .get(&id)
+        .is_none_or(|old| version(old) < version(record))
+    {
+        map.insert(id, record.clone());
+    }
 }
 
 pub struct AuthCache {
@@ -51,6 +81,16 @@ impl AuthCache {
         (key, tenant)
     }
 
+    /// The records a signed URL of `tenant`, signed by `key_id`, from `origin` depends on.
+    pub fn delivery(&self, tenant: &str, key_id: &str, origin: &str) -> Delivery {
+        let s = self.snapshot.read().unwrap_or_else(|p| p.into_inner());
+        Delivery {
+            tenant: s.tenants.get(tenant).cloned(),
+            url_key: s.url_keys.get(&item_id(tenant, key_id)).cloned(),
+            origin: s.origins.get(&item_id(tenant, origin)).cloned(),
+        }
+    }
+
     pub fn version(&self) -> u64 {
         *self.version.borrow()
     }
@@ -77,21 +117,17 @@ impl AuthCache {
         for change in changes {
             // Records carry their version, so replaying or reordering cannot go backwards.
             match change {
-                Change::Tenant(t) => {
-                    if s.tenants
-                        .get(&t.id)
-                        .is_none_or(|old| old.version < t.version)
-                    {
-                        s.tenants.insert(t.id.clone(), t.clone());
-                    }
+                Change::Tenant(t) => keep_newer(&mut s.tenants, t.id.clone(), t, |t| t.version),
+                Change::Key(k) => keep_newer(&mut s.keys, k.key_id.clone(), k, |k| k.version),
+                Change::Origin(o) => {
+                    keep_newer(&mut s.origins, item_id(&o.tenant, &o.name), o, |o| {
+                        o.version
+                    })
                 }
-                Change::Key(k) => {
-                    if s.keys
-                        .get(&k.key_id)
-                        .is_none_or(|old| old.version < k.version)
-                    {
-                        s.keys.insert(k.key_id.clone(), k.clone());
-                    }
+                Change::UrlKey(k) => {
+                    keep_newer(&mut s.url_keys, item_id(&k.tenant, &k.key_id), k, |k| {
+                        k.version
+                    })
                 }
             }
         }
@@ -222,6 +258,57 @@ mod tests {
                 .wait_for(t.version + 1, Duration::from_millis(200))
                 .await
         );
+    }
+
+    #[tokio::test]
+    async fn origins_and_url_keys_are_followed_and_so_are_their_removals() {
+        use imgfleet_stores::identity::admin::{NewOrigin, add_origin, create_url_key};
+        use imgfleet_stores::identity::{ItemKind, ItemWrite, OriginSource};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteIdentityStore::open(&dir.path().join("i.sqlite")).unwrap();
+        store.create_tenant("acme").await.unwrap();
+        let origin = NewOrigin {
+            name: "photos".into(),
+            source: OriginSource::Http {
+                base_url: "https://img.example.com/".into(),
+                allow_private: false,
+            },
+            max_age_secs: None,
+            immutable: false,
+        };
+        add_origin(&store, "acme", origin).await.unwrap();
+        let key = create_url_key(&store, "acme", None).await.unwrap();
+        let cache = AuthCache::new(Duration::from_secs(1));
+        cache.sync(&store).await.unwrap();
+        let found = cache.delivery("acme", &key.record.key_id, "photos");
+        assert_eq!(found.tenant.unwrap().id, "acme");
+        assert!(!found.origin.unwrap().removed);
+        let url_key = found.url_key.unwrap();
+        assert!(key.url_key.ends_with(&url_key.secret));
+        // Names are per tenant: another tenant's lookup finds nothing.
+        assert!(
+            cache
+                .delivery("other", &key.record.key_id, "photos")
+                .origin
+                .is_none()
+        );
+        store
+            .write_item("acme", ItemKind::Origin, "photos", ItemWrite::Retire)
+            .await
+            .unwrap();
+        store
+            .write_item(
+                "acme",
+                ItemKind::UrlKey,
+                &key.record.key_id,
+                ItemWrite::Retire,
+            )
+            .await
+            .unwrap();
+        cache.sync(&store).await.unwrap();
+        let found = cache.delivery("acme", &key.record.key_id, "photos");
+        assert!(found.origin.unwrap().removed);
+        assert!(found.url_key.unwrap().revoked);
     }
 
     #[tokio::test]

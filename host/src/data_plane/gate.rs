@@ -10,7 +10,9 @@ use bytes::Bytes;
 use imgfleet_auth::credential::MAX_HEADER_BYTES;
 use imgfleet_auth::http::WireDecision;
 use imgfleet_auth::rate::TokenBucket;
-use imgfleet_auth::{CheckRequest, Decision, Denial, Grant, Scope, parse_authorization};
+use imgfleet_auth::{
+    CheckRequest, Decision, Denial, Grant, Scope, TenantRecord, parse_authorization,
+};
 
 use super::auth_cache::AuthCache;
 use super::monthly::MonthUsage;
@@ -88,16 +90,30 @@ impl Gate {
             Decision::Allow(grant) => grant,
             Decision::Deny(denial) => return Err(Refusal::Denied(denial)),
         };
-        if let Some(rate) = grant.quota.requests_per_second {
-            let mut rates = self.rates.lock().unwrap_or_else(|p| p.into_inner());
-            let bucket = rates
-                .entry(grant.tenant.clone())
-                .or_insert_with(|| TokenBucket::full(rate, now));
-            bucket
-                .take(rate, now)
-                .map_err(|retry_after_ms| Refusal::RateLimited { retry_after_ms })?;
-        }
+        self.take_rate(&grant.tenant, grant.quota.requests_per_second, now)?;
         Ok(grant)
+    }
+
+    /// Admits a request whose credential was checked elsewhere (a signed URL): the tenant's
+    /// state, monthly allowances and request rate, as for an API key.
+    pub fn admit_tenant(&self, tenant: &TenantRecord) -> Result<(), Refusal> {
+        let now = now_ms();
+        let usage = self.usage.get(&tenant.id, now);
+        imgfleet_auth::decision::tenant_allows(tenant, &usage).map_err(Refusal::Denied)?;
+        self.take_rate(&tenant.id, tenant.quota.requests_per_second, now)
+    }
+
+    fn take_rate(&self, tenant: &str, rate: Option<f64>, now: u64) -> Result<(), Refusal> {
+        let Some(rate) = rate else {
+            return Ok(());
+        };
+        let mut rates = self.rates.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = rates
+            .entry(tenant.to_string())
+            .or_insert_with(|| TokenBucket::full(rate, now));
+        bucket
+            .take(rate, now)
+            .map_err(|retry_after_ms| Refusal::RateLimited { retry_after_ms })
     }
 
     async fn decide(&self, request: &CheckRequest) -> Result<Decision, Refusal> {

@@ -144,6 +144,8 @@ mod tests {
                 cpu_ns: 0,
                 wall_ns: 0,
                 queue_ns: 0,
+                origin_bytes: 0,
+                not_modified: false,
             })
             .collect();
         let out = batches(records, 1000, 16 * 1024);

@@ -43,6 +43,12 @@ pub enum Command {
     Tenants(TenantsArgs),
     /// Manage API keys in the identity store.
     Keys(KeysArgs),
+    /// Manage a tenant's origins: where signed image URLs fetch their sources.
+    Origins(OriginsArgs),
+    /// Manage a tenant's URL signing keys (separate from API keys).
+    UrlKeys(UrlKeysArgs),
+    /// Make signed image URLs (offline: needs only the URL key).
+    Url(UrlArgs),
     /// Print the admin token of a data directory, creating it if there is none yet.
     AdminToken(StoreArgs),
     /// Export or compact metered usage (the usage store in the data directory).
@@ -223,6 +229,120 @@ pub enum TenantAction {
 }
 
 #[derive(Debug, Args)]
+pub struct OriginsArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(subcommand)]
+    pub action: OriginAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OriginAction {
+    /// Add an origin: `--http-base-url URL` or `--s3-bucket B [--s3-prefix P] [--s3-region R]
+    /// [--s3-endpoint URL]`.
+    Add {
+        #[arg(long)]
+        tenant: String,
+        /// The origin's name, as it appears in URLs.
+        name: String,
+        /// Sources are this URL + their path (http:// or https://, ending in '/').
+        #[arg(
+            long,
+            conflicts_with = "s3_bucket",
+            required_unless_present = "s3_bucket"
+        )]
+        http_base_url: Option<String>,
+        /// Let the HTTP origin resolve to loopback, private or link-local addresses (for
+        /// origins inside your own network; refused otherwise).
+        #[arg(long, requires = "http_base_url")]
+        allow_private: bool,
+        #[arg(long)]
+        s3_bucket: Option<String>,
+        #[arg(long, requires = "s3_bucket", default_value = "")]
+        s3_prefix: String,
+        #[arg(long, requires = "s3_bucket")]
+        s3_region: Option<String>,
+        #[arg(long, requires = "s3_bucket")]
+        s3_endpoint: Option<String>,
+        /// `Cache-Control: max-age` of this origin's images, in seconds (default a day).
+        #[arg(long)]
+        max_age_secs: Option<u64>,
+        /// Also `Cache-Control: immutable` (for sources that never change under a name).
+        #[arg(long)]
+        immutable: bool,
+    },
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    Remove {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct UrlKeysArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(subcommand)]
+    pub action: UrlKeyAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UrlKeyAction {
+    /// Make a URL signing key; it is printed once as `ifu_<key id>_<secret>`.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        label: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        key_id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct UrlArgs {
+    #[command(subcommand)]
+    pub action: UrlAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UrlAction {
+    /// Print the signed URL of one output: the source `path` in `origin`, resized with
+    /// `query` (any parameters of `POST /v1/resize`, e.g. `w=300&fmt=webp`).
+    Sign {
+        /// The URL key, as printed by `imgfleet url-keys create`.
+        #[arg(long, env = "IMGFLEET_URL_KEY", hide_env_values = true)]
+        key: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        origin: String,
+        /// The resize parameters, as for `POST /v1/resize`.
+        #[arg(long)]
+        query: String,
+        /// The URL stops working this many seconds from now.
+        #[arg(long)]
+        expires_in: Option<u64>,
+        /// Put this in front of the path (e.g. `https://img.example.com`).
+        #[arg(long, default_value = "")]
+        base: String,
+        /// The source's path in the origin (not yet percent-encoded).
+        path: String,
+    },
+}
+
+#[derive(Debug, Args)]
 pub struct KeysArgs {
     #[command(flatten)]
     pub store: StoreArgs,
@@ -302,6 +422,12 @@ pub struct UpArgs {
     /// order across such a switch.
     #[arg(long, env = "IMGFLEET_NATS_PARTITIONS", value_parser = clap::value_parser!(u64).range(1..=16))]
     pub nats_partitions: Option<u64>,
+    /// The jobs queue's byte limit on JetStream, in MiB (split between its partitions): at
+    /// the limit a new job or resize is refused with 503 `queue_full` until workers catch up,
+    /// and nothing already queued is dropped. 0: bounded only by the servers' storage
+    /// (running out of it is refused the same way).
+    #[arg(long, env = "IMGFLEET_QUEUE_MB", default_value_t = 0)]
+    pub queue_mb: u64,
     /// A fleet's shared database for the identity and usage stores (otherwise SQLite files
     /// in the data directory): `postgres://…` (which also shares the job store) or
     /// `dynamodb://<table prefix>[?endpoint=URL&region=R]`.

@@ -1,5 +1,6 @@
-//! The operator's commands (`imgfleet tenants …`, `imgfleet keys …`, `imgfleet
-//! admin-token`): the management plane from a shell, straight on the identity store.
+//! The operator's commands (`imgfleet tenants …`, `imgfleet keys …`, `origins`, `url-keys`,
+//! `url sign`, `admin-token`): the management plane from a shell, straight on the identity
+//! store.
 //! Output is JSON, for scripts.
 
 use std::path::{Path, PathBuf};
@@ -8,12 +9,18 @@ use std::sync::Arc;
 use anyhow::Context;
 use imgfleet_auth::{Quota, Scope};
 
-use crate::operator::cli::{ExportFormat, KeyAction, StoreArgs, TenantAction, UsageAction};
-use imgfleet_stores::identity::IdentityStore;
-use imgfleet_stores::identity::admin::{PublicKey, create_key, new_admin_token};
+use crate::operator::cli::{
+    ExportFormat, KeyAction, OriginAction, StoreArgs, TenantAction, UrlAction, UrlKeyAction,
+    UsageAction,
+};
+use imgfleet_stores::clock::now_ms;
+use imgfleet_stores::identity::admin::{
+    self as manage, NewOrigin, PublicKey, create_key, new_admin_token,
+};
 use imgfleet_stores::identity::dynamodb::DynamoIdentityStore;
 use imgfleet_stores::identity::postgres::PostgresIdentityStore;
 use imgfleet_stores::identity::sqlite::SqliteIdentityStore;
+use imgfleet_stores::identity::{IdentityStore, OriginSource};
 use imgfleet_stores::usage::UsageStore;
 use imgfleet_stores::usage::dynamodb::DynamoUsageStore;
 use imgfleet_stores::usage::postgres::PostgresUsageStore;
@@ -243,13 +250,13 @@ pub async fn usage(store: &StoreArgs, action: UsageAction) -> anyhow::Result<()>
                 ExportFormat::Csv => {
                     writeln!(
                         out,
-                        "id,request_id,tenant,key_id,at_ms,route,status,in_bytes,in_format,in_width,in_height,out_bytes,out_format,out_width,out_height,cpu_ns,wall_ns,queue_ns"
+                        "id,request_id,tenant,key_id,at_ms,route,status,in_bytes,in_format,in_width,in_height,out_bytes,out_format,out_width,out_height,cpu_ns,wall_ns,queue_ns,origin_bytes,not_modified"
                     )?;
                     for r in &records {
                         // Every field is an id, a number or a format name: nothing to quote.
                         writeln!(
                             out,
-                            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                             r.id,
                             r.request_id,
                             r.tenant,
@@ -267,7 +274,9 @@ pub async fn usage(store: &StoreArgs, action: UsageAction) -> anyhow::Result<()>
                             r.output.height,
                             r.cpu_ns,
                             r.wall_ns,
-                            r.queue_ns
+                            r.queue_ns,
+                            r.origin_bytes,
+                            r.not_modified,
                         )?;
                     }
                 }
@@ -281,4 +290,76 @@ pub async fn usage(store: &StoreArgs, action: UsageAction) -> anyhow::Result<()>
             print(serde_json::json!({ "packed": s.compact(before).await? }))
         }
     }
+}
+
+pub async fn origins(store: &StoreArgs, action: OriginAction) -> anyhow::Result<()> {
+    let s = open(store).await?;
+    match action {
+        OriginAction::Add {
+            tenant,
+            name,
+            http_base_url,
+            allow_private,
+            s3_bucket,
+            s3_prefix,
+            s3_region,
+            s3_endpoint,
+            max_age_secs,
+            immutable,
+        } => {
+            let source = match (http_base_url, s3_bucket) {
+                (Some(base_url), None) => OriginSource::Http {
+                    base_url,
+                    allow_private,
+                },
+                (None, Some(bucket)) => OriginSource::S3 {
+                    bucket,
+                    prefix: s3_prefix,
+                    region: s3_region,
+                    endpoint: s3_endpoint,
+                },
+                _ => anyhow::bail!("give --http-base-url or --s3-bucket"),
+            };
+            let new = NewOrigin {
+                name,
+                source,
+                max_age_secs,
+                immutable,
+            };
+            print(manage::add_origin(s.as_ref(), &tenant, new).await?)
+        }
+        OriginAction::List { tenant } => print(manage::origins(s.as_ref(), &tenant).await?),
+        OriginAction::Remove { tenant, name } => {
+            print(manage::remove_origin(s.as_ref(), &tenant, &name).await?)
+        }
+    }
+}
+
+pub async fn url_keys(store: &StoreArgs, action: UrlKeyAction) -> anyhow::Result<()> {
+    let s = open(store).await?;
+    match action {
+        UrlKeyAction::Create { tenant, label } => {
+            print(manage::create_url_key(s.as_ref(), &tenant, label).await?)
+        }
+        UrlKeyAction::List { tenant } => print(manage::url_keys(s.as_ref(), &tenant).await?),
+        UrlKeyAction::Revoke { tenant, key_id } => {
+            print(manage::revoke_url_key(s.as_ref(), &tenant, &key_id).await?)
+        }
+    }
+}
+
+pub fn url(action: UrlAction) -> anyhow::Result<()> {
+    let UrlAction::Sign {
+        key,
+        tenant,
+        origin,
+        query,
+        expires_in,
+        base,
+        path,
+    } = action;
+    let expires = expires_in.map(|secs| now_ms() / 1000 + secs);
+    let signed = crate::delivery::url::sign_url(&key, &tenant, &origin, &query, expires, &path)?;
+    println!("{}{signed}", base.trim_end_matches('/'));
+    Ok(())
 }

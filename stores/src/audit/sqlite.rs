@@ -565,6 +565,8 @@ mod tests {
             cpu_ns: 1,
             wall_ns: 2,
             queue_ns: 3,
+            origin_bytes: 0,
+            not_modified: false,
         };
         for id in ["u1", "u2", "u3"] {
             assert!(

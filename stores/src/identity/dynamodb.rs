@@ -4,6 +4,8 @@
 //! |---|---|---|
 //! | `tenant#<id>` | `tenant` | `record`: the tenant's JSON |
 //! | `key#<key id>` | `key` | `record`: the key's JSON, `tenant` |
+//! | `origin#<tenant>/<name>` | `origin` | `record`: the origin's JSON, `tenant` |
+//! | `url_key#<tenant>/<key id>` | `url_key` | `record`: the URL key's JSON, `tenant` |
 //! | `log` | version, 20 digits | `change`: one change-log entry |
 //! | `head` | `head` | `version`: the newest logged version |
 //!
@@ -25,6 +27,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::dynamodb::{error_text, get_n, get_s, is_condition_failure, n, s, sortable};
+use crate::identity::items::{Item as StoreItem, ItemKind, ItemWrite, item_id};
 use crate::identity::{Change, IdentityStore, NewKey, StoreError, TenantUpdate};
 
 /// Concurrent writers retry this often before the write is reported as unavailable.
@@ -47,6 +50,10 @@ fn tenant_pk(id: &str) -> String {
 
 fn key_pk(id: &str) -> String {
     format!("key#{id}")
+}
+
+fn item_pk(kind: ItemKind, id: &str) -> String {
+    format!("{}#{id}", kind.as_str())
 }
 
 /// One record to write: its item key, attributes besides the record, and the log entry.
@@ -232,6 +239,20 @@ impl Write {
     }
 }
 
+impl Write {
+    /// Items carry their tenant outside the record too, for listing a tenant's items.
+    fn item(item: &StoreItem) -> Result<Self, StoreError> {
+        let kind = item.kind();
+        Ok(Self {
+            pk: item_pk(kind, &item.id()),
+            sk: kind.as_str(),
+            record_json: to_json(item)?,
+            extra: vec![("tenant", s(item.tenant().to_string()))],
+            change: item.change(),
+        })
+    }
+}
+
 enum Retry {
     Raced,
     Failed(StoreError),
@@ -317,6 +338,49 @@ impl IdentityStore for DynamoIdentityStore {
             Ok((Write::key(&record)?, record))
         })
         .await
+    }
+
+    async fn write_item(
+        &self,
+        tenant: &str,
+        kind: ItemKind,
+        name: &str,
+        write: ItemWrite,
+    ) -> Result<StoreItem, StoreError> {
+        write.validate()?;
+        let id = item_id(tenant, name);
+        if matches!(write, ItemWrite::Retire)
+            && let Some(current) = self
+                .record::<StoreItem>(item_pk(kind, &id), kind.as_str())
+                .await?
+            && current.retired()
+        {
+            // Retiring what is retired writes nothing.
+            return Ok(current);
+        }
+        self.commit(|version| {
+            let (write, id) = (write.clone(), id.clone());
+            async move {
+                if self.get_item(tenant_pk(tenant), "tenant").await?.is_none() {
+                    return Err(StoreError::NotFound(format!("no tenant `{tenant}`")));
+                }
+                let current = self
+                    .record::<StoreItem>(item_pk(kind, &id), kind.as_str())
+                    .await?;
+                let mut item = write.apply(kind, &id, current)?.ok_or_else(|| {
+                    StoreError::Conflict(format!("`{id}` changed meanwhile; try again"))
+                })?;
+                item.set_version(version);
+                Ok((Write::item(&item)?, item))
+            }
+        })
+        .await
+    }
+
+    async fn items(&self, tenant: &str, kind: ItemKind) -> Result<Vec<StoreItem>, StoreError> {
+        let mut items: Vec<StoreItem> = self.scan_records(kind.as_str(), Some(tenant)).await?;
+        items.sort_by_key(StoreItem::id);
+        Ok(items)
     }
 
     async fn changes_since(&self, version: u64, limit: usize) -> Result<Vec<Change>, StoreError> {

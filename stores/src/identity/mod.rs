@@ -6,6 +6,7 @@
 pub mod admin;
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
+pub mod items;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]
@@ -15,12 +16,17 @@ use async_trait::async_trait;
 use imgfleet_auth::{KeyRecord, Quota, TenantRecord};
 use serde::{Deserialize, Serialize};
 
+pub use items::{Item, ItemKind, ItemWrite, OriginRecord, OriginSource, UrlKeyRecord};
+
 /// One entry of the change log: the full new state of one record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "record", rename_all = "lowercase")]
 pub enum Change {
     Tenant(TenantRecord),
     Key(KeyRecord),
+    Origin(OriginRecord),
+    #[serde(rename = "url_key")]
+    UrlKey(UrlKeyRecord),
 }
 
 impl Change {
@@ -28,6 +34,8 @@ impl Change {
         match self {
             Change::Tenant(t) => t.version,
             Change::Key(k) => k.version,
+            Change::Origin(o) => o.version,
+            Change::UrlKey(k) => k.version,
         }
     }
 }
@@ -82,6 +90,17 @@ pub trait IdentityStore: Send + Sync {
     async fn insert_key(&self, key: NewKey) -> Result<KeyRecord, StoreError>;
     async fn keys(&self, tenant: &str) -> Result<Vec<KeyRecord>, StoreError>;
     async fn revoke_key(&self, key_id: &str) -> Result<KeyRecord, StoreError>;
+    /// Adds, removes or revokes one of a tenant's origins or URL keys, named `name` within
+    /// the tenant (see [`items`]). Fails with `NotFound` when the tenant does not exist.
+    async fn write_item(
+        &self,
+        tenant: &str,
+        kind: ItemKind,
+        name: &str,
+        write: ItemWrite,
+    ) -> Result<Item, StoreError>;
+    /// A tenant's items of `kind`, retired ones included, ordered by name.
+    async fn items(&self, tenant: &str, kind: ItemKind) -> Result<Vec<Item>, StoreError>;
     /// Changes with a version above `version`, oldest first, at most `limit`.
     async fn changes_since(&self, version: u64, limit: usize) -> Result<Vec<Change>, StoreError>;
 }

@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use imgfleet_auth::{KeyRecord, Quota, TenantRecord};
 use tokio_postgres::Transaction;
 
-use super::{Change, IdentityStore, NewKey, StoreError, TenantUpdate};
+use super::items::item_id;
+use super::{Change, IdentityStore, Item, ItemKind, ItemWrite, NewKey, StoreError, TenantUpdate};
 use crate::clock::now_ms;
 use crate::pg_call;
 use crate::postgres::Pg;
@@ -17,6 +18,9 @@ const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS imgfleet_keys (
         key_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, record TEXT NOT NULL);
     CREATE INDEX IF NOT EXISTS imgfleet_keys_by_tenant ON imgfleet_keys (tenant);
+    CREATE TABLE IF NOT EXISTS imgfleet_items (
+        kind TEXT NOT NULL, id TEXT NOT NULL, tenant TEXT NOT NULL, record TEXT NOT NULL,
+        PRIMARY KEY (kind, id));
     CREATE TABLE IF NOT EXISTS imgfleet_changes (
         version BIGINT PRIMARY KEY, at_ms BIGINT NOT NULL, change TEXT NOT NULL);";
 
@@ -227,6 +231,69 @@ impl IdentityStore for PostgresIdentityStore {
             .map_err(unavailable)?;
             tx.commit().await.map_err(unavailable)?;
             Ok(record)
+        })
+    }
+
+    async fn write_item(
+        &self,
+        tenant: &str,
+        kind: ItemKind,
+        name: &str,
+        write: ItemWrite,
+    ) -> Result<Item, StoreError> {
+        write.validate()?;
+        let id = item_id(tenant, name);
+        pg_call!(&self.pg, unavailable, |c| {
+            let tx = begin_write(c).await?;
+            let owner: Option<TenantRecord> = read_json(
+                &tx,
+                "SELECT record FROM imgfleet_tenants WHERE id = $1",
+                tenant,
+            )
+            .await?;
+            if owner.is_none() {
+                return Err(StoreError::NotFound(format!("no tenant `{tenant}`")));
+            }
+            let current: Option<Item> = tx
+                .query_opt(
+                    "SELECT record FROM imgfleet_items WHERE kind = $1 AND id = $2",
+                    &[&kind.as_str(), &id],
+                )
+                .await
+                .map_err(unavailable)?
+                .map(|r| from_json(r.get(0)))
+                .transpose()?;
+            let Some(mut item) = write.clone().apply(kind, &id, current.clone())? else {
+                return current.ok_or_else(|| StoreError::NotFound(format!("no `{id}`")));
+            };
+            let version = log_change(&tx, |v| {
+                item.set_version(v);
+                item.change()
+            })
+            .await?;
+            item.set_version(version);
+            tx.execute(
+                "INSERT INTO imgfleet_items (kind, id, tenant, record) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (kind, id) DO UPDATE SET record = excluded.record",
+                &[&kind.as_str(), &id, &tenant, &to_json(&item)],
+            )
+            .await
+            .map_err(unavailable)?;
+            tx.commit().await.map_err(unavailable)?;
+            Ok(item)
+        })
+    }
+
+    async fn items(&self, tenant: &str, kind: ItemKind) -> Result<Vec<Item>, StoreError> {
+        pg_call!(&self.pg, unavailable, |c| {
+            let rows = c
+                .query(
+                    "SELECT record FROM imgfleet_items WHERE tenant = $1 AND kind = $2 ORDER BY id",
+                    &[&tenant, &kind.as_str()],
+                )
+                .await
+                .map_err(unavailable)?;
+            all_json(rows)
         })
     }
 

@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use imgfleet_auth::{KeyRecord, Quota, TenantRecord};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{Change, IdentityStore, NewKey, StoreError, TenantUpdate};
+use super::items::item_id;
+use super::{Change, IdentityStore, Item, ItemKind, ItemWrite, NewKey, StoreError, TenantUpdate};
 use crate::clock::now_ms;
 use crate::sqlite::FileGuard;
 
@@ -47,6 +48,9 @@ impl SqliteIdentityStore {
              CREATE TABLE IF NOT EXISTS keys (
                 key_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, record TEXT NOT NULL);
              CREATE INDEX IF NOT EXISTS keys_by_tenant ON keys(tenant);
+             CREATE TABLE IF NOT EXISTS items (
+                kind TEXT NOT NULL, id TEXT NOT NULL, tenant TEXT NOT NULL,
+                record TEXT NOT NULL, PRIMARY KEY (kind, id));
              CREATE TABLE IF NOT EXISTS changes (
                 version INTEGER PRIMARY KEY AUTOINCREMENT,
                 at_ms INTEGER NOT NULL,
@@ -259,6 +263,66 @@ impl IdentityStore for SqliteIdentityStore {
             .map_err(unavailable)?;
             tx.commit().map_err(unavailable)?;
             Ok(record)
+        })
+        .await
+    }
+
+    async fn write_item(
+        &self,
+        tenant: &str,
+        kind: ItemKind,
+        name: &str,
+        write: ItemWrite,
+    ) -> Result<Item, StoreError> {
+        write.validate()?;
+        let (tenant, id) = (tenant.to_string(), item_id(tenant, name));
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            if read_json::<TenantRecord>(&tx, "SELECT record FROM tenants WHERE id = ?1", &tenant)?
+                .is_none()
+            {
+                return Err(StoreError::NotFound(format!("no tenant `{tenant}`")));
+            }
+            let current: Option<Item> = tx
+                .query_row(
+                    "SELECT record FROM items WHERE kind = ?1 AND id = ?2",
+                    params![kind.as_str(), id],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()
+                .map_err(unavailable)?
+                .map(|t| from_json(&t))
+                .transpose()?;
+            let Some(mut item) = write.apply(kind, &id, current.clone())? else {
+                return current.ok_or_else(|| StoreError::NotFound(format!("no `{id}`")));
+            };
+            let version = log_change(&tx, |v| {
+                item.set_version(v);
+                item.change()
+            })?;
+            item.set_version(version);
+            tx.execute(
+                "INSERT INTO items (kind, id, tenant, record) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(kind, id) DO UPDATE SET record = excluded.record",
+                params![kind.as_str(), id, tenant, to_json(&item)],
+            )
+            .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(item)
+        })
+        .await
+    }
+
+    async fn items(&self, tenant: &str, kind: ItemKind) -> Result<Vec<Item>, StoreError> {
+        let tenant = tenant.to_string();
+        self.with(move |c| {
+            read_all(
+                c,
+                "SELECT record FROM items WHERE tenant = ?1 AND kind = ?2 ORDER BY id",
+                params![tenant, kind.as_str()],
+            )
         })
         .await
     }

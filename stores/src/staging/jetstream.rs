@@ -181,8 +181,9 @@ impl SharedStaging {
                         bucket.used.fetch_add(size, Ordering::Relaxed);
                         return Ok(self.key(index, &name));
                     }
-                    // A bucket's byte limit is its share of the fleet's staging capacity.
-                    Ok(Err(e)) if e.to_string().contains("maximum bytes") => continue,
+                    // A bucket's byte limit is its share of the fleet's staging capacity;
+                    // servers out of storage are full as well.
+                    Ok(Err(e)) if imgfleet_queue::jetstream::is_full(&e.to_string()) => continue,
                     Ok(Err(e)) => io(e),
                     Err(_) => io("no answer from the staging object store"),
                 };
