@@ -393,5 +393,8 @@ fn an_s3_origin_serves_signed_urls_and_revalidates() {
     assert_eq!(get(&h, &path, &[("if-none-match", &tag)]).status, 304);
     let missing = sign(&key, "archive", "w=100", "2024/none.jpg", &[]);
     let r = get(&h, &missing, &[]);
-    assert_eq!((r.status, r.error_code().as_str()), (404, "source_not_found"));
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (404, "source_not_found")
+    );
 }

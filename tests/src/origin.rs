@@ -93,6 +93,9 @@ fn serve(
     port: u16,
 ) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    // Responses go out in several writes; Nagle would hold the last small one back for
+    // the client's delayed ACK (40 ms), which no real origin makes its clients wait.
+    conn.set_nodelay(true)?;
     let mut reader = BufReader::new(conn.try_clone()?);
     loop {
         let mut line = String::new();
