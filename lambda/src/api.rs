@@ -3,7 +3,9 @@
 //! - `POST /v1/resize` runs the resize logic right here (a Lambda instance is one request's
 //!   core, so a queue hop would only add latency) and answers with the image;
 //! - `POST /v1/jobs` stages the image in S3 and queues a job for the resize function;
-//! - `GET /v1/jobs/{id}` and `…/output` read the job's row and output.
+//! - `GET /v1/jobs/{id}` and `…/output` read the job's row and output;
+//! - `GET /v1/img/…` (signed URLs, no API key) reads the source from one of the tenant's S3
+//!   origins and resizes it here, with the host's ETags, caching headers and 304s.
 //!
 //! Usage and audit are recorded for every authenticated request before it is answered.
 
@@ -108,6 +110,20 @@ async fn route(deps: &Deps, call: &Call<'_>) -> Response<Body> {
     let method = call.req.method().as_str();
     match (method, path) {
         ("GET", "/healthz") => json(200, &serde_json::json!({ "status": "ok" })),
+        ("GET" | "HEAD", p) if p.starts_with(imgfleet_auth::signed_url::PREFIX) => {
+            let mut response = deliver(deps, call, p).await;
+            if !(200..300).contains(&response.status().as_u16())
+                && response.status().as_u16() != 304
+            {
+                response
+                    .headers_mut()
+                    .insert("cache-control", http::HeaderValue::from_static("no-store"));
+            }
+            if method == "HEAD" {
+                *response.body_mut() = Body::Empty;
+            }
+            response
+        }
         ("POST", "/v1/resize") => resize(deps, call).await,
         ("POST", "/v1/jobs") => submit(deps, call).await,
         (_, "/healthz" | "/v1/resize" | "/v1/jobs") => method_not_allowed(),
@@ -464,4 +480,249 @@ async fn output_of(deps: &Deps, row: job::JobRow) -> Response<Body> {
                 .expect("a response of a stored status and content type")
         }
     }
+}
+
+/// A signed image URL (docs/DELIVERY.md): the signature and expiry before anything else,
+/// then the tenant's state and allowances, the canonical options, the origin (S3 only
+/// here), a conditional read of the source, the resize in this instance.
+async fn deliver(deps: &Deps, call: &Call<'_>, path: &str) -> Response<Body> {
+    use imgfleet_auth::signed_url::{self, UrlError};
+    use imgfleet_stores::identity::OriginSource;
+    use imgfleet_stores::origins::etag::{self, Output};
+    use imgfleet_stores::origins::{FetchLimits, Fetched};
+
+    let url = match signed_url::parse(path) {
+        Ok(url) => url,
+        Err(e) => return error(400, "malformed_url", e.to_string()),
+    };
+    if !call.query().is_empty() {
+        return error(
+            400,
+            "malformed_url",
+            "a signed image URL has no query string: everything is in its path",
+        );
+    }
+    let (tenant, url_key, origin) = match deps
+        .identity
+        .delivery(url.tenant, url.key_id, url.origin)
+        .await
+    {
+        Ok(found) => found,
+        Err(e) => {
+            return error(
+                503,
+                "auth_unavailable",
+                format!("the URL could not be checked: {e}"),
+            );
+        }
+    };
+    let Some(tenant) = tenant else {
+        return error(404, "unknown_tenant", format!("no tenant `{}`", url.tenant));
+    };
+    let Some(secret) = url_key
+        .filter(|k| !k.revoked)
+        .and_then(|k| signed_url::unhex(&k.secret))
+    else {
+        return error(
+            403,
+            "bad_signature",
+            "the URL is signed with an unknown or revoked URL key",
+        );
+    };
+    match url.verify(&secret, now_ms() / 1000) {
+        Ok(()) => {}
+        Err(e @ UrlError::Expired { .. }) => return error(403, "url_expired", e.to_string()),
+        Err(e) => return error(403, "bad_signature", e.to_string()),
+    }
+    let usage = if tenant.quota.monthly_bytes.is_some() || tenant.quota.monthly_pixels.is_some() {
+        match month_usage(deps, &tenant.id).await {
+            Ok(u) => u,
+            Err(e) => {
+                return error(
+                    503,
+                    "auth_unavailable",
+                    format!("this month's usage could not be read: {e}"),
+                );
+            }
+        }
+    } else {
+        Usage::default()
+    };
+    if let Err(denial) = imgfleet_auth::decision::tenant_allows(&tenant, &usage) {
+        return denied(denial);
+    }
+    let grant = Grant {
+        tenant: tenant.id.clone(),
+        key_id: format!("url:{}", url.key_id),
+        quota: tenant.quota.clone(),
+    };
+    let canonical = match imgfleet_resize::ResizeParams::from_query(&url.query) {
+        Ok(p) => p.canonical_query(),
+        Err(e) => return error(400, "invalid_parameter", e.message),
+    };
+    if canonical != url.query {
+        return error(
+            400,
+            "non_canonical_url",
+            format!(
+                "the options must be in their canonical form, `{}`",
+                canonical.replace('&', ",")
+            ),
+        );
+    }
+    let Some(origin) = origin.filter(|o| !o.removed) else {
+        return error(
+            404,
+            "unknown_origin",
+            format!("tenant `{}` has no origin `{}`", url.tenant, url.origin),
+        );
+    };
+    let OriginSource::S3 {
+        bucket,
+        prefix,
+        region,
+        endpoint,
+    } = &origin.source
+    else {
+        return error(
+            502,
+            "origin_error",
+            "HTTP origins are served by imgfleet hosts; this deployment reads S3 origins",
+        );
+    };
+    let Some(key) = signed_url::percent_decode(url.source) else {
+        return error(400, "malformed_url", "the source path is not UTF-8");
+    };
+    let negotiated = url.query.split('&').any(|p| p == "fmt=auto");
+    let accept = etag::normalised_accept(call.header("accept"));
+    let build = function_build();
+    let output = Output {
+        tenant: url.tenant,
+        origin: url.origin,
+        source: url.source,
+        canonical_query: &canonical,
+        build: &build,
+        accept: negotiated.then_some(accept.as_str()),
+    };
+    let known = call
+        .header("if-none-match")
+        .and_then(|tags| etag::revalidating(tags, &output));
+    let limits = FetchLimits {
+        max_bytes: imgfleet_resize::Limits::default().max_input_bytes,
+        ..FetchLimits::default()
+    };
+    let fetched = deps
+        .origins
+        .fetch(
+            bucket,
+            prefix,
+            region,
+            endpoint,
+            &key,
+            known.as_ref(),
+            &limits,
+        )
+        .await;
+    let caching = |mut response: http::response::Builder, tag: &str| {
+        let mut cc = format!("public, max-age={}", origin.cache.max_age_secs);
+        if origin.cache.immutable {
+            cc.push_str(", immutable");
+        }
+        response = response.header("etag", tag).header("cache-control", cc);
+        if negotiated {
+            response = response.header("vary", "Accept");
+        }
+        response
+    };
+    let (source, not_modified) = match (fetched, known) {
+        (Ok(Fetched::NotModified), Some(v)) => (None, Some((v, 0))),
+        (Ok(Fetched::Source(s)), Some(v)) if v == s.validator => {
+            let n = s.bytes.len() as u64;
+            (None, Some((v, n)))
+        }
+        (Ok(Fetched::Source(s)), _) => (Some(s), None),
+        (Ok(Fetched::NotModified), None) => {
+            return error(
+                502,
+                "origin_error",
+                "304 to a request that named no version",
+            );
+        }
+        (Err(e), _) => {
+            let (status, code) = e.status_and_code();
+            let record = call.record(&grant, ROUTE_IMG, status, Default::default());
+            if let Err(refused) = metered(deps, call, record, None).await {
+                return refused;
+            }
+            return error(status, code, e.to_string());
+        }
+    };
+    if let Some((validator, origin_bytes)) = not_modified {
+        let mut record = call.record(&grant, ROUTE_IMG, 304, Default::default());
+        record.origin_bytes = origin_bytes;
+        record.not_modified = true;
+        if let Err(refused) = metered(deps, call, record, None).await {
+            return refused;
+        }
+        return caching(
+            Response::builder().status(304),
+            &etag::etag(&output, &validator),
+        )
+        .body(Body::Empty)
+        .expect("a 304 with valid headers");
+    }
+    let Some(source) = source else {
+        return error(502, "origin_error", "no source");
+    };
+    let out = imgfleet_resize::http::handle(HttpRequest {
+        method: "POST",
+        query: &canonical,
+        accept: call.header("accept"),
+        limits: None,
+        body: &source.bytes,
+    });
+    let mut record = call.record(
+        &grant,
+        ROUTE_IMG,
+        out.status,
+        image_sides(out.header(FACTS_HEADER)),
+    );
+    record.origin_bytes = source.bytes.len() as u64;
+    if let Err(refused) = metered(deps, call, record, None).await {
+        return refused;
+    }
+    let mut response = Response::builder().status(out.status);
+    for (name, value) in &out.headers {
+        if *name != FACTS_HEADER {
+            response = response.header(*name, value);
+        }
+    }
+    if out.status == 200 {
+        response = caching(response, &etag::etag(&output, &source.validator));
+        response
+            .body(Body::Binary(out.body))
+            .expect("a response built from the function's own headers")
+    } else {
+        response
+            .body(Body::Text(String::from_utf8_lossy(&out.body).into_owned()))
+            .expect("a response built from the function's own headers")
+    }
+}
+
+/// The route signed GETs are metered under, as on the host.
+const ROUTE_IMG: &str = "/v1/img/{*rest}";
+
+/// This binary's build, in delivered images' ETags: a digest of the executable, taken once
+/// per instance, so a new deployment makes new tags.
+fn function_build() -> String {
+    static BUILD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BUILD
+        .get_or_init(|| {
+            use sha2::Digest;
+            let bytes = std::env::current_exe()
+                .and_then(std::fs::read)
+                .unwrap_or_default();
+            imgfleet_auth::credential::hex(&sha2::Sha256::digest(&bytes)[..8])
+        })
+        .clone()
 }

@@ -44,6 +44,8 @@ pub struct Deps {
     /// How long a finished job's output can be fetched (the bucket's lifecycle rule removes
     /// it a day later at the latest).
     pub output_ttl_ms: u64,
+    /// Where signed GET URLs read their sources (S3 origins).
+    pub origins: imgfleet_stores::origins::s3::S3Origins,
 }
 
 impl Deps {
@@ -63,6 +65,7 @@ impl Deps {
             dynamodb,
             names,
             output_ttl_ms: 10 * 60 * 1000,
+            origins: imgfleet_stores::origins::s3::S3Origins::new(None),
         }
     }
 

@@ -20,7 +20,7 @@ use super::AppState;
 use super::audit::Metered;
 use super::auth::Principal;
 use super::error::ApiError;
-use crate::delivery::etag::{self, Output};
+use imgfleet_stores::origins::etag::{self, Output};
 
 /// Errors may be retried soon: a cache must not keep them.
 const ERROR_CACHE_CONTROL: &str = "no-store";
@@ -257,24 +257,7 @@ fn url_error(e: UrlError) -> ApiError {
 }
 
 fn fetch_error(e: FetchError) -> ApiError {
-    let message = e.to_string();
-    match e {
-        FetchError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "source_not_found", message),
-        FetchError::Timeout => {
-            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "origin_timeout", message)
-        }
-        FetchError::TooLarge { .. } => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "source_too_large", message)
-        }
-        FetchError::NotAnImage(_) => {
-            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_an_image", message)
-        }
-        FetchError::AddressRefused(_) => {
-            ApiError::new(StatusCode::BAD_GATEWAY, "origin_address_refused", message)
-        }
-        FetchError::Redirect(_) => {
-            ApiError::new(StatusCode::BAD_GATEWAY, "origin_redirect", message)
-        }
-        FetchError::Origin(_) => ApiError::new(StatusCode::BAD_GATEWAY, "origin_error", message),
-    }
+    let (status, code) = e.status_and_code();
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    ApiError::new(status, code, e.to_string())
 }

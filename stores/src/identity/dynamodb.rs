@@ -414,6 +414,38 @@ impl IdentityStore for DynamoIdentityStore {
 }
 
 impl DynamoIdentityStore {
+    /// What a signed URL names, as its check needs it (three point reads): the tenant, the
+    /// URL key that signed it and the origin of its source.
+    pub async fn delivery(
+        &self,
+        tenant: &str,
+        key_id: &str,
+        origin: &str,
+    ) -> Result<
+        (
+            Option<TenantRecord>,
+            Option<crate::identity::UrlKeyRecord>,
+            Option<crate::identity::OriginRecord>,
+        ),
+        StoreError,
+    > {
+        let owner = self
+            .record::<TenantRecord>(tenant_pk(tenant), "tenant")
+            .await?;
+        let item = |kind: ItemKind, name: &str| {
+            self.record::<StoreItem>(item_pk(kind, &item_id(tenant, name)), kind.as_str())
+        };
+        let url_key = match item(ItemKind::UrlKey, key_id).await? {
+            Some(StoreItem::UrlKey(k)) => Some(k),
+            _ => None,
+        };
+        let origin = match item(ItemKind::Origin, origin).await? {
+            Some(StoreItem::Origin(o)) => Some(o),
+            _ => None,
+        };
+        Ok((owner, url_key, origin))
+    }
+
     /// The key and its tenant, as one authentication needs them (two point reads).
     pub async fn key_and_tenant(
         &self,

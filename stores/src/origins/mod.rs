@@ -4,6 +4,7 @@
 //! revalidate by the source's validator, and name each way a fetch can fail, so the API can
 //! answer each with its own status.
 
+pub mod etag;
 #[cfg(feature = "http-origins")]
 pub mod http;
 #[cfg(feature = "s3")]
@@ -111,6 +112,21 @@ pub enum FetchError {
     AddressRefused(String),
     #[error("the origin redirected badly: {0}")]
     Redirect(String),
+}
+
+impl FetchError {
+    /// The HTTP status and stable code a client is answered with (docs/DELIVERY.md).
+    pub fn status_and_code(&self) -> (u16, &'static str) {
+        match self {
+            Self::NotFound => (404, "source_not_found"),
+            Self::Timeout => (504, "origin_timeout"),
+            Self::TooLarge { .. } => (413, "source_too_large"),
+            Self::NotAnImage(_) => (415, "not_an_image"),
+            Self::AddressRefused(_) => (502, "origin_address_refused"),
+            Self::Redirect(_) => (502, "origin_redirect"),
+            Self::Origin(_) => (502, "origin_error"),
+        }
+    }
 }
 
 /// Whether a content type can be an image (a missing one is left to the decoder).

@@ -16,9 +16,9 @@ pub fn normalised_accept(accept: Option<&str>) -> String {
         .collect()
 }
 
+use super::Validator;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use imgfleet_stores::origins::Validator;
 use sha2::{Digest, Sha256};
 
 /// What decides an output besides its source's version.
