@@ -327,6 +327,8 @@ case "$cmd" in
         # The fleet's servers: the tests start their own JetStream cluster and PostgreSQL.
         ensure_nats_server
         apt_ensure postgresql
+        # A real browser for the signed-URL page test.
+        command -v chromium >/dev/null || apt_ensure chromium
         # The quality test decodes AVIF output with sharp (no AVIF decoder in the workspace).
         ensure_sharp
         stage aws-checks aws_checks

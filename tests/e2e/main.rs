@@ -2,6 +2,7 @@
 //! nats-server, PostgreSQL), black box over HTTP. One module per area.
 
 mod async_jobs;
+mod browser;
 mod chaos;
 mod delivery;
 mod faults;

@@ -22,7 +22,8 @@ pub struct Origin {
     pub base: String,
     pub port: u16,
     pub counts: Arc<Counts>,
-    /// Bodies by path (under `/img/` with an ETag, under `/plain/` without validators).
+    /// Bodies by path (under `/img/` with an ETag, elsewhere without validators; `.html`
+    /// as pages).
     images: Arc<Mutex<HashMap<String, Vec<u8>>>>,
     stop: Arc<AtomicBool>,
 }
@@ -142,10 +143,15 @@ fn serve(
                     conn.write_all(&body)?;
                 }
             }
-            (_, Some(body)) => {
+            (p, Some(body)) => {
+                let content_type = if p.ends_with(".html") {
+                    "text/html; charset=utf-8"
+                } else {
+                    "image/jpeg"
+                };
                 write!(
                     conn,
-                    "HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+                    "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
                     body.len()
                 )?;
                 conn.write_all(&body)?;
