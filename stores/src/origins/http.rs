@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -18,7 +18,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 
-use super::{FetchError, FetchLimits, Fetched, Source, Validator, may_be_image};
+use super::{
+    Capped, FetchError, FetchLimits, Fetched, Source, Validator, may_be_image, next_chunk,
+};
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector<CheckedResolver>>;
 
@@ -165,25 +167,13 @@ async fn read_source(
         .map(Validator::ETag)
         .or_else(|| header_text(headers, header::LAST_MODIFIED).map(Validator::LastModified));
     let mut body = resp.into_body();
-    let mut buf =
-        BytesMut::with_capacity(declared.unwrap_or(64 * 1024).min(limits.max_bytes) as usize);
-    loop {
-        let frame = match tokio::time::timeout(limits.read_timeout, body.frame()).await {
-            Err(_) => return Err(FetchError::Timeout),
-            Ok(None) => break,
-            Ok(Some(Err(e))) => return Err(FetchError::Origin(format!("reading the body: {e}"))),
-            Ok(Some(Ok(frame))) => frame,
-        };
+    let mut capped = Capped::new(declared, limits.max_bytes);
+    while let Some(frame) = next_chunk(limits.read_timeout, body.frame()).await? {
         if let Ok(data) = frame.into_data() {
-            if (buf.len() + data.len()) as u64 > limits.max_bytes {
-                return Err(FetchError::TooLarge {
-                    limit: limits.max_bytes,
-                });
-            }
-            buf.extend_from_slice(&data);
+            capped.push(&data)?;
         }
     }
-    let bytes = buf.freeze();
+    let bytes = capped.finish();
     let validator = header_validator.unwrap_or_else(|| Validator::digest_of(&bytes));
     Ok(Source { bytes, validator })
 }

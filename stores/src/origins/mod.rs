@@ -129,6 +129,48 @@ impl FetchError {
     }
 }
 
+/// A source's bytes as they stream in, refused as soon as they pass the cap (a length the
+/// origin declared is not trusted).
+struct Capped {
+    buf: bytes::BytesMut,
+    max: u64,
+}
+
+impl Capped {
+    fn new(declared: Option<u64>, max: u64) -> Self {
+        let room = declared.unwrap_or(64 * 1024).min(max) as usize;
+        Self {
+            buf: bytes::BytesMut::with_capacity(room),
+            max,
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) -> Result<(), FetchError> {
+        if (self.buf.len() + chunk.len()) as u64 > self.max {
+            return Err(FetchError::TooLarge { limit: self.max });
+        }
+        self.buf.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    fn finish(self) -> Bytes {
+        self.buf.freeze()
+    }
+}
+
+/// The next chunk of a body, or the end, unless the origin stays silent past `silence`.
+async fn next_chunk<T, E: std::fmt::Display>(
+    silence: Duration,
+    next: impl std::future::Future<Output = Option<Result<T, E>>>,
+) -> Result<Option<T>, FetchError> {
+    match tokio::time::timeout(silence, next).await {
+        Err(_) => Err(FetchError::Timeout),
+        Ok(None) => Ok(None),
+        Ok(Some(Err(e))) => Err(FetchError::Origin(format!("reading the source: {e}"))),
+        Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
+    }
+}
+
 /// Whether a content type can be an image (a missing one is left to the decoder).
 pub fn may_be_image(content_type: Option<&str>) -> bool {
     let Some(ct) = content_type else {
@@ -169,6 +211,17 @@ mod tests {
         ] {
             assert_eq!(Validator::decode(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_source_past_its_cap_is_refused_whatever_length_it_declared() {
+        let mut small = Capped::new(Some(1), 8);
+        small.push(b"12345").unwrap();
+        small.push(b"678").unwrap();
+        assert_eq!(&small.finish()[..], b"12345678");
+        let mut over = Capped::new(Some(4), 8);
+        over.push(b"12345").unwrap();
+        assert_eq!(over.push(b"6789"), Err(FetchError::TooLarge { limit: 8 }));
     }
 
     #[test]

@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::get_object::GetObjectError;
-use bytes::BytesMut;
 
-use super::{FetchError, FetchLimits, Fetched, Source, Validator, may_be_image};
+use super::{
+    Capped, FetchError, FetchLimits, Fetched, Source, Validator, may_be_image, next_chunk,
+};
 use crate::aws::{AwsOptions, sdk_config};
 
 /// Clients by region and endpoint.
@@ -109,26 +110,13 @@ impl S3Origins {
                 .e_tag()
                 .map(|t| Validator::ETag(t.to_string()))
                 .filter(|v| Validator::decode(&v.encode()).is_some());
+            let declared = out.content_length().map(|n| n.max(0) as u64);
             let mut body = out.body;
-            let mut buf = BytesMut::new();
-            loop {
-                match tokio::time::timeout(limits.read_timeout, body.next()).await {
-                    Err(_) => return Err(FetchError::Timeout),
-                    Ok(None) => break,
-                    Ok(Some(Err(e))) => {
-                        return Err(FetchError::Origin(format!("reading the object: {e}")));
-                    }
-                    Ok(Some(Ok(chunk))) => {
-                        if (buf.len() + chunk.len()) as u64 > limits.max_bytes {
-                            return Err(FetchError::TooLarge {
-                                limit: limits.max_bytes,
-                            });
-                        }
-                        buf.extend_from_slice(&chunk);
-                    }
-                }
+            let mut capped = Capped::new(declared, limits.max_bytes);
+            while let Some(chunk) = next_chunk(limits.read_timeout, body.next()).await? {
+                capped.push(&chunk)?;
             }
-            let bytes = buf.freeze();
+            let bytes = capped.finish();
             let validator = validator.unwrap_or_else(|| Validator::digest_of(&bytes));
             Ok(Fetched::Source(Source { bytes, validator }))
         };
