@@ -419,12 +419,10 @@ async fn shutdown_signal() {
 /// image's ETag: a new build of the function makes new tags, so caches fetch its outputs
 /// anew.
 fn function_build(manifest: &Manifest, route: &str) -> Arc<str> {
-    use sha2::Digest;
     let bytes = manifest
         .route(route)
         .and_then(|c| manifest.components.get(c))
         .and_then(|path| std::fs::read(path).ok())
         .unwrap_or_default();
-    let digest = sha2::Sha256::digest(&bytes);
-    imgfleet_auth::credential::hex(&digest[..8]).into()
+    imgfleet_stores::origins::etag::build_of(&bytes).into()
 }

@@ -556,10 +556,11 @@ async fn deliver(deps: &Deps, call: &Call<'_>, path: &str) -> Response<Body> {
         key_id: format!("url:{}", url.key_id),
         quota: tenant.quota.clone(),
     };
-    let canonical = match imgfleet_resize::ResizeParams::from_query(&url.query) {
-        Ok(p) => p.canonical_query(),
+    let params = match imgfleet_resize::ResizeParams::from_query(&url.query) {
+        Ok(p) => p,
         Err(e) => return error(400, "invalid_parameter", e.message),
     };
+    let canonical = params.canonical_query();
     if canonical != url.query {
         return error(
             400,
@@ -593,7 +594,7 @@ async fn deliver(deps: &Deps, call: &Call<'_>, path: &str) -> Response<Body> {
     let Some(key) = signed_url::percent_decode(url.source) else {
         return error(400, "malformed_url", "the source path is not UTF-8");
     };
-    let negotiated = url.query.split('&').any(|p| p == "fmt=auto");
+    let negotiated = params.format == imgfleet_resize::params::FormatChoice::Auto;
     let accept = etag::normalised_accept(call.header("accept"));
     let build = function_build();
     let output = Output {
@@ -624,11 +625,9 @@ async fn deliver(deps: &Deps, call: &Call<'_>, path: &str) -> Response<Body> {
         )
         .await;
     let caching = |mut response: http::response::Builder, tag: &str| {
-        let mut cc = format!("public, max-age={}", origin.cache.max_age_secs);
-        if origin.cache.immutable {
-            cc.push_str(", immutable");
-        }
-        response = response.header("etag", tag).header("cache-control", cc);
+        response = response
+            .header("etag", tag)
+            .header("cache-control", origin.cache.cache_control());
         if negotiated {
             response = response.header("vary", "Accept");
         }
@@ -718,11 +717,10 @@ fn function_build() -> String {
     static BUILD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     BUILD
         .get_or_init(|| {
-            use sha2::Digest;
             let bytes = std::env::current_exe()
                 .and_then(std::fs::read)
                 .unwrap_or_default();
-            imgfleet_auth::credential::hex(&sha2::Sha256::digest(&bytes)[..8])
+            imgfleet_stores::origins::etag::build_of(&bytes)
         })
         .clone()
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use imgfleet_tests::bench::{arg, record};
-use imgfleet_tests::host::{DEFAULT_TENANT, Host, binary, request};
+use imgfleet_tests::host::{Host, request, sign_url};
 use imgfleet_tests::images;
 use imgfleet_tests::origin::Origin;
 
@@ -75,28 +75,12 @@ fn main() {
     let origin = Origin::start();
     let photo = images::jpeg(&images::photo(1200, 800, 11), 85);
     origin.put("/img/photo.jpg", photo.clone());
-    let r = h.admin(
-        "POST",
-        &format!("/admin/tenants/{DEFAULT_TENANT}/origins"),
-        Some(serde_json::json!({
-            "name": "web", "type": "http", "base_url": format!("{}/img/", origin.base),
-            "allow_private": true,
-        })),
-    );
-    assert_eq!(r.status, 201);
-    let r = h.admin(
-        "POST",
-        &format!("/admin/tenants/{DEFAULT_TENANT}/url-keys"),
-        None,
-    );
-    let key = r.json()["url_key"].as_str().unwrap().to_string();
-    let out = std::process::Command::new(binary())
-        .args(["url", "sign", "--tenant", DEFAULT_TENANT, "--origin", "web"])
-        .args(["--query", "w=300&fmt=jpeg", "photo.jpg"])
-        .env("IMGFLEET_URL_KEY", &key)
-        .output()
-        .expect("imgfleet url sign");
-    let path = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    h.add_origin(serde_json::json!({
+        "name": "web", "type": "http", "base_url": format!("{}/img/", origin.base),
+        "allow_private": true,
+    }));
+    let (_, key) = h.url_key();
+    let path = sign_url(&key, "web", "w=300&fmt=jpeg", "photo.jpg", &[]);
     let url = h.url(&path);
     let first = request("GET", &url, b"", &[]);
     assert_eq!(first.status, 200);

@@ -8,37 +8,13 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use imgfleet_tests::host::{DEFAULT_TENANT, Host, binary, request};
+use imgfleet_tests::host::{Host, sign_url};
 use imgfleet_tests::images;
-use imgfleet_tests::origin::Origin;
+use imgfleet_tests::origin::{Origin, put_s3_object};
 use imgfleet_tests::traffic::{UsageAt, exported_usage};
 
 fn chromium() -> String {
     std::env::var("IMGFLEET_TEST_CHROMIUM").unwrap_or_else(|_| "chromium".into())
-}
-
-fn sign(h: &Host, key: &str, origin: &str, query: &str, file: &str, extra: &[&str]) -> String {
-    let out = Command::new(binary())
-        .args([
-            "url",
-            "sign",
-            "--tenant",
-            DEFAULT_TENANT,
-            "--origin",
-            origin,
-        ])
-        .args(["--query", query, "--base", &h.base])
-        .args(extra)
-        .arg(file)
-        .env("IMGFLEET_URL_KEY", key)
-        .output()
-        .expect("running imgfleet url sign");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// Loads `url` in headless Chromium with the profile in `profile` and returns the text of
@@ -94,15 +70,8 @@ fn a_browser_shows_signed_images_refuses_bad_ones_and_revisits_from_its_cache() 
     let endpoint = std::env::var("IMGFLEET_TEST_SQS_ENDPOINT")
         .expect("IMGFLEET_TEST_SQS_ENDPOINT: ./dev.sh test starts moto_server");
     let bucket = format!("imgfleet-browser-{}", std::process::id());
-    assert!(request("PUT", &format!("{endpoint}/{bucket}"), b"", &[]).status < 300);
     let photo = images::jpeg(&images::photo(900, 600, 21), 85);
-    let put = request(
-        "PUT",
-        &format!("{endpoint}/{bucket}/pics/boat.jpg"),
-        &photo,
-        &[("content-type", "image/jpeg")],
-    );
-    assert!(put.status < 300);
+    put_s3_object(&endpoint, &bucket, "pics/boat.jpg", &photo);
     let h = Host::start_with_env(
         "spin.toml",
         &[],
@@ -118,38 +87,28 @@ fn a_browser_shows_signed_images_refuses_bad_ones_and_revisits_from_its_cache() 
         images::jpeg(&images::photo(1200, 800, 3), 85),
     );
     for (name, max_age) in [("web", 3600), ("fresh", 0)] {
-        let r = h.admin(
-            "POST",
-            &format!("/admin/tenants/{DEFAULT_TENANT}/origins"),
-            Some(serde_json::json!({
-                "name": name, "type": "http", "base_url": format!("{}/img/", origin.base),
-                "allow_private": true, "max_age_secs": max_age,
-            })),
-        );
-        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        h.add_origin(serde_json::json!({
+            "name": name, "type": "http", "base_url": format!("{}/img/", origin.base),
+            "allow_private": true, "max_age_secs": max_age,
+        }));
     }
-    let r = h.admin(
-        "POST",
-        &format!("/admin/tenants/{DEFAULT_TENANT}/origins"),
-        Some(serde_json::json!({
-            "name": "archive", "type": "s3", "bucket": bucket, "prefix": "pics/",
-            "region": "us-east-1", "endpoint": endpoint, "max_age_secs": 3600,
-        })),
-    );
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    let r = h.admin(
-        "POST",
-        &format!("/admin/tenants/{DEFAULT_TENANT}/url-keys"),
-        None,
-    );
-    let key = r.json()["url_key"].as_str().unwrap().to_string();
+    h.add_origin(serde_json::json!({
+        "name": "archive", "type": "s3", "bucket": bucket, "prefix": "pics/",
+        "region": "us-east-1", "endpoint": endpoint, "max_age_secs": 3600,
+    }));
+    let (_, key) = h.url_key();
+    // Whole URLs: the page is served from another origin (the test's own server).
+    let sign = |origin: &str, query: &str, file: &str, extra: &[&str]| {
+        let base = ["--base", h.base.as_str()];
+        sign_url(&key, origin, query, file, &[&base[..], extra].concat())
+    };
 
-    let one_x = sign(&h, &key, "web", "w=200&fmt=webp", "cat.jpg", &[]);
-    let two_x = sign(&h, &key, "web", "w=400&fmt=webp", "cat.jpg", &[]);
-    let s3 = sign(&h, &key, "archive", "w=150", "boat.jpg", &[]);
-    let fresh = sign(&h, &key, "fresh", "w=120", "cat.jpg", &[]);
+    let one_x = sign("web", "w=200&fmt=webp", "cat.jpg", &[]);
+    let two_x = sign("web", "w=400&fmt=webp", "cat.jpg", &[]);
+    let s3 = sign("archive", "w=150", "boat.jpg", &[]);
+    let fresh = sign("fresh", "w=120", "cat.jpg", &[]);
     let tampered = one_x.replace("w=200", "w=201");
-    let expired = sign(&h, &key, "web", "w=90", "cat.jpg", &["--expires-in", "0"]);
+    let expired = sign("web", "w=90", "cat.jpg", &["--expires-in", "0"]);
     // The tags are written by the page's script, so the 2x candidate is chosen against
     // the screen's real pixel ratio (the parser's preload scan may run before it is set).
     let images = serde_json::json!([

@@ -3,60 +3,11 @@
 //! tampered, expired and revoked URLs refused, rotation, origins removed, and every kind of
 //! bad origin answered with its own code within the budget while the host stays up.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use imgfleet_tests::host::{DEFAULT_TENANT, Host, Reply, binary, request};
+use imgfleet_tests::host::{DEFAULT_TENANT, Host, Reply, request, sign_url as sign};
 use imgfleet_tests::images;
-use imgfleet_tests::origin::Origin;
-
-fn add_origin(h: &Host, body: serde_json::Value) {
-    let r = h.admin(
-        "POST",
-        &format!("/admin/tenants/{DEFAULT_TENANT}/origins"),
-        Some(body),
-    );
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-}
-
-fn url_key(h: &Host) -> (String, String) {
-    let r = h.admin(
-        "POST",
-        &format!("/admin/tenants/{DEFAULT_TENANT}/url-keys"),
-        Some(serde_json::json!({ "label": "site" })),
-    );
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    let v = r.json();
-    (
-        v["key_id"].as_str().unwrap().to_string(),
-        v["url_key"].as_str().unwrap().to_string(),
-    )
-}
-
-/// `imgfleet url sign`, as a site's build step would run it.
-fn sign(key: &str, origin: &str, query: &str, path: &str, extra: &[&str]) -> String {
-    let out = Command::new(binary())
-        .args([
-            "url",
-            "sign",
-            "--tenant",
-            DEFAULT_TENANT,
-            "--origin",
-            origin,
-        ])
-        .args(["--query", query])
-        .args(extra)
-        .arg(path)
-        .env("IMGFLEET_URL_KEY", key)
-        .output()
-        .expect("running imgfleet url sign");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
+use imgfleet_tests::origin::{Origin, put_s3_object};
 
 fn get(h: &Host, path: &str, headers: &[(&str, &str)]) -> Reply {
     request("GET", &h.url(path), b"", headers)
@@ -93,15 +44,12 @@ fn start() -> (Host, Origin, String, String) {
     );
     origin.put("/img/random.jpg", vec![0x42; 5000]);
     for (name, path) in [("web", "img/"), ("plain", "plain/"), ("bad", "bad/")] {
-        add_origin(
-            &h,
-            serde_json::json!({
-                "name": name, "type": "http", "base_url": format!("{}/{path}", origin.base),
-                "allow_private": true, "max_age_secs": 3600,
-            }),
-        );
+        h.add_origin(serde_json::json!({
+            "name": name, "type": "http", "base_url": format!("{}/{path}", origin.base),
+            "allow_private": true, "max_age_secs": 3600,
+        }));
     }
-    let (key_id, key) = url_key(&h);
+    let (key_id, key) = h.url_key();
     (h, origin, key_id, key)
 }
 
@@ -253,7 +201,7 @@ fn tampered_expired_revoked_and_unknown_urls_are_refused() {
     );
     assert_eq!(code(&format!("{path}?cb=1")), (400, "malformed_url".into()));
     // A second key for rotation; revoking the first stops its URLs within the SLA.
-    let (_, second) = url_key(&h);
+    let (_, second) = h.url_key();
     let rotated = sign(&second, "web", "w=64", "cat.jpg", &[]);
     assert_eq!(get(&h, &rotated, &[]).status, 200);
     let r = h.admin(
@@ -291,20 +239,14 @@ fn tampered_expired_revoked_and_unknown_urls_are_refused() {
 #[test]
 fn bad_origins_get_their_own_codes_within_the_budget_and_the_host_stays_up() {
     let (h, origin, _, key) = start();
-    add_origin(
-        &h,
-        serde_json::json!({
-            "name": "guarded", "type": "http",
-            "base_url": format!("http://localhost:{}/img/", origin.port),
-        }),
-    );
-    add_origin(
-        &h,
-        serde_json::json!({
-            "name": "literal", "type": "http",
-            "base_url": format!("http://127.0.0.1:{}/img/", origin.port),
-        }),
-    );
+    h.add_origin(serde_json::json!({
+        "name": "guarded", "type": "http",
+        "base_url": format!("http://localhost:{}/img/", origin.port),
+    }));
+    h.add_origin(serde_json::json!({
+        "name": "literal", "type": "http",
+        "base_url": format!("http://127.0.0.1:{}/img/", origin.port),
+    }));
     let cases = [
         ("bad", "slow.jpg", 504, "origin_timeout"),
         ("bad", "dribble.jpg", 504, "origin_timeout"),
@@ -356,17 +298,8 @@ fn an_s3_origin_serves_signed_urls_and_revalidates() {
     let endpoint = std::env::var("IMGFLEET_TEST_SQS_ENDPOINT")
         .expect("IMGFLEET_TEST_SQS_ENDPOINT: ./dev.sh test starts moto_server");
     let bucket = format!("imgfleet-origin-{}", std::process::id());
-    // moto takes unsigned path-style calls.
-    let made = request("PUT", &format!("{endpoint}/{bucket}"), b"", &[]);
-    assert!(made.status < 300, "creating the bucket: {}", made.status);
     let photo = images::jpeg(&images::photo(500, 400, 5), 85);
-    let put = request(
-        "PUT",
-        &format!("{endpoint}/{bucket}/web/2024/cat.jpg"),
-        &photo,
-        &[("content-type", "image/jpeg")],
-    );
-    assert!(put.status < 300, "uploading: {}", put.status);
+    put_s3_object(&endpoint, &bucket, "web/2024/cat.jpg", &photo);
     let h = Host::start_with_env(
         "spin.toml",
         &[],
@@ -376,14 +309,11 @@ fn an_s3_origin_serves_signed_urls_and_revalidates() {
             ("AWS_REGION", "us-east-1"),
         ],
     );
-    add_origin(
-        &h,
-        serde_json::json!({
-            "name": "archive", "type": "s3", "bucket": bucket, "prefix": "web/",
-            "region": "us-east-1", "endpoint": endpoint,
-        }),
-    );
-    let (_, key) = url_key(&h);
+    h.add_origin(serde_json::json!({
+        "name": "archive", "type": "s3", "bucket": bucket, "prefix": "web/",
+        "region": "us-east-1", "endpoint": endpoint,
+    }));
+    let (_, key) = h.url_key();
     let path = sign(&key, "archive", "w=100&fmt=png", "2024/cat.jpg", &[]);
     let r = get(&h, &path, &[]);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));

@@ -176,6 +176,31 @@ impl Host {
         r.json()["api_key"].as_str().expect("api_key").to_string()
     }
 
+    /// Adds an origin to the default tenant (`body` as the admin API takes it).
+    pub fn add_origin(&self, body: serde_json::Value) {
+        let r = self.admin(
+            "POST",
+            &format!("/admin/tenants/{DEFAULT_TENANT}/origins"),
+            Some(body),
+        );
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    }
+
+    /// A new URL signing key of the default tenant: its id and the `ifu_…` key.
+    pub fn url_key(&self) -> (String, String) {
+        let r = self.admin(
+            "POST",
+            &format!("/admin/tenants/{DEFAULT_TENANT}/url-keys"),
+            Some(serde_json::json!({ "label": "site" })),
+        );
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        let v = r.json();
+        (
+            v["key_id"].as_str().expect("key_id").to_string(),
+            v["url_key"].as_str().expect("url_key").to_string(),
+        )
+    }
+
     /// `POST` with this host's default API key.
     pub fn post(&self, path_and_query: &str, body: &[u8], headers: &[(&str, &str)]) -> Reply {
         self.post_as(&self.key, path_and_query, body, headers)
@@ -253,6 +278,35 @@ impl Drop for Host {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `imgfleet url sign` for the default tenant, as a site's build step would run it: the
+/// signed path (a whole URL with `--base` among `extra`).
+pub fn sign_url(key: &str, origin: &str, query: &str, path: &str, extra: &[&str]) -> String {
+    let out = Command::new(binary())
+        .args([
+            "url",
+            "sign",
+            "--tenant",
+            DEFAULT_TENANT,
+            "--origin",
+            origin,
+        ])
+        .args(["--query", query])
+        .args(extra)
+        .arg(path)
+        .env("IMGFLEET_URL_KEY", key)
+        .output()
+        .expect("running imgfleet url sign");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("a URL is text")
+        .trim()
+        .to_string()
 }
 
 /// A response as the tests need it.

@@ -238,3 +238,22 @@ fn serve(
         conn.flush()?;
     }
 }
+
+/// Puts `body` at `key` in `bucket` on an S3 API that takes unsigned path-style calls
+/// (moto), making the bucket first.
+pub fn put_s3_object(endpoint: &str, bucket: &str, key: &str, body: &[u8]) {
+    use crate::host::request;
+    let made = request("PUT", &format!("{endpoint}/{bucket}"), b"", &[]);
+    assert!(
+        made.status < 300,
+        "creating bucket {bucket}: {}",
+        made.status
+    );
+    let put = request(
+        "PUT",
+        &format!("{endpoint}/{bucket}/{key}"),
+        body,
+        &[("content-type", "image/jpeg")],
+    );
+    assert!(put.status < 300, "uploading {key}: {}", put.status);
+}

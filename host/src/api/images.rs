@@ -208,12 +208,7 @@ impl Caching<'_> {
         if let Ok(v) = HeaderValue::from_str(tag) {
             headers.insert(header::ETAG, v);
         }
-        let policy = self.origin.cache;
-        let mut cc = format!("public, max-age={}", policy.max_age_secs);
-        if policy.immutable {
-            cc.push_str(", immutable");
-        }
-        if let Ok(v) = HeaderValue::from_str(&cc) {
+        if let Ok(v) = HeaderValue::from_str(&self.origin.cache.cache_control()) {
             headers.insert(header::CACHE_CONTROL, v);
         }
         if self.negotiated {

@@ -56,6 +56,17 @@ pub struct CachePolicy {
     pub immutable: bool,
 }
 
+impl CachePolicy {
+    /// The `Cache-Control` of a delivered image: `public, max-age=N[, immutable]`.
+    pub fn cache_control(&self) -> String {
+        let mut cc = format!("public, max-age={}", self.max_age_secs);
+        if self.immutable {
+            cc.push_str(", immutable");
+        }
+        cc
+    }
+}
+
 impl Default for CachePolicy {
     fn default() -> Self {
         Self {

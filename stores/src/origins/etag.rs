@@ -6,6 +6,12 @@
 //! Form: `"<digest>.<validator>"`, the digest a SHA-256 (16 bytes, hex) over everything
 //! that decides the output, the validator base64url-encoded.
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+
+use super::Validator;
+
 /// `Accept` as it decides a negotiated format: lower case, without spaces.
 pub fn normalised_accept(accept: Option<&str>) -> String {
     accept
@@ -16,10 +22,10 @@ pub fn normalised_accept(accept: Option<&str>) -> String {
         .collect()
 }
 
-use super::Validator;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sha2::{Digest, Sha256};
+/// A function build's id in tags: a digest of its code (16 hex digits).
+pub fn build_of(code: &[u8]) -> String {
+    imgfleet_auth::credential::hex(&Sha256::digest(code)[..8])
+}
 
 /// What decides an output besides its source's version.
 #[derive(Debug, Clone, Copy)]

@@ -19,7 +19,7 @@ use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 
 use super::{
-    Capped, FetchError, FetchLimits, Fetched, Source, Validator, may_be_image, next_chunk,
+    Capped, FetchError, FetchLimits, Fetched, Source, Validator, may_be_image, next_chunk, sendable,
 };
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector<CheckedResolver>>;
@@ -181,7 +181,7 @@ async fn read_source(
 /// A header's value when it can be sent back as one (validators go back to the origin).
 fn header_text(headers: &http::HeaderMap, name: header::HeaderName) -> Option<String> {
     let v = headers.get(name)?.to_str().ok()?.trim();
-    Validator::decode(&format!("e:{v}")).map(|_| v.to_string())
+    sendable(v).then(|| v.to_string())
 }
 
 fn client_error(e: hyper_util::client::legacy::Error) -> FetchError {

@@ -37,10 +37,7 @@ impl Validator {
     /// that could not be sent back as a header (it came from a client).
     pub fn decode(s: &str) -> Option<Self> {
         let (kind, value) = s.split_once(':')?;
-        let sendable = !value.is_empty()
-            && value.len() <= 256
-            && value.bytes().all(|b| (0x20..0x7f).contains(&b));
-        if !sendable {
+        if !sendable(value) {
             return None;
         }
         match kind {
@@ -57,6 +54,11 @@ impl Validator {
         let d = sha2::Sha256::digest(bytes);
         Self::Digest(imgfleet_auth::credential::hex(&d[..16]))
     }
+}
+
+/// Whether a validator can go back to an origin as a header value: short, visible ASCII.
+pub fn sendable(value: &str) -> bool {
+    !value.is_empty() && value.len() <= 256 && value.bytes().all(|b| (0x20..0x7f).contains(&b))
 }
 
 #[derive(Debug, Clone)]

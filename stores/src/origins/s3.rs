@@ -10,7 +10,7 @@ use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::get_object::GetObjectError;
 
 use super::{
-    Capped, FetchError, FetchLimits, Fetched, Source, Validator, may_be_image, next_chunk,
+    Capped, FetchError, FetchLimits, Fetched, Source, Validator, may_be_image, next_chunk, sendable,
 };
 use crate::aws::{AwsOptions, sdk_config};
 
@@ -108,8 +108,8 @@ impl S3Origins {
             }
             let validator = out
                 .e_tag()
-                .map(|t| Validator::ETag(t.to_string()))
-                .filter(|v| Validator::decode(&v.encode()).is_some());
+                .filter(|t| sendable(t))
+                .map(|t| Validator::ETag(t.to_string()));
             let declared = out.content_length().map(|n| n.max(0) as u64);
             let mut body = out.body;
             let mut capped = Capped::new(declared, limits.max_bytes);
