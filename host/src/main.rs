@@ -39,6 +39,9 @@ fn main() -> anyhow::Result<()> {
         Command::UrlKeys(a) => rt.block_on(imgfleet_host::operator::commands::url_keys(
             &a.store, a.action,
         )),
+        Command::Purges(a) => rt.block_on(imgfleet_host::operator::commands::purges(
+            &a.store, a.action,
+        )),
         Command::Url(a) => imgfleet_host::operator::commands::url(a.action),
         Command::Usage(a) => {
             rt.block_on(imgfleet_host::operator::commands::usage(&a.store, a.action))

@@ -12,6 +12,8 @@ use crate::api::admission::Admission;
 use crate::api::{self, AppState};
 use crate::data_plane::auth_cache::AuthCache;
 use crate::data_plane::gate::Gate;
+use crate::delivery::cache::ResultCache;
+use crate::delivery::flight::Flights;
 use crate::execution::completions::Completions;
 use crate::execution::manifest::Manifest;
 use crate::execution::runtime::Runtime;
@@ -32,6 +34,8 @@ use imgfleet_stores::audit::sqlite::AuditLog;
 use imgfleet_stores::data_dir::{self, DataDirLock};
 use imgfleet_stores::identity::IdentityStore;
 use imgfleet_stores::jobs::JobStore;
+use imgfleet_stores::results::disk::DiskResults;
+use imgfleet_stores::results::jetstream::FleetResults;
 use imgfleet_stores::staging::jetstream::SharedStaging;
 use imgfleet_stores::staging::{Staging, StagingConfig};
 use imgfleet_stores::usage::UsageStore;
@@ -45,6 +49,9 @@ pub const JOB_MAX_RECEIVES: u32 = 3;
 /// delivery was lost with a dead node's connection, comes back well within a synchronous
 /// request's budget.
 pub const JOB_VISIBILITY: Duration = Duration::from_secs(10);
+/// How long a host waits for a result another host is making before making it itself:
+/// longer than a resize, short against a request's budget.
+pub const RESULT_LEASE: Duration = Duration::from_secs(10);
 
 /// A host's completions queue: short-lived replies, no dead-lettering. Its dispatcher
 /// deletes a completion as soon as it has one, so a short visibility timeout costs nothing,
@@ -101,6 +108,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         _ => Duration::ZERO,
     };
     let mut health = Health::new();
+    let mut fleet_results = None;
     let backend = match args.queue {
         QueueKind::Embedded => {
             let store = EmbeddedStore::open(&args.data_dir.join("queue"))
@@ -138,6 +146,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
                 })
                 .await?,
             );
+            if args.fleet_cache_mb > 0 {
+                fleet_results = Some(
+                    opened(startup_grace, "opening the fleet's result cache", || {
+                        FleetResults::open(&js, args.fleet_cache_mb * 1024 * 1024, RESULT_LEASE)
+                    })
+                    .await?,
+                );
+            }
             QueueBackend::JetStream {
                 js: Box::new(js),
                 partitions,
@@ -283,7 +299,19 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         max_bytes: limits.max_input_bytes,
         ..Default::default()
     });
+    let results = ResultCache::new(
+        DiskResults::open(
+            &args.data_dir.join("results"),
+            args.result_cache_mb * 1024 * 1024,
+        )
+        .context("opening the result cache")?,
+        fleet_results,
+        gate.cache.clone(),
+    );
     let state = AppState {
+        results,
+        flights: Flights::new(),
+        host_id: host_id.clone().into(),
         resize_build,
         origins,
         manifest: Arc::new(manifest),

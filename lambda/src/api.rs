@@ -68,6 +68,7 @@ impl Call<'_> {
             queue_ns: 0,
             origin_bytes: 0,
             not_modified: false,
+            cache: None,
         }
     }
 }

@@ -109,6 +109,7 @@ async fn run(deps: &Deps, job: &JobMessage) -> Result<(), String> {
         queue_ns: now.saturating_sub(job.submitted_ms) * 1_000_000,
         origin_bytes: 0,
         not_modified: false,
+        cache: None,
     };
     account(deps, record, Some(&job.id)).await?;
     job::finish(deps, &job.id, &outcome, now).await?;

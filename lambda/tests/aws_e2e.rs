@@ -792,6 +792,7 @@ async fn compaction_packs_old_records_and_keeps_them_readable() {
         queue_ns: 0,
         origin_bytes: 0,
         not_modified: false,
+        cache: None,
     };
     // Three from ten days ago, two from today.
     let records: Vec<_> = (0..5)

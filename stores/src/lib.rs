@@ -1,5 +1,5 @@
 //! imgfleet's persistence: one folder per port (identity, usage, jobs, staging, audit,
-//! origins), each with its backends side by side, named for what they run on. Backends come
+//! origins, results), each with its backends side by side, named for what they run on. Backends come
 //! with features (`sqlite`, `postgres`, `dynamodb`, `jetstream`, `http-origins`, `s3`), so a
 //! Lambda binary carries only what it uses; no backend links the WASM runtime.
 
@@ -8,6 +8,8 @@ pub mod data_dir;
 pub mod identity;
 #[cfg(any(feature = "http-origins", feature = "s3"))]
 pub mod origins;
+#[cfg(any(feature = "http-origins", feature = "s3"))]
+pub mod results;
 pub mod usage;
 
 #[cfg(feature = "sqlite")]

@@ -325,6 +325,7 @@ fn rec(id: usize, tenant: &str, at_ms: u64, status: u16) -> UsageRecord {
         queue_ns: 10,
         origin_bytes: 0,
         not_modified: false,
+        cache: None,
     }
 }
 

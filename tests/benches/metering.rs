@@ -51,6 +51,7 @@ fn usage(i: usize, tenant: usize, at_ms: u64) -> UsageRecord {
         queue_ns: 40_000,
         origin_bytes: 0,
         not_modified: false,
+        cache: None,
     }
 }
 

@@ -43,10 +43,16 @@ fn start() -> (Host, Origin, String, String) {
         images::jpeg(&images::photo(400, 300, 4), 85),
     );
     origin.put("/img/random.jpg", vec![0x42; 5000]);
-    for (name, path) in [("web", "img/"), ("plain", "plain/"), ("bad", "bad/")] {
+    // `live` keeps nothing fresh: every request asks the origin.
+    for (name, path, max_age) in [
+        ("web", "img/", 3600),
+        ("plain", "plain/", 3600),
+        ("bad", "bad/", 3600),
+        ("live", "img/", 0),
+    ] {
         h.add_origin(serde_json::json!({
             "name": name, "type": "http", "base_url": format!("{}/{path}", origin.base),
-            "allow_private": true, "max_age_secs": 3600,
+            "allow_private": true, "max_age_secs": max_age,
         }));
     }
     let (key_id, key) = h.url_key();
@@ -76,15 +82,27 @@ fn a_signed_url_serves_the_resized_image_with_caching_headers_and_304s() {
     assert_eq!(head.header("etag"), Some(tag.as_str()));
     assert!(head.body.is_empty());
 
-    // Revalidation: the origin is asked by its own validator and says unchanged.
-    let before = origin
-        .counts
-        .not_modified
-        .load(std::sync::atomic::Ordering::Relaxed);
+    // Revalidation within the origin's max-age: the source's version is fresh, so the
+    // 304 comes without asking the origin.
+    let asked = origin.requests("/img/cat.jpg");
     let again = get(&h, &path, &[("if-none-match", &tag)]);
     assert_eq!(again.status, 304);
     assert_eq!(again.header("etag"), Some(tag.as_str()));
     assert!(again.body.is_empty());
+    assert_eq!(origin.requests("/img/cat.jpg"), asked);
+
+    // With max-age 0, the origin is asked by its own validator and says unchanged.
+    let live = sign(&key, "live", "w=160&fmt=webp", "cat.jpg", &[]);
+    let first = get(&h, &live, &[]);
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("cache-control"), Some("public, max-age=0"));
+    let live_tag = first.header("etag").unwrap().to_string();
+    let before = origin
+        .counts
+        .not_modified
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let again = get(&h, &live, &[("if-none-match", &live_tag)]);
+    assert_eq!(again.status, 304);
     assert_eq!(
         origin
             .counts
@@ -94,15 +112,26 @@ fn a_signed_url_serves_the_resized_image_with_caching_headers_and_304s() {
         "the 304 came from the origin's own revalidation"
     );
 
-    // The source changes: the old tag no longer matches and the new image is served.
+    // The source changes: the old tag no longer matches and the new image is served, at
+    // once where nothing is kept fresh, and where it is, once the path is purged.
     origin.put(
         "/img/cat.jpg",
         images::jpeg(&images::photo(800, 600, 9), 85),
     );
+    let changed = get(&h, &live, &[("if-none-match", &live_tag)]);
+    assert_eq!(changed.status, 200);
+    assert_ne!(changed.header("etag"), Some(live_tag.as_str()));
+    assert_eq!(width_of(&changed.body), 160);
+    assert_eq!(get(&h, &path, &[("if-none-match", &tag)]).status, 304);
+    let purged = h.admin(
+        "POST",
+        &format!("/admin/tenants/{DEFAULT_TENANT}/purges"),
+        Some(serde_json::json!({"origin": "web", "path": "cat.jpg"})),
+    );
+    assert_eq!(purged.status, 201);
     let changed = get(&h, &path, &[("if-none-match", &tag)]);
     assert_eq!(changed.status, 200);
     assert_ne!(changed.header("etag"), Some(tag.as_str()));
-    assert_eq!(width_of(&changed.body), 160);
 
     // An origin without validators is revalidated by the digest of its bytes.
     let plain = sign(&key, "plain", "w=100", "dog.jpg", &[]);
@@ -121,7 +150,7 @@ fn a_signed_url_serves_the_resized_image_with_caching_headers_and_304s() {
     assert_eq!(jpeg.header("content-type"), Some("image/jpeg"));
     assert_ne!(webp.header("etag"), jpeg.header("etag"));
 
-    // Usage: each of the 8 GETs and HEADs is metered (the meter ships within seconds),
+    // Usage: each of the 12 GETs and HEADs is metered (the meter ships within seconds),
     // with the origin bytes it read; the 304s say so.
     let started = Instant::now();
     let records = loop {
@@ -132,12 +161,12 @@ fn a_signed_url_serves_the_resized_image_with_caching_headers_and_304s() {
             .iter()
             .filter(|r| r["route"].as_str() == Some("/v1/img/{*rest}"))
             .count();
-        if n >= 8 {
+        if n >= 12 {
             break records;
         }
         assert!(
             started.elapsed() < Duration::from_secs(30),
-            "{n} of 8 GETs metered: {:?}",
+            "{n} of 12 GETs metered: {:?}",
             records
                 .iter()
                 .map(|r| (r["route"].clone(), r["status"].clone()))
@@ -149,7 +178,7 @@ fn a_signed_url_serves_the_resized_image_with_caching_headers_and_304s() {
         .iter()
         .filter(|r| r["route"].as_str() == Some("/v1/img/{*rest}"))
         .collect();
-    assert_eq!(gets.len(), 8, "each GET metered once");
+    assert_eq!(gets.len(), 12, "each GET metered once");
     assert!(
         gets.iter()
             .any(|r| r["not_modified"] == true && r["status"] == 304)
@@ -311,7 +340,7 @@ fn an_s3_origin_serves_signed_urls_and_revalidates() {
     );
     h.add_origin(serde_json::json!({
         "name": "archive", "type": "s3", "bucket": bucket, "prefix": "web/",
-        "region": "us-east-1", "endpoint": endpoint,
+        "region": "us-east-1", "endpoint": endpoint, "max_age_secs": 0,
     }));
     let (_, key) = h.url_key();
     let path = sign(&key, "archive", "w=100&fmt=png", "2024/cat.jpg", &[]);

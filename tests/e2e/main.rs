@@ -16,4 +16,5 @@ mod identity;
 mod metering;
 mod observability;
 mod queue_path;
+mod result_cache;
 mod wasm_vs_native;

@@ -251,6 +251,7 @@ fn record(id: usize) -> UsageRecord {
         queue_ns: 0,
         origin_bytes: 0,
         not_modified: false,
+        cache: None,
     }
 }
 

@@ -25,6 +25,8 @@ pub struct Origin {
     /// Bodies by path (under `/img/` with an ETag, elsewhere without validators; `.html`
     /// as pages).
     images: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    /// How long answers for a path are held back (a slow origin, for requests to overlap).
+    delays: Arc<Mutex<HashMap<String, Duration>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -34,17 +36,18 @@ impl Origin {
         let port = listener.local_addr().unwrap().port();
         let counts = Arc::new(Counts::default());
         let images: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
+        let delays: Arc<Mutex<HashMap<String, Duration>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (c, i, s) = (counts.clone(), images.clone(), stop.clone());
+        let (c, i, d, s) = (counts.clone(), images.clone(), delays.clone(), stop.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if s.load(Ordering::Relaxed) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (c, i) = (c.clone(), i.clone());
+                let (c, i, d) = (c.clone(), i.clone(), d.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(conn, &c, &i, port);
+                    let _ = serve(conn, &c, &i, &d, port);
                 });
             }
         });
@@ -53,8 +56,14 @@ impl Origin {
             port,
             counts,
             images,
+            delays,
             stop,
         }
+    }
+
+    /// Holds every answer for `path` back by `delay`.
+    pub fn delay(&self, path: &str, delay: Duration) {
+        self.delays.lock().unwrap().insert(path.to_string(), delay);
     }
 
     /// Serves `body` at `path` (e.g. `/img/cat.jpg`); replacing it changes its ETag.
@@ -91,6 +100,7 @@ fn serve(
     mut conn: TcpStream,
     counts: &Counts,
     images: &Mutex<HashMap<String, Vec<u8>>>,
+    delays: &Mutex<HashMap<String, Duration>>,
     port: u16,
 ) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -124,6 +134,10 @@ fn serve(
             .unwrap()
             .entry(path.clone())
             .or_default() += 1;
+        let delay = delays.lock().unwrap().get(&path).copied();
+        if let Some(delay) = delay {
+            std::thread::sleep(delay);
+        }
         let body = images.lock().unwrap().get(&path).cloned();
         match (path.as_str(), body) {
             (p, Some(body)) if p.starts_with("/img/") => {

@@ -152,6 +152,7 @@ mod tests {
             queue_ns: 1000,
             origin_bytes: 0,
             not_modified: false,
+            cache: None,
         }
     }
 

@@ -7,4 +7,4 @@ pub mod http;
 pub mod record;
 
 pub use fold::{Folded, Rejected, Rollup, fold};
-pub use record::{Batch, ImageSide, UsageRecord};
+pub use record::{Batch, CacheUse, ImageSide, UsageRecord};

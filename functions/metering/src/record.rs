@@ -47,6 +47,33 @@ pub struct UsageRecord {
     /// resized or sent.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub not_modified: bool,
+    /// For a signed GET: whether its image came from the result cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheUse>,
+}
+
+/// How a delivered image was made, as billing and capacity planning see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheUse {
+    /// Served from the result cache (this host's, the fleet's, or a result another request
+    /// was making at the same moment): no fetch of the source, no resize.
+    Hit,
+    /// Made for this request: fetched and resized.
+    Miss,
+    /// The cached result served after the origin confirmed its source unchanged (a
+    /// conditional request): no resize.
+    Revalidated,
+}
+
+impl CacheUse {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Revalidated => "revalidated",
+        }
+    }
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -18,7 +18,9 @@ use super::AppState;
 use super::error::ApiError;
 use imgfleet_stores::audit::sqlite::AuditQuery;
 use imgfleet_stores::identity::StoreError;
-use imgfleet_stores::identity::admin::{self as manage, NewOrigin, PublicKey, create_key};
+use imgfleet_stores::identity::admin::{
+    self as manage, NewOrigin, NewPurge, PublicKey, create_key,
+};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -43,6 +45,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/admin/tenants/{id}/url-keys/{key_id}/revoke",
             post(revoke_url_key),
+        )
+        .route(
+            "/admin/tenants/{id}/purges",
+            post(add_purge).get(list_purges),
         )
         .route("/admin/audit", get(audit))
         .route("/admin/usage", get(super::usage::admin_usage))
@@ -280,6 +286,31 @@ async fn remove_origin(
         .map_err(store_error)?;
     applied(&state, o.version).await;
     Ok(Json(o).into_response())
+}
+
+/// Cached results of the named sources become misses on every host (within the auth
+/// cache's SLA; this host before the answer).
+async fn add_purge(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let new: NewPurge = json_body(&body)?;
+    let p = manage::purge(state.identity.as_ref(), &tenant, new)
+        .await
+        .map_err(store_error)?;
+    applied(&state, p.version).await;
+    Ok((StatusCode::CREATED, Json(p)).into_response())
+}
+
+async fn list_purges(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+) -> Result<Response, ApiError> {
+    let purges = manage::purges(state.identity.as_ref(), &tenant)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(serde_json::json!({ "purges": purges })).into_response())
 }
 
 #[derive(Deserialize, Default)]

@@ -35,6 +35,8 @@ pub struct Metered {
     pub origin_bytes: u64,
     /// A signed GET answered `304 Not Modified`.
     pub not_modified: bool,
+    /// A signed GET: whether its image came from the result cache.
+    pub cache: Option<imgfleet_metering::CacheUse>,
 }
 
 /// Probes and scrapes are not customer requests.
@@ -136,6 +138,7 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         queue_ns: metered.queue_ns,
         origin_bytes: metered.origin_bytes,
         not_modified: metered.not_modified,
+        cache: metered.cache,
     });
     if !state.audit.record(record, usage.as_ref()).await {
         let reason = state

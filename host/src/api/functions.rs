@@ -172,6 +172,7 @@ async fn respond(
                 queue_ns: ns(queue_ms),
                 origin_bytes: 0,
                 not_modified: false,
+                cache: None,
             };
             // A function's own error body carries its stable code; the audit log keeps it.
             let code = (status >= 400)

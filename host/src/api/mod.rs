@@ -6,7 +6,7 @@ mod audit;
 pub mod auth;
 mod error;
 mod functions;
-mod images;
+pub(crate) mod images;
 mod jobs;
 mod metrics;
 mod request_id;
@@ -56,6 +56,11 @@ pub struct AppState {
     pub origins: imgfleet_stores::origins::Origins,
     /// The resize function's build, in delivered images' ETags.
     pub resize_build: Arc<str>,
+    /// Delivered images made once and served again.
+    pub results: crate::delivery::cache::ResultCache,
+    /// Delivered images being made, by output: identical requests wait for one.
+    pub flights: Arc<crate::delivery::flight::Flights<Arc<images::make::Made>>>,
+    pub host_id: Arc<str>,
 }
 
 impl AppState {

@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 use imgfleet_auth::{KeyRecord, TenantRecord};
 use tokio::sync::{Notify, watch};
 
+use imgfleet_stores::identity::admin::MAX_PURGES;
 use imgfleet_stores::identity::items::item_id;
-use imgfleet_stores::identity::{Change, IdentityStore, OriginRecord, UrlKeyRecord};
+use imgfleet_stores::identity::{Change, IdentityStore, OriginRecord, PurgeRecord, UrlKeyRecord};
+use imgfleet_stores::results::{Header, Purge};
 
 /// Default replication-lag SLA: a change is in force on every host within this time.
 pub const DEFAULT_SLA: Duration = Duration::from_secs(1);
@@ -26,6 +28,41 @@ struct Snapshot {
     origins: HashMap<String, OriginRecord>,
     /// By `tenant/key id`, revoked ones included.
     url_keys: HashMap<String, UrlKeyRecord>,
+    /// By tenant.
+    purges: HashMap<String, Purges>,
+}
+
+/// A tenant's purges of cached results, the newest [`MAX_PURGES`] of them; what older ones
+/// reached is kept as a floor: every entry made before it is a miss.
+#[derive(Default)]
+struct Purges {
+    ids: std::collections::HashSet<String>,
+    rules: Vec<Purge>,
+    floor_ms: u64,
+}
+
+impl Purges {
+    fn add(&mut self, p: &PurgeRecord) {
+        if !self.ids.insert(p.id.clone()) {
+            return;
+        }
+        self.rules.push(Purge {
+            origin: p.origin.clone(),
+            path: p.path.clone(),
+            prefix: p.prefix,
+            at_ms: p.at_ms,
+        });
+        if self.rules.len() > MAX_PURGES {
+            self.rules.sort_by_key(|r| std::cmp::Reverse(r.at_ms));
+            for old in self.rules.drain(MAX_PURGES..) {
+                self.floor_ms = self.floor_ms.max(old.at_ms);
+            }
+        }
+    }
+
+    fn reach(&self, header: &Header) -> bool {
+        header.created_ms <= self.floor_ms || self.rules.iter().any(|r| r.reaches(header))
+    }
 }
 
 /// What a signed URL names, as last seen: its tenant, the URL key that signed it and the
@@ -91,6 +128,14 @@ impl AuthCache {
         }
     }
 
+    /// Whether a purge of its tenant reaches a cached entry: then it is a miss.
+    pub fn purged(&self, header: &Header) -> bool {
+        let s = self.snapshot.read().unwrap_or_else(|p| p.into_inner());
+        s.purges
+            .get(&header.subject.tenant)
+            .is_some_and(|p| p.reach(header))
+    }
+
     pub fn version(&self) -> u64 {
         *self.version.borrow()
     }
@@ -129,6 +174,7 @@ impl AuthCache {
                         k.version
                     })
                 }
+                Change::Purge(p) => s.purges.entry(p.tenant.clone()).or_default().add(p),
             }
         }
         drop(s);

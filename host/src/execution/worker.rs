@@ -275,6 +275,7 @@ fn run_usage(job: &Job, outcome: &Outcome, started_ms: u64) -> imgfleet_metering
         queue_ns: started_ms.saturating_sub(job.submitted_ms) * 1_000_000,
         origin_bytes: 0,
         not_modified: false,
+        cache: None,
     }
 }
 

@@ -146,6 +146,7 @@ mod tests {
                 queue_ns: 0,
                 origin_bytes: 0,
                 not_modified: false,
+                cache: None,
             })
             .collect();
         let out = batches(records, 1000, 16 * 1024);

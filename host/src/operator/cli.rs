@@ -47,6 +47,8 @@ pub enum Command {
     Origins(OriginsArgs),
     /// Manage a tenant's URL signing keys (separate from API keys).
     UrlKeys(UrlKeysArgs),
+    /// Purge cached results of a tenant's sources on every host (within the auth SLA).
+    Purges(PurgesArgs),
     /// Make signed image URLs (offline: needs only the URL key).
     Url(UrlArgs),
     /// Print the admin token of a data directory, creating it if there is none yet.
@@ -283,6 +285,34 @@ pub enum OriginAction {
 }
 
 #[derive(Debug, Args)]
+pub struct PurgesArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(subcommand)]
+    pub action: PurgeAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PurgeAction {
+    /// Purge the results of one source path (as signed URLs carry it), or of every path
+    /// starting with it (`--prefix`; an empty path with `--prefix`: the whole origin).
+    Add {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        origin: String,
+        #[arg(default_value = "")]
+        path: String,
+        #[arg(long)]
+        prefix: bool,
+    },
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(Debug, Args)]
 pub struct UrlKeysArgs {
     #[command(flatten)]
     pub store: StoreArgs,
@@ -449,6 +479,15 @@ pub struct UpArgs {
     /// Staging capacity (inputs and outputs waiting), in MiB.
     #[arg(long, env = "IMGFLEET_STAGING_MB", default_value_t = 2048)]
     pub staging_mb: u64,
+    /// This host's result cache for signed GETs (`<data dir>/results`), in MiB; the least
+    /// recently used results are evicted beyond it. 0 turns caching on this disk off.
+    #[arg(long, env = "IMGFLEET_RESULT_CACHE_MB", default_value_t = 1024)]
+    pub result_cache_mb: u64,
+    /// The fleet's shared result cache on JetStream, in MiB across the fleet (the oldest
+    /// results dropped beyond it); 0 keeps results on each host only. Like staging, it is
+    /// reserved against each server's `max_file_store`.
+    #[arg(long, env = "IMGFLEET_FLEET_CACHE_MB", default_value_t = 256)]
+    pub fleet_cache_mb: u64,
     /// The admin API's bearer token. Without one, `<data dir>/admin.token` is used (and
     /// created with a random token on first start).
     #[arg(long, env = "IMGFLEET_ADMIN_TOKEN", hide_env_values = true)]

@@ -10,8 +10,8 @@ use anyhow::Context;
 use imgfleet_auth::{Quota, Scope};
 
 use crate::operator::cli::{
-    ExportFormat, KeyAction, OriginAction, StoreArgs, TenantAction, UrlAction, UrlKeyAction,
-    UsageAction,
+    ExportFormat, KeyAction, OriginAction, PurgeAction, StoreArgs, TenantAction, UrlAction,
+    UrlKeyAction, UsageAction,
 };
 use imgfleet_stores::clock::now_ms;
 use imgfleet_stores::identity::admin::{
@@ -250,13 +250,13 @@ pub async fn usage(store: &StoreArgs, action: UsageAction) -> anyhow::Result<()>
                 ExportFormat::Csv => {
                     writeln!(
                         out,
-                        "id,request_id,tenant,key_id,at_ms,route,status,in_bytes,in_format,in_width,in_height,out_bytes,out_format,out_width,out_height,cpu_ns,wall_ns,queue_ns,origin_bytes,not_modified"
+                        "id,request_id,tenant,key_id,at_ms,route,status,in_bytes,in_format,in_width,in_height,out_bytes,out_format,out_width,out_height,cpu_ns,wall_ns,queue_ns,origin_bytes,not_modified,cache"
                     )?;
                     for r in &records {
                         // Every field is an id, a number or a format name: nothing to quote.
                         writeln!(
                             out,
-                            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                             r.id,
                             r.request_id,
                             r.tenant,
@@ -277,6 +277,7 @@ pub async fn usage(store: &StoreArgs, action: UsageAction) -> anyhow::Result<()>
                             r.queue_ns,
                             r.origin_bytes,
                             r.not_modified,
+                            r.cache.map_or("", |c| c.as_str()),
                         )?;
                     }
                 }
@@ -332,6 +333,26 @@ pub async fn origins(store: &StoreArgs, action: OriginAction) -> anyhow::Result<
         OriginAction::Remove { tenant, name } => {
             print(manage::remove_origin(s.as_ref(), &tenant, &name).await?)
         }
+    }
+}
+
+pub async fn purges(store: &StoreArgs, action: PurgeAction) -> anyhow::Result<()> {
+    let s = open(store).await?;
+    match action {
+        PurgeAction::Add {
+            tenant,
+            origin,
+            path,
+            prefix,
+        } => {
+            let new = manage::NewPurge {
+                origin,
+                path,
+                prefix,
+            };
+            print(manage::purge(s.as_ref(), &tenant, new).await?)
+        }
+        PurgeAction::List { tenant } => print(manage::purges(s.as_ref(), &tenant).await?),
     }
 }
 

@@ -567,6 +567,7 @@ mod tests {
             queue_ns: 3,
             origin_bytes: 0,
             not_modified: false,
+            cache: None,
         };
         for id in ["u1", "u2", "u3"] {
             assert!(

@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use super::items::CachePolicy;
 use super::{
-    IdentityStore, Item, ItemKind, ItemWrite, NewKey, OriginRecord, OriginSource, StoreError,
-    UrlKeyRecord,
+    IdentityStore, Item, ItemKind, ItemWrite, NewKey, OriginRecord, OriginSource, PurgeRecord,
+    StoreError, UrlKeyRecord,
 };
 use crate::clock::now_ms;
 
@@ -281,6 +281,65 @@ pub async fn revoke_url_key(
         Item::UrlKey(k) => Ok(k.into()),
         other => Err(unexpected(other)),
     }
+}
+
+/// A purge as the admin API and the CLI take it: `{"origin": "photos", "path":
+/// "cats/tom.jpg"}`, or `"prefix": true` for every path starting with `path` (an empty one:
+/// the whole origin).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct NewPurge {
+    pub origin: String,
+    #[serde(default)]
+    pub path: String,
+    #[serde(default)]
+    pub prefix: bool,
+}
+
+/// How far hosts' clocks may run apart: a purge reaches entries made up to this long after
+/// it, so that none made before it escapes on a host whose clock is ahead.
+pub const PURGE_CLOCK_MARGIN_MS: u64 = 2_000;
+
+/// How many purges a tenant's record keeps: each is checked on every cached read.
+pub const MAX_PURGES: usize = 1_000;
+
+pub async fn purge(
+    store: &dyn IdentityStore,
+    tenant: &str,
+    new: NewPurge,
+) -> Result<PurgeRecord, StoreError> {
+    let now = now_ms();
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let item = Item::Purge(PurgeRecord {
+        tenant: tenant.to_string(),
+        id: id.clone(),
+        origin: new.origin,
+        path: new.path.trim_start_matches('/').to_string(),
+        prefix: new.prefix,
+        at_ms: now + PURGE_CLOCK_MARGIN_MS,
+        created_ms: now,
+        version: 0,
+    });
+    match store
+        .write_item(tenant, ItemKind::Purge, &id, ItemWrite::Create(item))
+        .await?
+    {
+        Item::Purge(p) => Ok(p),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub async fn purges(
+    store: &dyn IdentityStore,
+    tenant: &str,
+) -> Result<Vec<PurgeRecord>, StoreError> {
+    let items = store.items(tenant, ItemKind::Purge).await?;
+    Ok(items
+        .into_iter()
+        .filter_map(|i| match i {
+            Item::Purge(p) => Some(p),
+            _ => None,
+        })
+        .collect())
 }
 
 fn unexpected(item: Item) -> StoreError {

@@ -93,16 +93,38 @@ pub struct UrlKeyRecord {
     pub version: u64,
 }
 
+/// A purge of cached results: every host treats the entries of `tenant` from `origin`
+/// whose source path is `path` (or starts with it, for a prefix) made before `at_ms` as
+/// misses. Purges are history, never undone; following them through the change log is what
+/// makes one reach every host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PurgeRecord {
+    pub tenant: String,
+    pub id: String,
+    pub origin: String,
+    /// A source path as signed URLs carry it (percent-encoded), or a prefix of such paths.
+    pub path: String,
+    #[serde(default)]
+    pub prefix: bool,
+    /// Entries made up to this time (Unix ms) are reached: the purge's own time plus a
+    /// margin for hosts' clocks running apart.
+    pub at_ms: u64,
+    pub created_ms: u64,
+    pub version: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Item {
     Origin(OriginRecord),
     UrlKey(UrlKeyRecord),
+    Purge(PurgeRecord),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ItemKind {
     Origin,
     UrlKey,
+    Purge,
 }
 
 impl ItemKind {
@@ -111,6 +133,7 @@ impl ItemKind {
         match self {
             Self::Origin => "origin",
             Self::UrlKey => "url_key",
+            Self::Purge => "purge",
         }
     }
 
@@ -118,6 +141,7 @@ impl ItemKind {
         match self {
             Self::Origin => "origin",
             Self::UrlKey => "URL key",
+            Self::Purge => "purge",
         }
     }
 }
@@ -132,6 +156,7 @@ impl Item {
         match self {
             Self::Origin(_) => ItemKind::Origin,
             Self::UrlKey(_) => ItemKind::UrlKey,
+            Self::Purge(_) => ItemKind::Purge,
         }
     }
 
@@ -139,6 +164,7 @@ impl Item {
         match self {
             Self::Origin(o) => &o.tenant,
             Self::UrlKey(k) => &k.tenant,
+            Self::Purge(p) => &p.tenant,
         }
     }
 
@@ -146,6 +172,7 @@ impl Item {
         match self {
             Self::Origin(o) => item_id(&o.tenant, &o.name),
             Self::UrlKey(k) => item_id(&k.tenant, &k.key_id),
+            Self::Purge(p) => item_id(&p.tenant, &p.id),
         }
     }
 
@@ -153,6 +180,7 @@ impl Item {
         match self {
             Self::Origin(o) => o.version,
             Self::UrlKey(k) => k.version,
+            Self::Purge(p) => p.version,
         }
     }
 
@@ -160,6 +188,7 @@ impl Item {
         match self {
             Self::Origin(o) => o.version = version,
             Self::UrlKey(k) => k.version = version,
+            Self::Purge(p) => p.version = version,
         }
     }
 
@@ -168,6 +197,7 @@ impl Item {
         match self {
             Self::Origin(o) => o.removed,
             Self::UrlKey(k) => k.revoked,
+            Self::Purge(_) => false,
         }
     }
 
@@ -175,6 +205,7 @@ impl Item {
         match self {
             Self::Origin(o) => Change::Origin(o.clone()),
             Self::UrlKey(k) => Change::UrlKey(k.clone()),
+            Self::Purge(p) => Change::Purge(p.clone()),
         }
     }
 }
@@ -185,7 +216,7 @@ pub enum ItemWrite {
     /// Adds an item; a live one of the same id is a conflict (a removed origin's name may
     /// be used again).
     Create(Item),
-    /// Removes an origin or revokes a URL key.
+    /// Removes an origin or revokes a URL key (a purge cannot be undone).
     Retire,
 }
 
@@ -203,6 +234,25 @@ impl ItemWrite {
                 }
                 Ok(())
             }
+            Item::Purge(p) => {
+                if !super::valid_tenant_id(&p.origin) {
+                    return Err(StoreError::Invalid(format!(
+                        "origin name `{}` is not an origin's name",
+                        p.origin
+                    )));
+                }
+                if p.path.len() > 2048 || p.path.contains(['\n', '\r']) {
+                    return Err(StoreError::Invalid(
+                        "a purge's path is at most 2048 bytes on one line".into(),
+                    ));
+                }
+                if !p.prefix && p.path.is_empty() {
+                    return Err(StoreError::Invalid(
+                        "a purge names a path, or a prefix (\"prefix\": true; empty for the whole origin)".into(),
+                    ));
+                }
+                Ok(())
+            }
         }
     }
 
@@ -215,6 +265,9 @@ impl ItemWrite {
         current: Option<Item>,
     ) -> Result<Option<Item>, StoreError> {
         match (self, current) {
+            (Self::Retire, _) if kind == ItemKind::Purge => {
+                Err(StoreError::Invalid("a purge cannot be undone".into()))
+            }
             (Self::Create(_), Some(c)) if !c.retired() || kind == ItemKind::UrlKey => Err(
                 StoreError::Conflict(format!("{} `{id}` already exists", kind.noun())),
             ),
@@ -225,6 +278,7 @@ impl ItemWrite {
                 match &mut c {
                     Item::Origin(o) => o.removed = true,
                     Item::UrlKey(k) => k.revoked = true,
+                    Item::Purge(_) => {}
                 }
                 Ok(Some(c))
             }

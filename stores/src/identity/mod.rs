@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use imgfleet_auth::{KeyRecord, Quota, TenantRecord};
 use serde::{Deserialize, Serialize};
 
-pub use items::{Item, ItemKind, ItemWrite, OriginRecord, OriginSource, UrlKeyRecord};
+pub use items::{Item, ItemKind, ItemWrite, OriginRecord, OriginSource, PurgeRecord, UrlKeyRecord};
 
 /// One entry of the change log: the full new state of one record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +27,7 @@ pub enum Change {
     Origin(OriginRecord),
     #[serde(rename = "url_key")]
     UrlKey(UrlKeyRecord),
+    Purge(PurgeRecord),
 }
 
 impl Change {
@@ -36,6 +37,7 @@ impl Change {
             Change::Key(k) => k.version,
             Change::Origin(o) => o.version,
             Change::UrlKey(k) => k.version,
+            Change::Purge(p) => p.version,
         }
     }
 }

@@ -58,6 +58,18 @@ fn digest(output: &Output<'_>, validator: &str) -> String {
     imgfleet_auth::credential::hex(&h.finalize()[..16])
 }
 
+/// The result cache's key of `output` made from the source version `validator`: the tag's
+/// digest, which covers everything that decides the output.
+pub fn result_key(output: &Output<'_>, validator: &Validator) -> String {
+    digest(output, &validator.encode())
+}
+
+/// What identical requests share while the source's version is still unknown: the output
+/// without a version (concurrent requests for it make it once).
+pub fn output_key(output: &Output<'_>) -> String {
+    digest(output, "")
+}
+
 /// The strong ETag of `output` made from the source version `validator`.
 pub fn etag(output: &Output<'_>, validator: &Validator) -> String {
     let v = validator.encode();
