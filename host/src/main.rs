@@ -61,6 +61,8 @@ fn main() -> anyhow::Result<()> {
                 rps: a.rps,
                 cores_per_host: a.cores_per_host,
                 headroom: a.headroom,
+                hit_ratio: a.hit_ratio,
+                hits_per_core: a.hits_per_core,
             };
             print!(
                 "{}",

@@ -189,6 +189,32 @@ fn capacity_sizes_the_fleet_from_benchmark_output() {
         "{stdout}"
     );
 
+    // Half the requests answered by the result cache: hits cost 1/3000 s of a core.
+    let (ok, stdout, stderr) = imgfleet(&[
+        "capacity",
+        "--rps",
+        "10000",
+        "--hit-ratio",
+        "0.5",
+        "--hits-per-core",
+        "3000",
+        "--bench-file",
+        bench.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("50.0 % hits") && stdout.contains("5000 resizes/s"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| reference design | 10.0 | 256 | 40 | 41 |"),
+        "the reference design resizes every request: {stdout}"
+    );
+    assert!(
+        stdout.contains("| imgfleet, WASM (as deployed) | 78.9 | 2021 | 5 | 6 |"),
+        "{stdout}"
+    );
+
     let (ok, _, stderr) = imgfleet(&[
         "capacity",
         "--rps",

@@ -71,13 +71,18 @@ fn main() {
     let clients = arg("--clients", 4);
     let cores = arg("--cores", 2);
     let cores_arg = cores.to_string();
-    let h = Arc::new(Host::start("spin.toml", &["--cores", &cores_arg]));
+    // The result cache off and nothing kept fresh: every GET fetches and resizes, every
+    // revalidation asks the origin (the result cache has its own benchmark).
+    let h = Arc::new(Host::start(
+        "spin.toml",
+        &["--cores", &cores_arg, "--result-cache-mb", "0"],
+    ));
     let origin = Origin::start();
     let photo = images::jpeg(&images::photo(1200, 800, 11), 85);
     origin.put("/img/photo.jpg", photo.clone());
     h.add_origin(serde_json::json!({
         "name": "web", "type": "http", "base_url": format!("{}/img/", origin.base),
-        "allow_private": true,
+        "allow_private": true, "max_age_secs": 0,
     }));
     let (_, key) = h.url_key();
     let path = sign_url(&key, "web", "w=300&fmt=jpeg", "photo.jpg", &[]);

@@ -40,6 +40,20 @@ pub struct Demand {
     pub cores_per_host: u32,
     /// Fraction of each host kept free for bursts and failover (0.2 = run at 80 %).
     pub headroom: f64,
+    /// Fraction of requests the result cache answers (0: every request is a resize).
+    pub hit_ratio: f64,
+    /// Cache hits one core serves per second (authentication, audit and metering included).
+    pub hits_per_core: f64,
+}
+
+/// Requests per second per core when `hit_ratio` of them are cache hits: the time of a
+/// resize for the rest, of a hit for those.
+pub fn blended_per_core(resizes_per_core: f64, demand: &Demand) -> f64 {
+    let h = demand.hit_ratio;
+    if h <= 0.0 {
+        return resizes_per_core;
+    }
+    1.0 / ((1.0 - h) / resizes_per_core + h / demand.hits_per_core)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -62,6 +76,8 @@ pub enum CapacityError {
     Headroom,
     #[error("the per-core throughput must be positive (got {0})")]
     PerCore(f64),
+    #[error("--hit-ratio must be at least 0 and below 1, with --hits-per-core positive")]
+    HitRatio,
 }
 
 pub fn plan(demand: Demand, per_core: f64) -> Result<Plan, CapacityError> {
@@ -77,6 +93,9 @@ pub fn plan(demand: Demand, per_core: f64) -> Result<Plan, CapacityError> {
     if !(per_core.is_finite() && per_core > 0.0) {
         return Err(CapacityError::PerCore(per_core));
     }
+    if !((0.0..1.0).contains(&demand.hit_ratio) && demand.hits_per_core > 0.0) {
+        return Err(CapacityError::HitRatio);
+    }
     let per_host = per_core * f64::from(demand.cores_per_host) * (1.0 - demand.headroom);
     // A hair under an exact multiple must not round up to a whole extra host.
     let hosts = (demand.rps / per_host - 1e-9).ceil().max(1.0) as u64;
@@ -90,20 +109,23 @@ pub fn plan(demand: Demand, per_core: f64) -> Result<Plan, CapacityError> {
 
 /// The table `imgfleet capacity` prints.
 pub fn report(demand: Demand, bench: &ResizeBench, source: &Path) -> Result<String, CapacityError> {
+    // The reference design prices every request as a resize.
+    let uncached = Demand {
+        hit_ratio: 0.0,
+        ..demand
+    };
+    let cached = |per_core: f64| plan(demand, blended_per_core(per_core, &demand));
     let mut rows = vec![
-        ("reference design", plan(demand, REFERENCE_PER_CORE)?),
-        (
-            "imgfleet, WASM (as deployed)",
-            plan(demand, bench.wasm_per_core)?,
-        ),
-        ("imgfleet, native", plan(demand, bench.native_per_core)?),
+        ("reference design", plan(uncached, REFERENCE_PER_CORE)?),
+        ("imgfleet, WASM (as deployed)", cached(bench.wasm_per_core)?),
+        ("imgfleet, native", cached(bench.native_per_core)?),
     ];
     if let Some(sharp) = bench.sharp_per_core {
-        rows.push(("sharp (libvips), same photos", plan(demand, sharp)?));
+        rows.push(("sharp (libvips), same photos", plan(uncached, sharp)?));
     }
     let mut out = format!(
-        "{} conversions/s, {} cores per host, {:.0} % headroom\n\
-         measured: {} ({}; {} photos, avg {:.0} KB; {})\n\n",
+        "{} requests/s, {} cores per host, {:.0} % headroom\n\
+         measured: {} ({}; {} photos, avg {:.0} KB; {})\n",
         demand.rps,
         demand.cores_per_host,
         demand.headroom * 100.0,
@@ -113,7 +135,16 @@ pub fn report(demand: Demand, bench: &ResizeBench, source: &Path) -> Result<Stri
         bench.avg_input_kb,
         bench.measured_at,
     );
-    out.push_str("| design | conversions/s per core | per host | hosts | hosts (N+1) |\n");
+    if demand.hit_ratio > 0.0 {
+        out.push_str(&format!(
+            "result cache: {:.1} % hits ({:.0} hits/s per core), so {:.0} resizes/s; the reference design and sharp resize every request\n",
+            demand.hit_ratio * 100.0,
+            demand.hits_per_core,
+            demand.rps * (1.0 - demand.hit_ratio),
+        ));
+    }
+    out.push('\n');
+    out.push_str("| design | requests/s per core | per host | hosts | hosts (N+1) |\n");
     out.push_str("|---|---:|---:|---:|---:|\n");
     for (name, p) in rows {
         out.push_str(&format!(
@@ -157,7 +188,22 @@ mod tests {
             rps,
             cores_per_host: 32,
             headroom: 0.2,
+            hit_ratio: 0.0,
+            hits_per_core: 3000.0,
         }
+    }
+
+    #[test]
+    fn a_hit_ratio_blends_resizes_and_hits_by_their_cost() {
+        let mut d = demand(10_000.0);
+        assert_eq!(blended_per_core(10.0, &d), 10.0);
+        d.hit_ratio = 0.5;
+        // Half the requests at 1/10 s, half at 1/3000 s.
+        let blended = blended_per_core(10.0, &d);
+        assert!((blended - 1.0 / (0.05 + 0.5 / 3000.0)).abs() < 1e-9);
+        assert!(plan(d, blended).unwrap().hosts < plan(demand(10_000.0), 10.0).unwrap().hosts);
+        d.hit_ratio = 1.0;
+        assert_eq!(plan(d, 10.0), Err(CapacityError::HitRatio));
     }
 
     #[test]

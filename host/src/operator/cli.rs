@@ -139,6 +139,14 @@ pub struct CapacityArgs {
     /// Fraction of each host kept free (0.2: plan for 80 % utilisation).
     #[arg(long, default_value_t = 0.2)]
     pub headroom: f64,
+    /// Fraction of requests answered by the result cache (signed GETs of popular images),
+    /// from usage records' `cache` field or the result cache benchmark.
+    #[arg(long, default_value_t = 0.0)]
+    pub hit_ratio: f64,
+    /// Cache hits one core serves per second: 3,000 is half of what the result cache
+    /// benchmark measured per core of a 2-core machine shared with its load generator.
+    #[arg(long, default_value_t = 3000.0)]
+    pub hits_per_core: f64,
     /// Benchmark output to read (default: target/bench/resize.json, else the recorded
     /// docs/bench/resize.json, under the current directory).
     #[arg(long)]

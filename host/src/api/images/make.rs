@@ -42,7 +42,26 @@ pub enum Made {
         body: Bytes,
         metered: Metered,
     },
+    /// The origin confirmed the version the requests revalidate: a 304 for each.
+    Unchanged(Validator),
     Failed(ApiError),
+}
+
+/// The version a flight's fetch is conditional on, and whose it is.
+#[derive(Clone)]
+pub enum Conditional {
+    /// The version whose result is cached here (stale: older than the origin's max-age).
+    Cached(Validator),
+    /// The version the client holds (`If-None-Match`), with no result of it cached.
+    Client(Validator),
+}
+
+impl Conditional {
+    fn validator(&self) -> &Validator {
+        match self {
+            Self::Cached(v) | Self::Client(v) => v,
+        }
+    }
 }
 
 /// What decides an output, owned: a flight outlives the request that started it.
@@ -73,8 +92,8 @@ pub struct Making {
     pub output: OwnedOutput,
     /// The request's own `Accept`, handed to the function for `fmt=auto`.
     pub accept_header: Option<axum::http::HeaderValue>,
-    /// The source's version last seen, if any: the fetch is conditional on it.
-    pub known: Option<Validator>,
+    /// The version the fetch is conditional on, if any.
+    pub conditional_on: Option<Conditional>,
     pub principal: Principal,
     pub request_id: Option<RequestId>,
 }
@@ -88,13 +107,17 @@ impl Making {
         let state = &self.state;
         let results = &state.results;
         let subject = &self.output.subject;
-        let fetched = self.fetch(self.known.as_ref()).await?;
-        let source = match (fetched, &self.known) {
+        let known = self.conditional_on.as_ref().map(Conditional::validator);
+        let fetched = self.fetch(known).await?;
+        let source = match (fetched, known) {
             (Fetched::NotModified, Some(v)) => {
                 results.confirm_source(subject, v.encode(), now_ms()).await;
                 let key = etag::result_key(&self.output.view(), v);
                 if let Some(entry) = results.get(&key).await {
                     return Ok(image(entry, v.clone(), CacheUse::Revalidated, 0));
+                }
+                if matches!(self.conditional_on, Some(Conditional::Client(_))) {
+                    return Ok(Made::Unchanged(v.clone()));
                 }
                 // Unchanged, but its result is gone (evicted or purged): the source in full.
                 match self.fetch(None).await? {

@@ -34,7 +34,7 @@ use super::request_id::RequestId;
 
 pub mod make;
 
-use make::{Made, Making, OwnedOutput};
+use make::{Conditional, Made, Making, OwnedOutput};
 
 /// Errors may be retried soon: a cache must not keep them.
 const ERROR_CACHE_CONTROL: &str = "no-store";
@@ -167,7 +167,8 @@ async fn serve(state: &AppState, req: Request) -> Result<(Response, Principal), 
         .as_ref()
         .is_some_and(|s| fresh(s, &origin, imgfleet_stores::clock::now_ms()));
     // What the flight asks the origin: whether the version whose result is cached is
-    // still current (a stale one), or nothing (the source's bytes are needed anyway).
+    // still current (a stale one); else whether the client's own version is (a 304 needs
+    // no resize); else nothing (the source's bytes are needed anyway).
     let mut conditional_on = None;
     if let Some(v) = stored {
         if fresh && known.as_ref() == Some(&v) {
@@ -183,15 +184,22 @@ async fn serve(state: &AppState, req: Request) -> Result<(Response, Principal), 
                 let resp = image_response(entry, &view, &v, &caching, metered, None);
                 return Ok((resp, principal));
             }
-            conditional_on = Some(v);
+            conditional_on = Some(Conditional::Cached(v));
         }
     }
-    let flight_key = etag::output_key(&view);
+    if conditional_on.is_none() {
+        conditional_on = known.clone().map(Conditional::Client);
+    }
+    // Requests revalidating their own version share a flight only with the same version.
+    let flight_key = match &conditional_on {
+        Some(Conditional::Client(v)) => format!("{}/{}", etag::output_key(&view), v.encode()),
+        _ => etag::output_key(&view),
+    };
     let making = Making {
         state: state.clone(),
         origin: origin.clone(),
         accept_header: parts.headers.get(header::ACCEPT).cloned(),
-        known: conditional_on,
+        conditional_on,
         principal: principal.clone(),
         request_id: parts.extensions.get::<RequestId>().cloned(),
         output: output.clone(),
@@ -251,6 +259,17 @@ async fn serve(state: &AppState, req: Request) -> Result<(Response, Principal), 
                 resp.extensions_mut().insert(super::error::ErrorCode(code));
             }
             Ok((resp, principal))
+        }
+        Made::Unchanged(v) => {
+            let metered = if started {
+                Metered::default()
+            } else {
+                Metered {
+                    cache: Some(CacheUse::Hit),
+                    ..Metered::default()
+                }
+            };
+            Ok((not_modified(&view, v, &caching, metered), principal))
         }
         Made::Failed(e) => Err(refused(e.clone())),
     }
