@@ -14,6 +14,7 @@ use crate::data_plane::auth_cache::AuthCache;
 use crate::data_plane::gate::Gate;
 use crate::delivery::cache::ResultCache;
 use crate::delivery::flight::Flights;
+use crate::delivery::hot::Hot;
 use crate::execution::completions::Completions;
 use crate::execution::manifest::Manifest;
 use crate::execution::runtime::Runtime;
@@ -151,7 +152,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
                     opened(startup_grace, "opening the fleet's result cache", || {
                         FleetResults::open(&js, args.fleet_cache_mb * 1024 * 1024, RESULT_LEASE)
                     })
-                    .await?,
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "--fleet-cache-mb {} is reserved on every JetStream server (beside staging's --staging-mb {}): give the servers more max_file_store, or lower it (0 turns the fleet's result cache off)",
+                            args.fleet_cache_mb, args.staging_mb
+                        )
+                    })?,
                 );
             }
             QueueBackend::JetStream {
@@ -300,6 +307,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         ..Default::default()
     });
     let results = ResultCache::new(
+        Hot::new(args.memory_cache_mb * 1024 * 1024),
         DiskResults::open(
             &args.data_dir.join("results"),
             args.result_cache_mb * 1024 * 1024,

@@ -674,6 +674,36 @@ async fn deliver(deps: &Deps, call: &Call<'_>, path: &str) -> Response<Body> {
     let Some(source) = source else {
         return error(502, "origin_error", "no source");
     };
+    let origin_bytes = source.bytes.len() as u64;
+    let tag = etag::etag(&output, &source.validator);
+    // The result cache: a result made from this version of the source is kept in the
+    // staging bucket; the origin was asked (its version is in the key), the resize is saved.
+    let cache_key = format!("results/{}", etag::result_key(&output, &source.validator));
+    if let Some(entry) = cached(deps, &cache_key, &tenant.id).await {
+        let imgfleet_stores::results::Kind::Result {
+            content_type,
+            input,
+            output: out_side,
+        } = &entry.header.kind
+        else {
+            return error(502, "origin_error", "a cached entry is not a result");
+        };
+        let mut record = call.record(&grant, ROUTE_IMG, 200, (input.clone(), out_side.clone()));
+        record.origin_bytes = origin_bytes;
+        record.cache = Some(imgfleet_metering::CacheUse::Revalidated);
+        if let Err(refused) = metered(deps, call, record, None).await {
+            return refused;
+        }
+        return caching(
+            Response::builder()
+                .status(200)
+                .header("content-type", content_type.as_str())
+                .header("server-timing", "cache;desc=revalidated"),
+            &tag,
+        )
+        .body(Body::Binary(entry.body.to_vec()))
+        .expect("a response with valid headers");
+    }
     let out = imgfleet_resize::http::handle(HttpRequest {
         method: "POST",
         query: &canonical,
@@ -681,13 +711,36 @@ async fn deliver(deps: &Deps, call: &Call<'_>, path: &str) -> Response<Body> {
         limits: None,
         body: &source.bytes,
     });
-    let mut record = call.record(
-        &grant,
-        ROUTE_IMG,
-        out.status,
-        image_sides(out.header(FACTS_HEADER)),
-    );
-    record.origin_bytes = source.bytes.len() as u64;
+    let sides = image_sides(out.header(FACTS_HEADER));
+    let mut record = call.record(&grant, ROUTE_IMG, out.status, sides.clone());
+    record.origin_bytes = origin_bytes;
+    if out.status == 200 {
+        record.cache = Some(imgfleet_metering::CacheUse::Miss);
+        let entry = imgfleet_stores::results::Entry {
+            header: imgfleet_stores::results::Header {
+                subject: imgfleet_stores::results::Subject {
+                    tenant: url.tenant.to_string(),
+                    origin: url.origin.to_string(),
+                    path: url.source.to_string(),
+                },
+                validator: source.validator.encode(),
+                created_ms: now_ms(),
+                kind: imgfleet_stores::results::Kind::Result {
+                    content_type: out
+                        .header("content-type")
+                        .unwrap_or("image/jpeg")
+                        .to_string(),
+                    input: sides.0,
+                    output: sides.1,
+                },
+            },
+            body: out.body.clone().into(),
+        };
+        // Kept before answering: a frozen or ended instance would lose a background write.
+        if let Err(e) = staging::put(deps, &cache_key, entry.encode()).await {
+            tracing::warn!(error = %e, "a result could not be cached");
+        }
+    }
     if let Err(refused) = metered(deps, call, record, None).await {
         return refused;
     }
@@ -698,7 +751,7 @@ async fn deliver(deps: &Deps, call: &Call<'_>, path: &str) -> Response<Body> {
         }
     }
     if out.status == 200 {
-        response = caching(response, &etag::etag(&output, &source.validator));
+        response = caching(response.header("server-timing", "cache;desc=miss"), &tag);
         response
             .body(Body::Binary(out.body))
             .expect("a response built from the function's own headers")
@@ -707,6 +760,15 @@ async fn deliver(deps: &Deps, call: &Call<'_>, path: &str) -> Response<Body> {
             .body(Body::Text(String::from_utf8_lossy(&out.body).into_owned()))
             .expect("a response built from the function's own headers")
     }
+}
+
+/// The cached result under `key`, if it is whole and no purge of its tenant reaches it;
+/// any failure is a miss.
+async fn cached(deps: &Deps, key: &str, tenant: &str) -> Option<imgfleet_stores::results::Entry> {
+    let bytes = staging::get(deps, key).await.ok()??;
+    let entry = imgfleet_stores::results::Entry::decode(&bytes)?;
+    let purges = deps.identity.purges_of(tenant).await.ok()?;
+    (!imgfleet_stores::results::reached_by(&entry.header, &purges)).then_some(entry)
 }
 
 /// The route signed GETs are metered under, as on the host.

@@ -937,6 +937,52 @@ async fn a_signed_get_serves_an_s3_origin_with_caching_and_304s() {
     let r = imgfleet_lambda::api::handle(&s.deps, again).await;
     assert_eq!(r.status(), 304);
     assert_eq!(r.headers()["etag"].to_str().unwrap(), tag);
+
+    // The result cache in the staging bucket: the same URL again is the same image,
+    // not resized; a purge of the path makes it a miss.
+    let made =
+        r_body(&imgfleet_lambda::api::handle(&s.deps, request("GET", &path, None, vec![])).await);
+    assert_eq!(made.0, "cache;desc=revalidated");
+    assert_eq!(image::load_from_memory(&made.1).unwrap().width(), 100);
+    // A damaged entry is a miss, made again.
+    let keys = s
+        .deps
+        .s3
+        .list_objects_v2()
+        .bucket(&s.deps.names.staging_bucket)
+        .prefix("results/")
+        .send()
+        .await
+        .unwrap();
+    let cached_key = keys.contents()[0].key().unwrap().to_string();
+    s.deps
+        .s3
+        .put_object()
+        .bucket(&s.deps.names.staging_bucket)
+        .key(&cached_key)
+        .body(made.1[..made.1.len() / 2].to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let again =
+        r_body(&imgfleet_lambda::api::handle(&s.deps, request("GET", &path, None, vec![])).await);
+    assert_eq!(again.0, "cache;desc=miss");
+    assert_eq!(again.1, made.1);
+    imgfleet_stores::identity::admin::purge(
+        &s.deps.identity,
+        "acme",
+        imgfleet_stores::identity::admin::NewPurge {
+            origin: "archive".into(),
+            path: "cat".into(),
+            prefix: true,
+        },
+    )
+    .await
+    .unwrap();
+    let purged =
+        r_body(&imgfleet_lambda::api::handle(&s.deps, request("GET", &path, None, vec![])).await);
+    assert_eq!(purged.0, "cache;desc=miss");
+
     let tampered = path.replace("w=100", "w=101");
     let r = imgfleet_lambda::api::handle(&s.deps, request("GET", &tampered, None, vec![])).await;
     assert_eq!(
@@ -977,4 +1023,30 @@ async fn a_signed_get_serves_an_s3_origin_with_caching_and_304s() {
         gets.iter().any(|r| r.status == 304 && r.not_modified),
         "{gets:?}"
     );
+    let cache = |c| gets.iter().filter(|r| r.cache == Some(c)).count();
+    use imgfleet_metering::CacheUse;
+    assert_eq!(
+        (cache(CacheUse::Miss), cache(CacheUse::Revalidated)),
+        (3, 1),
+        "{gets:?}"
+    );
+}
+
+/// Server-Timing's cache metric and the body of a 200.
+fn r_body(r: &lambda_http::Response<lambda_http::Body>) -> (String, Vec<u8>) {
+    assert_eq!(
+        r.status(),
+        200,
+        "{}",
+        String::from_utf8_lossy(r.body().as_ref())
+    );
+    let timing = r
+        .headers()
+        .get_all("server-timing")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("cache;"))
+        .unwrap_or_default()
+        .to_string();
+    (timing, r.body().as_ref().to_vec())
 }

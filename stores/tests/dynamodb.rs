@@ -51,3 +51,34 @@ async fn usages() -> Usages {
 
 identity_suite!(identities);
 usage_suite!(usages);
+
+/// The Lambda API checks cached results against one record of a tenant's newest purges,
+/// written in each purge's own transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_purges_are_one_read_newest_first() {
+    use imgfleet_stores::identity::IdentityStore;
+    use imgfleet_stores::identity::admin::{NewPurge, purge};
+    let (a, _, table) = fresh_table("identity").await;
+    let store = DynamoIdentityStore::new(a, table);
+    store.create_tenant("acme").await.unwrap();
+    store.create_tenant("zeta").await.unwrap();
+    assert!(store.purges_of("acme").await.unwrap().is_empty());
+    let new = |path: &str| NewPurge {
+        origin: "photos".into(),
+        path: path.into(),
+        prefix: true,
+    };
+    let first = purge(&store, "acme", new("cats/")).await.unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    let second = purge(&store, "acme", new("dogs/")).await.unwrap();
+    purge(&store, "zeta", new("")).await.unwrap();
+    let ids: Vec<String> = store
+        .purges_of("acme")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(ids, [second.id, first.id]);
+    assert_eq!(store.purges_of("zeta").await.unwrap().len(), 1);
+}

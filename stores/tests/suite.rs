@@ -227,6 +227,56 @@ pub async fn origins_and_url_keys_are_versioned_and_retired_in_the_log(stores: I
         .unwrap();
 }
 
+pub async fn purges_are_logged_listed_per_tenant_and_never_undone(stores: Identities) {
+    use imgfleet_stores::identity::admin::{NewPurge, purge, purges};
+    let (store, other) = stores;
+    store.create_tenant("acme").await.unwrap();
+    store.create_tenant("zeta").await.unwrap();
+    let new = |path: &str, prefix: bool| NewPurge {
+        origin: "photos".into(),
+        path: path.into(),
+        prefix,
+    };
+    let one = purge(store.as_ref(), "acme", new("/cats/tom.jpg", false))
+        .await
+        .unwrap();
+    assert_eq!(
+        one.path, "cats/tom.jpg",
+        "a leading slash is not part of a path"
+    );
+    assert!(
+        one.at_ms > one.created_ms,
+        "a purge reaches a little past its time"
+    );
+    let all = purge(other.as_ref(), "acme", new("", true)).await.unwrap();
+    purge(store.as_ref(), "zeta", new("dogs/", true))
+        .await
+        .unwrap();
+    assert!(matches!(
+        purge(store.as_ref(), "acme", new("", false)).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        purge(store.as_ref(), "nobody", new("x", false)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store
+            .write_item("acme", ItemKind::Purge, &one.id, ItemWrite::Retire)
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    let listed = purges(other.as_ref(), "acme").await.unwrap();
+    let mut ids: Vec<&str> = listed.iter().map(|p| p.id.as_str()).collect();
+    ids.sort();
+    let mut want = vec![one.id.as_str(), all.id.as_str()];
+    want.sort();
+    assert_eq!(ids, want, "each tenant sees its own");
+    let changes = other.changes_since(2, 100).await.unwrap();
+    assert_eq!(changes.len(), 3, "{changes:?}");
+    assert!(matches!(&changes[0], Change::Purge(p) if p.id == one.id && p.version == 3));
+}
+
 pub async fn bad_writes_are_refused_without_a_change(stores: Identities) {
     let (store, _) = stores;
     store.create_tenant("acme").await.unwrap();
@@ -489,6 +539,7 @@ macro_rules! identity_suite {
         identity_case!(bad_writes_are_refused_without_a_change);
         identity_case!(a_follower_never_skips_a_change_written_concurrently);
         identity_case!(origins_and_url_keys_are_versioned_and_retired_in_the_log);
+        identity_case!(purges_are_logged_listed_per_tenant_and_never_undone);
     };
 }
 

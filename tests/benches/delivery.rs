@@ -75,7 +75,14 @@ fn main() {
     // revalidation asks the origin (the result cache has its own benchmark).
     let h = Arc::new(Host::start(
         "spin.toml",
-        &["--cores", &cores_arg, "--result-cache-mb", "0"],
+        &[
+            "--cores",
+            &cores_arg,
+            "--result-cache-mb",
+            "0",
+            "--memory-cache-mb",
+            "0",
+        ],
     ));
     let origin = Origin::start();
     let photo = images::jpeg(&images::photo(1200, 800, 11), 85);

@@ -178,28 +178,38 @@ fn main() {
         );
     }
 
-    // 1. Hits: one popular thumbnail, already made.
-    let h = Host::start("spin.toml", &["--cores", &cores]);
-    let key = setup(&h, &origin);
-    let url = h.url(&sign_url(&key, "web", "w=300&fmt=jpeg", "p0.jpg", &[]));
-    let warm = drive(1, 20, Duration::from_secs(30), {
-        let url = url.clone();
-        Arc::new(move |_, _| url.clone())
-    });
-    assert_eq!(warm.errors, 0);
+    // 1. Hits: one popular thumbnail, already made; from memory, and from disk alone
+    // (`--memory-cache-mb 0`), taking turns.
+    let tiers = [("memory", "64"), ("disk", "0")];
+    let hosts: Vec<(Host, String)> = tiers
+        .iter()
+        .map(|(_, mb)| {
+            let h = Host::start("spin.toml", &["--cores", &cores, "--memory-cache-mb", mb]);
+            let key = setup(&h, &origin);
+            let url = h.url(&sign_url(&key, "web", "w=300&fmt=jpeg", "p0.jpg", &[]));
+            (h, url)
+        })
+        .collect();
     let mut hit_rows = Vec::new();
     for c in [clients / 2, clients, clients * 2] {
-        let url = url.clone();
-        let run = drive(
-            c,
-            usize::MAX,
-            Duration::from_secs(seconds),
-            Arc::new(move |_, _| url.clone()),
-        );
-        assert_eq!(run.errors, 0, "every hit answered 200");
-        hit_rows.push((c, run));
+        for ((tier, _), (_, url)) in tiers.iter().zip(&hosts) {
+            let url = url.clone();
+            let warm = drive(1, 20, Duration::from_secs(30), {
+                let url = url.clone();
+                Arc::new(move |_, _| url.clone())
+            });
+            assert_eq!(warm.errors, 0);
+            let run = drive(
+                c,
+                usize::MAX,
+                Duration::from_secs(seconds),
+                Arc::new(move |_, _| url.clone()),
+            );
+            assert_eq!(run.errors, 0, "every hit answered 200");
+            hit_rows.push((*tier, c, run));
+        }
     }
-    drop(h);
+    drop(hosts);
 
     // 2. Zipf over `images` outputs (SOURCES photos × widths), the same draws twice.
     let zipf = Zipf::new(images, zipf_s);
@@ -213,8 +223,15 @@ fn main() {
     for (label, extra) in [
         ("with the result cache", vec!["--cores", &cores]),
         (
-            "without (--result-cache-mb 0)",
-            vec!["--cores", &cores, "--result-cache-mb", "0"],
+            "without (--result-cache-mb 0 --memory-cache-mb 0)",
+            vec![
+                "--cores",
+                &cores,
+                "--result-cache-mb",
+                "0",
+                "--memory-cache-mb",
+                "0",
+            ],
         ),
     ] {
         let h = Host::start("spin.toml", &extra);
@@ -251,17 +268,17 @@ fn main() {
     println!(
         "\nCache hits: one 300 px JPEG thumbnail by signed GET, authentication, audit and usage records included; {cores}-core host, the clients on the same machine, {seconds} s per row\n"
     );
-    println!("| clients | hits/s | p50 ms | p99 ms |\n|---:|---:|---:|---:|");
+    println!("| tier | clients | hits/s | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|");
     let mut figures = Vec::new();
-    for (c, run) in &hit_rows {
+    for (tier, c, run) in &hit_rows {
         println!(
-            "| {c} | {:.0} | {:.2} | {:.2} |",
+            "| {tier} | {c} | {:.0} | {:.2} | {:.2} |",
             run.rate(),
             run.pct(0.5),
             run.pct(0.99)
         );
         figures.push(serde_json::json!({
-            "clients": c, "hits_per_s": run.rate(), "p50_ms": run.pct(0.5), "p99_ms": run.pct(0.99),
+            "tier": tier, "clients": c, "hits_per_s": run.rate(), "p50_ms": run.pct(0.5), "p99_ms": run.pct(0.99),
         }));
     }
     println!(

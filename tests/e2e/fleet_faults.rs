@@ -187,7 +187,11 @@ fn jetstream_out_of_storage_mid_load() {
     let rt = crate::fleet_kit::runtime();
     let nats = Nats::single_with_storage("96MB");
     // Staging reserves its 16 MiB in the store; the queues take what is left.
-    let h = fleet_host(&nats, None, &["--staging-mb", "16"]);
+    let h = fleet_host(
+        &nats,
+        None,
+        &["--staging-mb", "16", "--fleet-cache-mb", "8"],
+    );
     let load = Load::start(&h.base, &h.key, 3, small_jpeg(), "w=24");
     std::thread::sleep(Duration::from_secs(2));
     let refusal = rt.block_on(fill_storage(&nats));

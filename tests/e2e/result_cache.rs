@@ -1,7 +1,7 @@
 //! The result cache and single flight, against a real origin on 127.0.0.1 and real
 //! `imgfleet` processes: a herd of identical requests makes one fetch and one resize; the
-//! cache survives a restart, treats damaged and half-written entries as misses (kill -9
-//! mid-write included), holds its byte cap; purges, revocations and removed origins take
+//! cache survives a restart, treats damaged and half-written entries on disk as misses
+//! (kill -9 mid-write included), holds its byte cap; purges, revocations and removed origins take
 //! effect within the SLA; on a fleet, one host serves another's result without resizing,
 //! concurrent requests on two hosts resize once, and a purge reaches every host.
 
@@ -192,9 +192,10 @@ fn the_cache_survives_a_restart_and_damaged_entries_are_misses() {
     }
     assert_eq!(origin.requests("/img/cat.jpg"), fetched);
 
-    // Damage every entry on disk while the host runs: bits flipped in some, others cut
-    // short. Each is a miss (made again, right), never served as it is.
-    let files = cache_files(h.data.path());
+    // Damage every entry on disk while the host is down: bits flipped in some, others
+    // cut short. Each is a miss (made again, right), never served as it is.
+    let data = h.stop();
+    let files = cache_files(data.path());
     assert!(
         files.len() >= 4,
         "three results and a source version: {files:?}"
@@ -209,6 +210,7 @@ fn the_cache_survives_a_restart_and_damaged_entries_are_misses() {
         }
         std::fs::write(f, bytes).unwrap();
     }
+    let h = Host::start_in(data, "spin.toml", &[], &[]);
     for (p, r) in paths.iter().zip(&made) {
         let again = get(&h, p);
         assert_eq!(again.status, 200);
@@ -216,6 +218,15 @@ fn the_cache_survives_a_restart_and_damaged_entries_are_misses() {
         assert_eq!(again.body, r.body);
     }
     assert!(origin.requests("/img/cat.jpg") > fetched);
+    let metrics = String::from_utf8(request("GET", &h.url("/metrics"), b"", &[]).body).unwrap();
+    let damaged = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("imgfleet_result_cache_damaged "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(
+        damaged.is_some_and(|d| d >= 3.0),
+        "damaged entries counted: {damaged:?}"
+    );
 
     // A revoked URL key stops its cached results within the SLA; another key's URL for
     // the same output is still served from the cache.
@@ -341,7 +352,11 @@ fn origin_photo(origin: &Origin, path: &str) -> Vec<u8> {
 
 #[test]
 fn eviction_holds_the_byte_cap() {
-    let h = Host::start("spin.toml", &["--result-cache-mb", "1"]);
+    // The disk's cap alone: nothing kept in memory.
+    let h = Host::start(
+        "spin.toml",
+        &["--result-cache-mb", "1", "--memory-cache-mb", "0"],
+    );
     let origin = origin_with_photo("/img/cat.jpg", 1200, 800);
     add_web_origin(&h, &origin, 3600);
     let (_, key) = h.url_key();

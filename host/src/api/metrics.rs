@@ -33,6 +33,14 @@ pub async fn render(State(state): State<AppState>) -> Response {
     gauge!("imgfleet_slots_busy").set(state.slots.busy() as f64);
     gauge!("imgfleet_admission_pending").set(state.admission.pending() as f64);
     gauge!("imgfleet_staging_bytes").set(state.staging.used_bytes() as f64);
+    let results = state.results.stats();
+    gauge!("imgfleet_result_cache_entries").set(results.entries as f64);
+    gauge!("imgfleet_result_cache_bytes").set(results.bytes as f64);
+    gauge!("imgfleet_result_cache_capacity_bytes").set(state.results.cap_bytes() as f64);
+    // Counts since start: evictions for the cap, entries found damaged (removed, remade).
+    gauge!("imgfleet_result_cache_evicted").set(results.evicted as f64);
+    gauge!("imgfleet_result_cache_damaged").set(results.damaged as f64);
+    gauge!("imgfleet_result_flights").set(state.flights.in_flight() as f64);
     queue_gauges(state.jobs.as_ref()).await;
     queue_gauges(state.usage_queue.as_ref()).await;
     if let Ok((records, oldest_ms)) = state.audit.outbox_stats().await {

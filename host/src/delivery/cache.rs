@@ -1,6 +1,6 @@
-//! The result cache as the host uses it: this host's disk first, then the fleet's shared
-//! store (which a local miss copies in), every entry checked against the tenant's purges
-//! before it is served. Source versions (what the origin last said a source is) are kept
+//! The result cache as the host uses it: this host's memory, then its disk, then the
+//! fleet's shared store (a miss copies what a lower tier has into the ones above), every
+//! entry checked against the tenant's purges before it is served. Source versions (what the origin last said a source is) are kept
 //! the same way, and in memory as well: every delivered image asks for one.
 
 use std::collections::HashMap;
@@ -10,6 +10,7 @@ use imgfleet_stores::results::disk::{DiskResults, DiskStats};
 use imgfleet_stores::results::jetstream::FleetResults;
 use imgfleet_stores::results::{Entry, Header, Kind, Subject, source_key};
 
+use super::hot::Hot;
 use crate::data_plane::auth_cache::AuthCache;
 
 /// Source versions held in memory; past it the map starts over (the disk keeps them).
@@ -17,6 +18,7 @@ const MEMORY_SOURCES: usize = 100_000;
 
 #[derive(Clone)]
 pub struct ResultCache {
+    hot: Arc<Hot>,
     disk: DiskResults,
     fleet: Option<FleetResults>,
     identity: Arc<AuthCache>,
@@ -24,8 +26,14 @@ pub struct ResultCache {
 }
 
 impl ResultCache {
-    pub fn new(disk: DiskResults, fleet: Option<FleetResults>, identity: Arc<AuthCache>) -> Self {
+    pub fn new(
+        hot: Hot,
+        disk: DiskResults,
+        fleet: Option<FleetResults>,
+        identity: Arc<AuthCache>,
+    ) -> Self {
         Self {
+            hot: Arc::new(hot),
             disk,
             fleet,
             identity,
@@ -48,11 +56,20 @@ impl ResultCache {
     /// The entry under `key`, from this host or the fleet; `None` for a miss, for damage,
     /// and for an entry a purge reaches.
     pub async fn get(&self, key: &str) -> Option<Entry> {
+        if let Some(entry) = self.hot.get(key) {
+            if self.identity.purged(&entry.header) {
+                self.hot.remove(key);
+                self.disk.remove(key).await;
+                return None;
+            }
+            return Some(entry);
+        }
         if let Some(entry) = self.disk.get(key).await {
             if self.identity.purged(&entry.header) {
                 self.disk.remove(key).await;
                 return None;
             }
+            self.hot.put(key, &entry);
             return Some(entry);
         }
         let entry = self.fleet.as_ref()?.get(key).await?;
@@ -60,11 +77,13 @@ impl ResultCache {
             return None;
         }
         self.disk.put(key, &entry).await;
+        self.hot.put(key, &entry);
         Some(entry)
     }
 
     /// Keeps `entry` on this host and, in the background, for the fleet.
     pub async fn put(&self, key: &str, entry: &Entry) {
+        self.hot.put(key, entry);
         self.disk.put(key, entry).await;
         if let Some(fleet) = &self.fleet {
             fleet.put(key, entry, false);
@@ -73,6 +92,7 @@ impl ResultCache {
 
     /// Keeps a result this host made, then gives back its lease on making it.
     pub async fn publish(&self, key: &str, entry: &Entry) {
+        self.hot.put(key, entry);
         self.disk.put(key, entry).await;
         if let Some(fleet) = &self.fleet {
             fleet.put(key, entry, true);

@@ -5,4 +5,5 @@
 
 pub mod cache;
 pub mod flight;
+pub mod hot;
 pub mod url;

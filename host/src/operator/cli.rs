@@ -491,6 +491,10 @@ pub struct UpArgs {
     /// recently used results are evicted beyond it. 0 turns caching on this disk off.
     #[arg(long, env = "IMGFLEET_RESULT_CACHE_MB", default_value_t = 1024)]
     pub result_cache_mb: u64,
+    /// The results this host serves most, kept in memory too, in MiB (0: read from disk
+    /// every time).
+    #[arg(long, env = "IMGFLEET_MEMORY_CACHE_MB", default_value_t = 64)]
+    pub memory_cache_mb: u64,
     /// The fleet's shared result cache on JetStream, in MiB across the fleet (the oldest
     /// results dropped beyond it); 0 keeps results on each host only. Like staging, it is
     /// reserved against each server's `max_file_store`.

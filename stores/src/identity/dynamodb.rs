@@ -6,6 +6,8 @@
 //! | `key#<key id>` | `key` | `record`: the key's JSON, `tenant` |
 //! | `origin#<tenant>/<name>` | `origin` | `record`: the origin's JSON, `tenant` |
 //! | `url_key#<tenant>/<key id>` | `url_key` | `record`: the URL key's JSON, `tenant` |
+//! | `purge#<tenant>/<id>` | `purge` | `record`: the purge's JSON, `tenant` |
+//! | `purges#<tenant>` | `purges` | `record`: the tenant's newest purges (JSON list), written with each purge: what a cached read checks in one read |
 //! | `log` | version, 20 digits | `change`: one change-log entry |
 //! | `head` | `head` | `version`: the newest logged version |
 //!
@@ -63,6 +65,12 @@ struct Write {
     record_json: String,
     extra: Vec<(&'static str, AttributeValue)>,
     change: Change,
+    /// Another record written in the same transaction (pk, sk, JSON).
+    also: Option<(String, &'static str, String)>,
+}
+
+fn purges_pk(tenant: &str) -> String {
+    format!("purges#{tenant}")
 }
 
 impl DynamoIdentityStore {
@@ -154,11 +162,22 @@ impl DynamoIdentityStore {
             .item("sk", s(sortable(next)))
             .item("change", s(change))
             .condition_expression("attribute_not_exists(pk)");
-        let items = [head_put, record_put, log_put].map(|p| {
-            p.build()
-                .map(|put| TransactWriteItem::builder().put(put).build())
-                .map_err(|e| Retry::Failed(unavailable(e)))
+        let also = write.also.map(|(pk, sk, json)| {
+            Put::builder()
+                .table_name(&self.table)
+                .item("pk", s(pk))
+                .item("sk", s(sk))
+                .item("record", s(json))
+                .item("version", n(next))
         });
+        let items = [head_put, record_put, log_put]
+            .into_iter()
+            .chain(also)
+            .map(|p| {
+                p.build()
+                    .map(|put| TransactWriteItem::builder().put(put).build())
+                    .map_err(|e| Retry::Failed(unavailable(e)))
+            });
         let mut request = self.client.transact_write_items();
         for item in items {
             request = request.transact_items(item?);
@@ -224,6 +243,7 @@ impl Write {
             record_json: to_json(record)?,
             extra: vec![],
             change: Change::Tenant(record.clone()),
+            also: None,
         })
     }
 
@@ -235,6 +255,7 @@ impl Write {
             record_json: to_json(record)?,
             extra: vec![("tenant", s(record.tenant.clone()))],
             change: Change::Key(record.clone()),
+            also: None,
         })
     }
 }
@@ -249,6 +270,7 @@ impl Write {
             record_json: to_json(item)?,
             extra: vec![("tenant", s(item.tenant().to_string()))],
             change: item.change(),
+            also: None,
         })
     }
 }
@@ -371,7 +393,17 @@ impl IdentityStore for DynamoIdentityStore {
                     StoreError::Conflict(format!("`{id}` changed meanwhile; try again"))
                 })?;
                 item.set_version(version);
-                Ok((Write::item(&item)?, item))
+                let mut write = Write::item(&item)?;
+                if let StoreItem::Purge(p) = &item {
+                    // The tenant's newest purges in one record, moved by the same
+                    // transaction (a raced write reads it again).
+                    let mut list = self.purges_of(tenant).await?;
+                    list.push(p.clone());
+                    list.sort_by_key(|p| std::cmp::Reverse(p.at_ms));
+                    list.truncate(crate::identity::admin::MAX_PURGES);
+                    write.also = Some((purges_pk(tenant), "purges", to_json(&list)?));
+                }
+                Ok((write, item))
             }
         })
         .await
@@ -414,6 +446,17 @@ impl IdentityStore for DynamoIdentityStore {
 }
 
 impl DynamoIdentityStore {
+    /// A tenant's newest purges (one read), for checking cached results.
+    pub async fn purges_of(
+        &self,
+        tenant: &str,
+    ) -> Result<Vec<crate::identity::PurgeRecord>, StoreError> {
+        Ok(self
+            .record(purges_pk(tenant), "purges")
+            .await?
+            .unwrap_or_default())
+    }
+
     /// What a signed URL names, as its check needs it (three point reads): the tenant, the
     /// URL key that signed it and the origin of its source.
     pub async fn delivery(

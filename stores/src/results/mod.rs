@@ -145,6 +145,27 @@ impl Purge {
     }
 }
 
+impl From<&crate::identity::PurgeRecord> for Purge {
+    fn from(p: &crate::identity::PurgeRecord) -> Self {
+        Self {
+            origin: p.origin.clone(),
+            path: p.path.clone(),
+            prefix: p.prefix,
+            at_ms: p.at_ms,
+        }
+    }
+}
+
+/// Whether any of a tenant's newest purges (as the DynamoDB store keeps them: at most
+/// `MAX_PURGES`, newest first) reaches `header`; a full list also reaches everything made
+/// before its oldest purge, which may have had older ones behind it.
+pub fn reached_by(header: &Header, newest: &[crate::identity::PurgeRecord]) -> bool {
+    let full = newest.len() >= crate::identity::admin::MAX_PURGES;
+    let floor = newest.iter().map(|p| p.at_ms).min().filter(|_| full);
+    floor.is_some_and(|f| header.created_ms <= f)
+        || newest.iter().any(|p| Purge::from(p).reaches(header))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
