@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use imgfleet_tests::host::{DEFAULT_TENANT, Host, Reply, request, sign_url as sign};
+use imgfleet_tests::host::{DEFAULT_TENANT, Host, Reply, request, sign_url as sign, within_sla};
 use imgfleet_tests::images;
 use imgfleet_tests::origin::{Origin, put_s3_object};
 
@@ -17,18 +17,6 @@ fn width_of(body: &[u8]) -> u32 {
     image::load_from_memory(body)
         .unwrap_or_else(|e| panic!("the answer is not an image ({e}): {} bytes", body.len()))
         .width()
-}
-
-/// Polls until `check` holds (identity changes reach the cache within its 1 s SLA).
-fn within_sla(what: &str, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !check() {
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{what} not in force within the SLA"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn start() -> (Host, Origin, String, String) {

@@ -8,7 +8,7 @@
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use imgfleet_tests::host::{DEFAULT_TENANT, Host, Reply, request, sign_url as sign};
+use imgfleet_tests::host::{DEFAULT_TENANT, Host, Reply, request, sign_url as sign, within_sla};
 use imgfleet_tests::images;
 use imgfleet_tests::origin::Origin;
 use imgfleet_tests::traffic::{UsageAt, exported_usage};
@@ -75,17 +75,6 @@ fn count(records: &[serde_json::Value], cache: &str) -> usize {
         .iter()
         .filter(|r| r["cache"].as_str() == Some(cache))
         .count()
-}
-
-fn within_sla(what: &str, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !check() {
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{what} not in force within the SLA"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// `n` GETs of `path` at once across `hosts` (round robin), all released together.

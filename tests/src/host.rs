@@ -33,6 +33,19 @@ pub fn binary() -> PathBuf {
     bin
 }
 
+/// Polls until `check` holds: identity changes (revocations, removals, purges) reach every
+/// host's auth cache within its 1 s SLA; this allows 2 s.
+pub fn within_sla(what: &str, mut check: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !check() {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{what} not in force within the SLA"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The admin token every test host is started with.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 /// The tenant every test host has from the start; [`Host::key`] is its API key.
