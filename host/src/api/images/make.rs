@@ -20,7 +20,7 @@ use imgfleet_stores::results::{Entry, Header, Kind, Subject};
 use super::super::AppState;
 use super::super::audit::Metered;
 use super::super::auth::Principal;
-use super::super::error::ApiError;
+use super::super::error::{ApiError, ErrorCode};
 use super::super::request_id::RequestId;
 
 /// What a flight hands to everyone waiting for it.
@@ -29,8 +29,8 @@ pub enum Made {
     Image {
         entry: Entry,
         validator: Validator,
-        how: CacheUse,
-        /// What the request that started the flight is metered for (origin bytes, CPU).
+        /// What the request that started the flight is metered for (origin bytes, CPU,
+        /// and how the image was made).
         metered: Metered,
         /// The function's Server-Timing, when this flight ran it.
         timing: Option<String>,
@@ -41,6 +41,8 @@ pub enum Made {
         headers: HeaderMap,
         body: Bytes,
         metered: Metered,
+        /// Its stable code, as `functions::invoke` read it from the body.
+        code: Option<ErrorCode>,
     },
     /// The origin confirmed the version the requests revalidate: a 304 for each.
     Unchanged(Validator),
@@ -194,6 +196,7 @@ impl Making {
         if parts.status != StatusCode::OK {
             return Ok(Made::Answer {
                 status: parts.status,
+                code: parts.extensions.remove::<ErrorCode>(),
                 headers: parts.headers,
                 body,
                 metered,
@@ -227,7 +230,6 @@ impl Making {
         Ok(Made::Image {
             entry,
             validator: source.validator,
-            how: CacheUse::Miss,
             metered,
             timing,
         })
@@ -240,7 +242,6 @@ fn image(entry: Entry, validator: Validator, how: CacheUse, origin_bytes: u64) -
     Made::Image {
         entry,
         validator,
-        how,
         metered,
         timing: None,
     }

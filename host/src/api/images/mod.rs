@@ -245,6 +245,7 @@ async fn serve(state: &AppState, req: Request) -> Result<(Response, Principal), 
             headers,
             body,
             metered,
+            code,
         } => {
             let mut resp = Response::new(Body::from(body.clone()));
             *resp.status_mut() = *status;
@@ -252,11 +253,8 @@ async fn serve(state: &AppState, req: Request) -> Result<(Response, Principal), 
             if started {
                 resp.extensions_mut().insert(metered.clone());
             }
-            if let Some(code) = serde_json::from_slice::<serde_json::Value>(body)
-                .ok()
-                .and_then(|v| v["error"]["code"].as_str().map(str::to_string))
-            {
-                resp.extensions_mut().insert(super::error::ErrorCode(code));
+            if let Some(code) = code {
+                resp.extensions_mut().insert(code.clone());
             }
             Ok((resp, principal))
         }
