@@ -9,6 +9,7 @@
 #   ./dev.sh aws-checks               sam validate (--lint and plain) and cargo lambda build (profile lambda-check)
 #   ./dev.sh bench                    the resize benchmark against sharp (see docs/BENCHMARKS.md)
 #   ./dev.sh photos                   fetch the benchmark's real photographs into target/photos/
+#   ./dev.sh profiles                 fetch the colour tests' ICC profiles into target/profiles/
 #   ./dev.sh fuzz [seconds]           run each cargo-fuzz target for that long (60 s; see fuzz/README.md)
 #
 # WASM builds take one of two paths (see docs/BUILDING.md):
@@ -268,6 +269,25 @@ fetch_photos() {
     cargo run -q --release -j "$JOBS" -p imgfleet-tests --bin make-photos -- "$PHOTOS/src" "$PHOTOS/set"
 }
 
+# Real ICC profiles for the colour tests and the photo set's tagged kinds, from Debian
+# packages (downloaded, not installed): SWOP CMYK from ghostscript, Adobe RGB from colord.
+PROFILE_PACKAGES=(libgs-common colord-data)
+PROFILES="$ROOT/target/profiles"
+fetch_profiles() {
+    [ -f "$PROFILES/default_cmyk.icc" ] && [ -f "$PROFILES/AdobeRGB1998.icc" ] && return 0
+    log "fetching ICC profiles: ${PROFILE_PACKAGES[*]}"
+    local work
+    work="$(mktemp -d)"
+    (cd "$work" && apt-get download -qq "${PROFILE_PACKAGES[@]}" 2>/dev/null) ||
+        (as_root apt-get update -qq && cd "$work" && apt-get download -qq "${PROFILE_PACKAGES[@]}")
+    local deb
+    for deb in "$work"/*.deb; do dpkg-deb -x "$deb" "$work/unpacked"; done
+    mkdir -p "$PROFILES"
+    cp "$work/unpacked/usr/share/color/icc/ghostscript/default_cmyk.icc" \
+        "$work/unpacked/usr/share/color/icc/colord/AdobeRGB1998.icc" "$PROFILES/"
+    rm -rf "$work"
+}
+
 # sharp (libvips), pinned in bench/sharp/package-lock.json, for the side-by-side benchmark.
 ensure_sharp() {
     [ -d "$ROOT/bench/sharp/node_modules/sharp" ] && return 0
@@ -331,6 +351,8 @@ case "$cmd" in
         command -v chromium >/dev/null || apt_ensure chromium
         # The quality test decodes AVIF output with sharp (no AVIF decoder in the workspace).
         ensure_sharp
+        # The colour tests convert through real press and wide-gamut profiles.
+        fetch_profiles
         stage aws-checks aws_checks
         # The end-to-end tests start the real binary: `cargo test` builds it (the host
         # package has an integration test), with the workspace's features. A separate
@@ -350,6 +372,7 @@ case "$cmd" in
     lint) stage lint lint ;;
     fuzz) stage fuzz run_fuzz "$@" ;;
     photos) fetch_photos ;;
+    profiles) fetch_profiles ;;
     bench)
         build_wasm
         fetch_photos

@@ -188,7 +188,7 @@ fn jpeg_has_end(bytes: &[u8]) -> bool {
 
 /// The marker segments before the first scan, as the decoders walk them: (marker, offset of
 /// its `FF`, payload). The walk ends after the start-of-scan or at an impossible length.
-fn jpeg_segments(bytes: &[u8]) -> impl Iterator<Item = (u8, usize, &[u8])> {
+pub(crate) fn jpeg_segments(bytes: &[u8]) -> impl Iterator<Item = (u8, usize, &[u8])> {
     let mut at = 2;
     std::iter::from_fn(move || {
         while at + 4 <= bytes.len() {

@@ -1,35 +1,45 @@
 //! Colour management: a photo whose embedded ICC profile describes a colour space other
-//! than sRGB (Adobe RGB, Display P3, ProPhoto from cameras and phones) is converted to sRGB
-//! once decoded — at the shrunk size, so the pass stays cheap — because outputs carry no
-//! profile and every browser shows untagged images as sRGB.
+//! than sRGB (Adobe RGB, Display P3, ProPhoto from cameras and phones, a grey curve, a
+//! printer's CMYK) is converted to sRGB once decoded — at the shrunk size, so the pass stays
+//! cheap — because outputs carry no profile and every browser shows untagged images as sRGB.
 
-use moxcms::{ColorProfile, DataColorSpace, Layout as CmsLayout, ProfileText, TransformOptions};
+use moxcms::{
+    ColorProfile, DataColorSpace, Layout as CmsLayout, ProfileText, RenderingIntent,
+    TransformOptions,
+};
 
 use crate::codec::{Bitmap, Layout};
 
+/// Perceptual, the intent profiles are made for and the one colour engines default to:
+/// a printer's gamut is mapped into the screen's rather than clipped.
+fn options() -> TransformOptions {
+    TransformOptions {
+        rendering_intent: RenderingIntent::Perceptual,
+        ..TransformOptions::default()
+    }
+}
+
 /// `bitmap` in sRGB. Unchanged when there is no profile, when it already is sRGB, or when
 /// it cannot be used: a broken or unsupported profile does not fail an image (browsers
-/// ignore those too), and CMYK profiles are not applied (the decoder has already turned
-/// CMYK into RGB). Grey images keep their values.
+/// ignore those too). A grey image stays grey, its levels mapped through its profile's curve.
 pub(crate) fn to_srgb(bitmap: Bitmap, icc: Option<&[u8]>) -> Bitmap {
     let Some(icc) = icc else {
         return bitmap;
     };
-    let layout = match bitmap.layout {
-        Layout::Rgb8 => CmsLayout::Rgb,
-        Layout::Rgba8 => CmsLayout::Rgba,
-        Layout::L8 | Layout::La8 => return bitmap,
-    };
     let Ok(profile) = ColorProfile::new_from_slice(icc) else {
         return bitmap;
     };
-    if profile.color_space != DataColorSpace::Rgb || is_srgb(&profile) {
+    let layout = match (bitmap.layout, profile.color_space) {
+        (Layout::Rgb8, DataColorSpace::Rgb) => CmsLayout::Rgb,
+        (Layout::Rgba8, DataColorSpace::Rgb) => CmsLayout::Rgba,
+        (Layout::L8 | Layout::La8, DataColorSpace::Gray) => return grey_to_srgb(bitmap, &profile),
+        _ => return bitmap,
+    };
+    if is_srgb(&profile) {
         return bitmap;
     }
     let srgb = ColorProfile::new_srgb();
-    let Ok(transform) =
-        profile.create_transform_8bit(layout, &srgb, layout, TransformOptions::default())
-    else {
+    let Ok(transform) = profile.create_transform_8bit(layout, &srgb, layout, options()) else {
         return bitmap;
     };
     let mut pixels = vec![0u8; bitmap.pixels.len()];
@@ -37,6 +47,105 @@ pub(crate) fn to_srgb(bitmap: Bitmap, icc: Option<&[u8]>) -> Bitmap {
         return bitmap;
     }
     Bitmap { pixels, ..bitmap }
+}
+
+/// A grey image's levels as sRGB greys: its 256 levels go through the profile once, and the
+/// pixels through that table (the result is neutral, so one channel of it is the level).
+fn grey_to_srgb(bitmap: Bitmap, profile: &ColorProfile) -> Bitmap {
+    let srgb = ColorProfile::new_srgb();
+    let Ok(transform) =
+        profile.create_transform_8bit(CmsLayout::Gray, &srgb, CmsLayout::Rgb, options())
+    else {
+        return bitmap;
+    };
+    let levels: Vec<u8> = (0..=255).collect();
+    let mut rgb = vec![0u8; 256 * 3];
+    if transform.transform(&levels, &mut rgb).is_err() {
+        return bitmap;
+    }
+    let table: Vec<u8> = rgb.chunks_exact(3).map(|px| px[1]).collect();
+    if table.iter().enumerate().all(|(i, &v)| usize::from(v) == i) {
+        return bitmap;
+    }
+    let mut bitmap = bitmap;
+    let channels = bitmap.layout.channels();
+    for px in bitmap.pixels.chunks_exact_mut(channels) {
+        px[0] = table[usize::from(px[0])];
+    }
+    bitmap
+}
+
+/// CMYK ink amounts (0 = no ink, four bytes a pixel) as an sRGB bitmap, through `icc` when it
+/// is a usable CMYK profile. Without one the inks are taken as ideal ones (`R = (1-C)(1-K)`),
+/// as a screen without colour management would show them.
+pub(crate) fn cmyk_to_srgb(width: u32, height: u32, ink: &[u8], icc: Option<&[u8]>) -> Bitmap {
+    let bitmap = |pixels| Bitmap {
+        width,
+        height,
+        layout: Layout::Rgb8,
+        pixels,
+    };
+    let transform = icc
+        .and_then(|icc| ColorProfile::new_from_slice(icc).ok())
+        .filter(|profile| profile.color_space == DataColorSpace::Cmyk)
+        .and_then(|profile| {
+            let srgb = ColorProfile::new_srgb();
+            profile
+                .create_transform_8bit(CmsLayout::Rgba, &srgb, CmsLayout::Rgb, options())
+                .ok()
+        });
+    if let Some(transform) = transform {
+        let mut pixels = vec![0u8; ink.len() / 4 * 3];
+        let mut black = [0u8; 3];
+        if transform.transform(ink, &mut pixels).is_ok()
+            && transform.transform(&[255; 4], &mut black).is_ok()
+        {
+            let table = black_point_compensation(black);
+            pixels.iter_mut().for_each(|v| *v = table[usize::from(*v)]);
+            return bitmap(pixels);
+        }
+    }
+    let mut pixels = Vec::with_capacity(ink.len() / 4 * 3);
+    for px in ink.chunks_exact(4) {
+        let white = 255 - u32::from(px[3]);
+        for &c in &px[..3] {
+            pixels.push((((255 - u32::from(c)) * white + 127) / 255) as u8);
+        }
+    }
+    bitmap(pixels)
+}
+
+/// A table stretching the press's darkest black (every ink at its maximum, `black` in sRGB)
+/// to the screen's black, as the perceptual intent does between a print profile and a
+/// display one (Little CMS forces this black point compensation for v4 display profiles,
+/// and libvips, so sharp, renders CMYK that way). Without it the deepest shadows of a
+/// print file stay a washed-out grey. In XYZ it is `(X - k·white) / (1 - k)` with `k` the
+/// black's luminance (at most that of L* = 50, taken neutral), which is the same affine map
+/// on each linear sRGB channel.
+fn black_point_compensation(black: [u8; 3]) -> [u8; 256] {
+    let [r, g, b] = black.map(|v| srgb_to_linear(f64::from(v) / 255.0));
+    // L* = 50 is Y = (66/116)³.
+    let k = (0.2126 * r + 0.7152 * g + 0.0722 * b).min(0.184_19);
+    std::array::from_fn(|v| {
+        let linear = ((srgb_to_linear(v as f64 / 255.0) - k) / (1.0 - k)).max(0.0);
+        (linear_to_srgb(linear) * 255.0).round() as u8
+    })
+}
+
+fn srgb_to_linear(v: f64) -> f64 {
+    if v <= 0.040_45 {
+        v / 12.92
+    } else {
+        ((v + 0.055) / 1.055).powf(2.4)
+    }
+}
+
+fn linear_to_srgb(v: f64) -> f64 {
+    if v <= 0.003_130_8 {
+        v * 12.92
+    } else {
+        1.055 * v.powf(1.0 / 2.4) - 0.055
+    }
 }
 
 /// The profile most photos carry ("sRGB IEC61966-2.1" and its variants): converting to

@@ -10,6 +10,7 @@ pub mod limits;
 pub mod params;
 pub mod pipeline;
 
+mod cmyk_jpeg;
 mod codec;
 mod colour;
 mod encode;

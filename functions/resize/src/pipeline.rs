@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use fast_image_resize::{self as fr, images::Image};
 use image::metadata::Orientation;
 
+use crate::cmyk_jpeg;
 use crate::codec::{self, Bitmap, Layout};
 use crate::colour;
 use crate::encode::{self, Effort};
@@ -79,16 +80,23 @@ pub fn resize(
         _ => 1,
     };
     let orientation = probe.orientation;
-    let shrunk = if shrink > 1 {
-        codec::guarded(|| shrink::decode(input, shrink, limits.max_decode_alloc))?
+    let bitmap = if input_format == ImageFormat::Jpeg && cmyk_jpeg::is_cmyk(input) {
+        // Inks, shrunk in the DCT domain like any JPEG, through the profile.
+        codec::guarded(|| {
+            cmyk_jpeg::decode(input, shrink, limits.max_decode_alloc, icc.as_deref())
+        })?
     } else {
-        None
+        let shrunk = if shrink > 1 {
+            codec::guarded(|| shrink::decode(input, shrink, limits.max_decode_alloc))?
+        } else {
+            None
+        };
+        let bitmap = match shrunk {
+            Some(b) => b,
+            None => codec::decode(probe)?,
+        };
+        colour::to_srgb(bitmap, icc.as_deref())
     };
-    let bitmap = match shrunk {
-        Some(b) => b,
-        None => codec::decode(probe)?,
-    };
-    let bitmap = colour::to_srgb(bitmap, icc.as_deref());
     let decoded = Instant::now();
 
     // Without a crop the EXIF turn is applied after resampling, to the small output: cheaper,
