@@ -253,11 +253,14 @@ demo_key() {
 }
 
 # Real photographs for the benchmarks, from Debian wallpaper packages (downloaded, not
-# installed), re-encoded into a set of 100 KB - 1 MB JPEGs in target/photos/set.
+# installed), re-encoded into a set of 100 KB - 1 MB JPEGs in target/photos/set and a set
+# of every common input kind in target/photos/kinds.
 PHOTO_PACKAGES=(lomiri-wallpapers-16.04 mate-backgrounds)
 PHOTOS="$ROOT/target/photos"
 fetch_photos() {
-    if [ -n "$(ls "$PHOTOS/set" 2>/dev/null)" ]; then return 0; fi
+    if [ -n "$(ls "$PHOTOS/set" 2>/dev/null)" ] && [ -n "$(ls "$PHOTOS/kinds" 2>/dev/null)" ]; then return 0; fi
+    # The tagged kinds carry real press and wide-gamut profiles.
+    fetch_profiles
     log "fetching photographs: ${PHOTO_PACKAGES[*]}"
     mkdir -p "$PHOTOS/debs" "$PHOTOS/unpacked" "$PHOTOS/src"
     (cd "$PHOTOS/debs" && apt-get download -qq "${PHOTO_PACKAGES[@]}" 2>/dev/null) ||
@@ -266,7 +269,8 @@ fetch_photos() {
     for deb in "$PHOTOS"/debs/*.deb; do dpkg-deb -x "$deb" "$PHOTOS/unpacked"; done
     # Photographs only: the packages' abstract and desktop artwork is left out.
     cp "$PHOTOS"/unpacked/usr/share/backgrounds/*.jpg "$PHOTOS"/unpacked/usr/share/backgrounds/mate/nature/*.jpg "$PHOTOS/src/"
-    cargo run -q --release -j "$JOBS" -p imgfleet-tests --bin make-photos -- "$PHOTOS/src" "$PHOTOS/set"
+    rm -rf "$PHOTOS/set" "$PHOTOS/kinds"
+    cargo run -q --release -j "$JOBS" -p imgfleet-tests --bin make-photos -- "$PHOTOS/src" "$PHOTOS/set" --kinds "$PHOTOS/kinds"
 }
 
 # Real ICC profiles for the colour tests and the photo set's tagged kinds, from Debian

@@ -227,9 +227,12 @@ fn jpeg_sampling_supported(bytes: &[u8]) -> bool {
     let Some(&(h0, v0)) = factors.first() else {
         return true;
     };
-    factors
-        .iter()
-        .all(|&(h, v)| (1..=4).contains(&h) && (1..=4).contains(&v) && h <= h0 && v <= v0)
+    // Four components (CMYK, YCCK) go to jpeg-decoder (`cmyk_jpeg`), which upsamples from
+    // the largest factor of any component; encoders do sample K finer than C.
+    let cmyk = factors.len() == 4;
+    factors.iter().all(|&(h, v)| {
+        (1..=4).contains(&h) && (1..=4).contains(&v) && (cmyk || (h <= h0 && v <= v0))
+    })
 }
 
 /// Runs a decoder so that a bug in it cannot take the caller down: zune-jpeg's AVX2 IDCT

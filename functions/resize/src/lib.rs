@@ -18,6 +18,7 @@ mod jpeg_rows;
 mod lanczos;
 mod scaled_jpeg;
 mod shrink;
+mod webp_decode;
 
 pub use error::{ErrorCode, ResizeError};
 pub use limits::{LIMITS_HEADER, Limits};

@@ -14,6 +14,7 @@ use crate::geometry::{self, Crop, Plan};
 use crate::limits::Limits;
 use crate::params::{FormatChoice, ImageFormat, OutputFormat, ResizeParams, negotiate};
 use crate::shrink;
+use crate::webp_decode;
 
 /// Format, size and byte count of one side of a resize: what metering bills on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +77,7 @@ pub fn resize(
         FormatChoice::Fixed(f) => f,
     };
     let shrink = match input_format {
-        ImageFormat::Jpeg => shrink::factor(oriented, &plan),
+        ImageFormat::Jpeg | ImageFormat::Webp => shrink::factor(oriented, &plan),
         _ => 1,
     };
     let orientation = probe.orientation;
@@ -86,10 +87,12 @@ pub fn resize(
             cmyk_jpeg::decode(input, shrink, limits.max_decode_alloc, icc.as_deref())
         })?
     } else {
-        let shrunk = if shrink > 1 {
-            codec::guarded(|| shrink::decode(input, shrink, limits.max_decode_alloc))?
-        } else {
-            None
+        let shrunk = match input_format {
+            ImageFormat::Webp => webp_decode::decode(input, shrink, limits.max_decode_alloc)?,
+            ImageFormat::Jpeg if shrink > 1 => {
+                codec::guarded(|| shrink::decode(input, shrink, limits.max_decode_alloc))?
+            }
+            _ => None,
         };
         let bitmap = match shrunk {
             Some(b) => b,

@@ -106,3 +106,47 @@ fn a_careless_resize_would_fail_the_floor() {
     let db = psnr(&careless, &reference);
     assert!(db < floor("png"), "nearest neighbour scored {db:.1} dB");
 }
+
+/// WebP inputs are shrunk on load by libwebp's rescaler: held to the same reference (a full
+/// decode by `image`'s own WebP decoder and a Lanczos3 resample), lossy and lossless, with
+/// and without alpha, at each shrink factor.
+#[test]
+fn webp_inputs_shrunk_on_load_match_a_full_decode_reference() {
+    let photo = images::photo(2400, 1600, 29);
+    let rgba = image::RgbaImage::from_fn(2400, 1600, |x, y| {
+        let image::Rgb([r, g, b]) = *photo.get_pixel(x, y);
+        image::Rgba([r, g, b, if x < 1200 { 255 } else { 128 }])
+    });
+    let lossy = |png: Vec<u8>| {
+        let params = ResizeParams::from_query("w=2400&fmt=webp&q=92").unwrap();
+        resize(&png, &params, None, &Limits::default())
+            .unwrap()
+            .bytes
+    };
+    let inputs = [
+        ("lossy", lossy(images::png_rgb(&photo))),
+        ("lossy with alpha", lossy(images::png_rgba(&rgba))),
+        ("lossless with alpha", images::webp(&rgba)),
+    ];
+    for (what, webp) in &inputs {
+        let full = full_decode(webp);
+        // 2400 px to 1000 (no shrink), 600 (1/2), 300 (1/4) and 150 (1/8).
+        for width in [1000, 600, 300, 150] {
+            let q = format!("w={width}&fmt=png");
+            let params = ResizeParams::from_query(&q).unwrap();
+            let out = decode(
+                &resize(webp, &params, None, &Limits::default())
+                    .unwrap()
+                    .bytes,
+            );
+            let reference = full.resize_exact(width, out.height(), FilterType::Lanczos3);
+            assert_eq!(out.color().has_alpha(), full.color().has_alpha(), "{what}");
+            let db = psnr(&out, &reference);
+            println!("{what} {q}: {db:.1} dB");
+            assert!(
+                db >= floor("png"),
+                "{what} {q}: PSNR {db:.1} dB against the reference"
+            );
+        }
+    }
+}

@@ -405,3 +405,40 @@ fn lowered_limits_are_enforced() {
 fn fit_parse_defaults_to_inside() {
     assert_eq!(params("w=1").fit, Fit::Inside);
 }
+
+/// Damaged WebPs, through libwebp: every truncation and a run of flipped bytes is a clear
+/// `corrupt_image`, never a panic.
+#[test]
+fn damaged_webps_are_corrupt_images() {
+    let photo = images::photo(640, 480, 31);
+    let params = ResizeParams::from_query("w=640&fmt=webp&q=80").unwrap();
+    let webp = resize(&images::png_rgb(&photo), &params, None, &Limits::default())
+        .unwrap()
+        .bytes;
+    let small = ResizeParams::from_query("w=100").unwrap();
+    for cut in (12..webp.len()).step_by(webp.len() / 40) {
+        match resize(&webp[..cut], &small, None, &Limits::default()) {
+            Err(e) => assert!(
+                ["corrupt_image", "unsupported_format"].contains(&e.code.as_str()),
+                "cut at {cut}: {e:?}"
+            ),
+            Ok(out) => panic!(
+                "cut at {cut} of {} resized: {} bytes",
+                webp.len(),
+                out.bytes.len()
+            ),
+        }
+    }
+    for at in (40..webp.len()).step_by(97) {
+        let mut damaged = webp.clone();
+        for b in &mut damaged[at..(at + 8).min(webp.len())] {
+            *b ^= 0x5A;
+        }
+        if let Err(e) = resize(&damaged, &small, None, &Limits::default()) {
+            assert!(
+                ["corrupt_image", "unsupported_format"].contains(&e.code.as_str()),
+                "damage at {at}: {e:?}"
+            );
+        }
+    }
+}

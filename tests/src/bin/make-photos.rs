@@ -4,12 +4,20 @@
 //! (the range uploads to an image service mostly fall in). Every other crop is stored
 //! sideways with EXIF orientation 6, as phones do, so auto-orientation is part of the job.
 //!
-//! `make-photos <source dir> <output dir>`
+//! With `--kinds <dir>` it also writes the input-kind set the end-to-end benchmark draws
+//! from (see `imgfleet_tests::photos::KINDS`): each of the first sources as a baseline,
+//! progressive and EXIF-rotated JPEG, a CMYK JPEG through a SWOP press profile, Adobe RGB,
+//! Display P3 and grey JPEGs carrying their profiles, PNG with and without alpha, and lossy
+//! WebP with and without alpha, each of them near 250 KB.
+//!
+//! `make-photos <source dir> <output dir> [--kinds <dir>]`
 
 use std::path::{Path, PathBuf};
 
 use image::imageops::FilterType;
 use image::{DynamicImage, RgbImage};
+use imgfleet_resize::{Limits, ResizeParams};
+use imgfleet_tests::colour::{self, Tagged};
 use imgfleet_tests::images;
 
 const MIN_BYTES: usize = 100 << 10;
@@ -18,8 +26,10 @@ const LONG_EDGES: [u32; 5] = [1280, 1600, 2048, 2560, 3000];
 
 fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [source, out] = args.as_slice() else {
-        return Err("usage: make-photos <source dir> <output dir>".into());
+    let (source, out, kinds) = match args.as_slice() {
+        [source, out] => (source, out, None),
+        [source, out, flag, kinds] if flag == "--kinds" => (source, out, Some(kinds)),
+        _ => return Err("usage: make-photos <source dir> <output dir> [--kinds <dir>]".into()),
     };
     let out = PathBuf::from(out);
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
@@ -53,7 +63,96 @@ fn main() -> Result<(), String> {
         }
     }
     println!("{written} photos in {}", out.display());
+    if let Some(kinds) = kinds {
+        write_kinds(&sources, Path::new(kinds))?;
+    }
     Ok(())
+}
+
+/// How many sources each input kind is made from.
+const KIND_SOURCES: usize = 4;
+
+fn write_kinds(sources: &[PathBuf], out: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut written = 0;
+    for (i, path) in sources.iter().take(KIND_SOURCES).enumerate() {
+        let photo = image::open(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .into_rgb8();
+        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+        // Every kind at the size that brings it near 250 KB (PNG is lossless, so smaller).
+        let jpeg_size = scaled(&photo, 1600);
+        let (w, h) = jpeg_size.dimensions();
+        let mut files: Vec<(&str, &str, Vec<u8>)> = vec![
+            ("jpeg-baseline", "jpg", images::jpeg(&jpeg_size, 85)),
+            (
+                "jpeg-progressive",
+                "jpg",
+                images::progressive_jpeg(&jpeg_size, 85),
+            ),
+            (
+                "jpeg-rotated",
+                "jpg",
+                images::with_exif_orientation(
+                    &images::jpeg(&image::imageops::rotate270(&jpeg_size), 85),
+                    6,
+                ),
+            ),
+        ];
+        for (kind, tagged) in [
+            ("jpeg-cmyk", Tagged::Cmyk),
+            ("jpeg-adobergb", Tagged::AdobeRgb),
+            ("jpeg-p3", Tagged::DisplayP3),
+            ("jpeg-grey", Tagged::Grey),
+        ] {
+            let samples = colour::from_srgb(&jpeg_size, tagged);
+            files.push((kind, "jpg", colour::tagged_jpeg(&samples, w, h, tagged, 85)));
+        }
+        let png_size = scaled(&photo, 480);
+        files.push(("png", "png", images::png_rgb(&png_size)));
+        files.push(("png-alpha", "png", images::png_rgba(&cut_out(&png_size))));
+        let webp_size = scaled(&photo, 2400);
+        let webp_width = webp_size.width();
+        files.push((
+            "webp",
+            "webp",
+            webp(&images::png_rgb(&webp_size), webp_width)?,
+        ));
+        files.push((
+            "webp-alpha",
+            "webp",
+            webp(&images::png_rgba(&cut_out(&webp_size)), webp_width)?,
+        ));
+        for (kind, ext, bytes) in files {
+            let path = out.join(format!("{kind}--{i}-{stem}.{ext}"));
+            std::fs::write(&path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            written += 1;
+        }
+    }
+    println!("{written} input-kind photos in {}", out.display());
+    Ok(())
+}
+
+/// The photo as a cut-out: opaque in a centred ellipse, fading to transparent at its edge.
+fn cut_out(photo: &RgbImage) -> image::RgbaImage {
+    let (w, h) = photo.dimensions();
+    image::RgbaImage::from_fn(w, h, |x, y| {
+        let dx = (f64::from(x) - f64::from(w) / 2.0) / (f64::from(w) / 2.0);
+        let dy = (f64::from(y) - f64::from(h) / 2.0) / (f64::from(h) / 2.0);
+        let r = (dx * dx + dy * dy).sqrt();
+        let alpha = ((1.0 - r) / 0.15).clamp(0.0, 1.0);
+        let image::Rgb([red, green, blue]) = *photo.get_pixel(x, y);
+        image::Rgba([red, green, blue, (alpha * 255.0).round() as u8])
+    })
+}
+
+/// Lossy WebP, q85, at the PNG's own width, through the service's own libwebp encoder.
+fn webp(png: &[u8], width: u32) -> Result<Vec<u8>, String> {
+    let params =
+        ResizeParams::from_query(&format!("w={width}&fmt=webp&q=85")).map_err(|e| e.to_string())?;
+    imgfleet_resize::resize(png, &params, None, &Limits::default())
+        .map(|r| r.bytes)
+        .map_err(|e| e.to_string())
 }
 
 /// Never enlarges: a smaller source keeps its size.
