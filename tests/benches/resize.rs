@@ -6,9 +6,12 @@
 //! `./dev.sh bench [-- --rounds N --jobs N]` (fetches the photos and sharp, builds the components).
 //! Without sharp installed the sharp column says so and the rest still runs.
 //!
-//! `-- --against <other resize.wasm> [--rounds N]` instead compares this build of the
+//! `-- --memory-only` prints only the peak memory table (every input kind included).
+//!
+//! `-- --against <other resize.wasm> [--rounds N] [--kinds]` instead compares this build of the
 //! component with another (a copy of `target/wasm/resize.wasm` saved before a change), both
-//! in one host, taking turns photo by photo: how a change to the function is measured.
+//! in one host, taking turns photo by photo: how a change to the function is measured
+//! (`--kinds`: on the input-kind set, with a row per kind).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -20,7 +23,7 @@ use imgfleet_host::execution::runtime::{InvokeRequest, Runtime, RuntimeConfig};
 use imgfleet_resize::{Limits, ResizeParams, resize};
 use imgfleet_tests::bench::{PeakAlloc, arg, record, server_timing};
 use imgfleet_tests::host::repo_root;
-use imgfleet_tests::photos::{PHOTO_DIR, photo_set};
+use imgfleet_tests::photos::{KINDS, PHOTO_DIR, kind_set, photo_set};
 
 #[global_allocator]
 static ALLOC: PeakAlloc = PeakAlloc;
@@ -327,7 +330,12 @@ fn form_pairs(query: &str) -> Vec<(String, String)> {
 
 /// Peak bytes of one resize over the decoded size of its input (width x height x channels
 /// as stored), natively (heap) and in WASM (linear memory, static data included).
-fn memory(wasm: &Wasm, photos: &[(String, Vec<u8>)], query: &str) -> anyhow::Result<()> {
+fn memory(
+    wasm: &Wasm,
+    photos: &[(String, Vec<u8>)],
+    query: &str,
+    label: &str,
+) -> anyhow::Result<()> {
     let params = ResizeParams::from_query(query).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (mut native_ratio, mut wasm_ratio) = (Vec::new(), Vec::new());
     let (mut native_mb, mut wasm_mb) = (Vec::new(), Vec::new());
@@ -348,7 +356,7 @@ fn memory(wasm: &Wasm, photos: &[(String, Vec<u8>)], query: &str) -> anyhow::Res
     }
     let max = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
     println!(
-        "| {query} ({} inputs) | {:.1} / {:.1} MiB | {:.2}x / {:.2}x | {:.1} / {:.1} MiB | {:.2}x / {:.2}x |",
+        "| {label}{query} ({} inputs) | {:.1} / {:.1} MiB | {:.2}x / {:.2}x | {:.1} / {:.1} MiB | {:.2}x / {:.2}x |",
         photos.len(),
         median(&mut native_mb),
         max(&native_mb),
@@ -417,6 +425,24 @@ fn against(other: &str, photos: &[(String, Vec<u8>)], rounds: usize) -> anyhow::
             this / theirs
         );
     }
+    // Per input kind, when the photos are the kind set (`<kind>--<n>-<photo>`).
+    if photos.iter().all(|(name, _)| name.contains("--")) {
+        println!("\n| invocation ms per photo, by input kind | this build | other | this / other |");
+        println!("|---|---:|---:|---:|");
+        for kind in KINDS {
+            let of_kind: Vec<usize> = (0..photos.len())
+                .filter(|&i| photos[i].0.split("--").next() == Some(kind))
+                .collect();
+            let sum = |build: usize| of_kind.iter().map(|&i| fastest[i][build][3]).sum::<f64>();
+            let (this, theirs, n) = (sum(0), sum(1), of_kind.len().max(1) as f64);
+            println!(
+                "| {kind} | {:.2} | {:.2} | {:.2} |",
+                this / n,
+                theirs / n,
+                this / theirs
+            );
+        }
+    }
     Ok(())
 }
 
@@ -425,12 +451,24 @@ fn main() -> anyhow::Result<()> {
     let rounds = arg("--rounds", 3);
     let photos = photo_set().map_err(anyhow::Error::msg)?;
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--memory-only") {
+        let runtime = Wasm::new()?;
+        return memory_table(&runtime, &photos);
+    }
     if let Some(other) = args
         .iter()
         .position(|a| a == "--against")
         .and_then(|i| args.get(i + 1))
     {
-        return against(other, &photos, rounds);
+        if !args.iter().any(|a| a == "--kinds") {
+            return against(other, &photos, rounds);
+        }
+        let kinds: Vec<(String, Vec<u8>)> = kind_set()
+            .map_err(anyhow::Error::msg)?
+            .into_iter()
+            .map(|p| (p.name, p.bytes))
+            .collect();
+        return against(other, &kinds, rounds);
     }
     let avg_kb =
         photos.iter().map(|(_, b)| b.len()).sum::<usize>() as f64 / photos.len() as f64 / 1024.0;
@@ -501,26 +539,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
-    println!();
-    println!(
-        "| peak memory per resize | native median / max | native / bitmap (median / max) | WASM median / max | WASM / bitmap (median / max) |"
-    );
-    println!("|---|---:|---:|---:|---:|");
-    memory(&runtime, &photos, "w=300&fmt=jpeg&q=80")?;
-    memory(&runtime, &photos, "w=1200&fmt=jpeg&q=80")?;
-    let pngs: Vec<(String, Vec<u8>)> = photos
-        .iter()
-        .step_by(6)
-        .map(|(name, bytes)| {
-            let img = image::load_from_memory(bytes).expect("a photo decodes");
-            let mut png = Vec::new();
-            img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-                .expect("PNG encodes");
-            (format!("{name}.png"), png)
-        })
-        .collect();
-    memory(&runtime, &pngs, "w=300&fmt=png")?;
-    println!("(bitmap = stored width x height x channels of the input, fully decoded)");
+    memory_table(&runtime, &photos)?;
 
     let (query, native_per_core, wasm_per_core, sharp_per_core) =
         headline.expect("at least one job");
@@ -539,5 +558,41 @@ fn main() -> anyhow::Result<()> {
         "\nwritten to {} (read by `imgfleet capacity`)",
         path.display()
     );
+    Ok(())
+}
+
+/// Peak memory per resize: the JPEG set, PNGs of it, and every input kind of the kind set.
+fn memory_table(runtime: &Wasm, photos: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
+    println!();
+    println!(
+        "| peak memory per resize | native median / max | native / bitmap (median / max) | WASM median / max | WASM / bitmap (median / max) |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    memory(runtime, photos, "w=300&fmt=jpeg&q=80", "")?;
+    memory(runtime, photos, "w=1200&fmt=jpeg&q=80", "")?;
+    let pngs: Vec<(String, Vec<u8>)> = photos
+        .iter()
+        .step_by(6)
+        .map(|(name, bytes)| {
+            let img = image::load_from_memory(bytes).expect("a photo decodes");
+            let mut png = Vec::new();
+            img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                .expect("PNG encodes");
+            (format!("{name}.png"), png)
+        })
+        .collect();
+    memory(runtime, &pngs, "w=300&fmt=png", "")?;
+    let kinds = kind_set().map_err(anyhow::Error::msg)?;
+    for kind in KINDS {
+        let of_kind: Vec<(String, Vec<u8>)> = kinds
+            .iter()
+            .filter(|p| p.kind == kind)
+            .map(|p| (p.name.clone(), p.bytes.clone()))
+            .collect();
+        for query in ["w=300&fmt=jpeg&q=80", "w=1200&fmt=jpeg&q=80"] {
+            memory(runtime, &of_kind, query, &format!("{kind}: "))?;
+        }
+    }
+    println!("(bitmap = stored width x height x channels of the input, fully decoded)");
     Ok(())
 }

@@ -32,7 +32,6 @@ const KIND_JOB: &str = "w=300&fmt=jpeg&q=80";
 
 /// One server under load: where to send, how, and which process to pin and measure.
 struct Server {
-    name: &'static str,
     url: String,
     auth: Option<String>,
     pid: u32,
@@ -252,13 +251,11 @@ fn main() {
     let (_sharp, port, versions) = start_sharp();
     let servers = [
         Server {
-            name: "imgfleet",
             url: host.url("/v1/resize"),
             auth: Some(format!("Bearer {}", host.key)),
             pid: host.pid(),
         },
         Server {
-            name: "sharp",
             url: format!("http://127.0.0.1:{port}/resize"),
             auth: None,
             pid: _sharp.0.id(),
@@ -271,8 +268,7 @@ fn main() {
     let mean_kb =
         set.iter().map(|p| p.bytes.len()).sum::<usize>() as f64 / set.len() as f64 / 1024.0;
     println!(
-        "whole service (imgfleet, {}) vs sharp {} (libvips {}) HTTP server, each pinned to core 0 in turn; {clients} closed-loop connections on core 1; {} photos of {} kinds (mean {mean_kb:.0} KB), random per request; {rounds} rounds, order alternating",
-        servers[0].name,
+        "the whole service (`imgfleet up --cores 1`, embedded defaults) vs a sharp {} (libvips {}) HTTP server, each pinned to core 0 in turn; {clients} closed-loop connections on core 1; {} photos of {} kinds (mean {mean_kb:.0} KB), random per request; {seconds} s per job, {kind_seconds} s per kind, {rounds} rounds, order alternating",
         versions["sharp"].as_str().unwrap_or("?"),
         versions["vips"].as_str().unwrap_or("?"),
         set.len(),

@@ -64,7 +64,7 @@ pub(crate) fn decode(
     if !has_adobe_marker(bytes) {
         ink.iter_mut().for_each(|v| *v = 255 - *v);
     }
-    Ok(colour::cmyk_to_srgb(width, height, &ink, icc))
+    Ok(colour::cmyk_to_srgb(width, height, ink, icc))
 }
 
 #[cfg(test)]

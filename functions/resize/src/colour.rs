@@ -42,11 +42,18 @@ pub(crate) fn to_srgb(bitmap: Bitmap, icc: Option<&[u8]>) -> Bitmap {
     let Ok(transform) = profile.create_transform_8bit(layout, &srgb, layout, options()) else {
         return bitmap;
     };
-    let mut pixels = vec![0u8; bitmap.pixels.len()];
-    if transform.transform(&bitmap.pixels, &mut pixels).is_err() {
-        return bitmap;
+    // Row by row through one scratch row, in place: a second whole bitmap would raise the
+    // resize's peak memory by the decoded size.
+    let mut bitmap = bitmap;
+    let row = bitmap.width as usize * bitmap.layout.channels();
+    let mut scratch = vec![0u8; row];
+    for line in bitmap.pixels.chunks_exact_mut(row) {
+        if transform.transform(line, &mut scratch).is_err() {
+            break;
+        }
+        line.copy_from_slice(&scratch);
     }
-    Bitmap { pixels, ..bitmap }
+    bitmap
 }
 
 /// A grey image's levels as sRGB greys: its 256 levels go through the profile once, and the
@@ -78,12 +85,26 @@ fn grey_to_srgb(bitmap: Bitmap, profile: &ColorProfile) -> Bitmap {
 /// CMYK ink amounts (0 = no ink, four bytes a pixel) as an sRGB bitmap, through `icc` when it
 /// is a usable CMYK profile. Without one the inks are taken as ideal ones (`R = (1-C)(1-K)`),
 /// as a screen without colour management would show them.
-pub(crate) fn cmyk_to_srgb(width: u32, height: u32, ink: &[u8], icc: Option<&[u8]>) -> Bitmap {
-    let bitmap = |pixels| Bitmap {
-        width,
-        height,
-        layout: Layout::Rgb8,
-        pixels,
+///
+/// Converted in place, row by row (three bytes a pixel written behind the four read), so
+/// the inks and the colours are never both held whole.
+pub(crate) fn cmyk_to_srgb(
+    width: u32,
+    height: u32,
+    mut ink: Vec<u8>,
+    icc: Option<&[u8]>,
+) -> Bitmap {
+    let (w, h) = (width as usize, height as usize);
+    let finish = |ink: &mut Vec<u8>, row: &dyn Fn(&[u8], &mut [u8])| {
+        let mut scratch = vec![0u8; w * 3];
+        for y in 0..h {
+            row(&ink[y * w * 4..(y + 1) * w * 4], &mut scratch);
+            // Row y's colours end at 3w(y+1) <= 4w(y+1): they overwrite only inks already
+            // read (this row's, or earlier rows').
+            ink[y * w * 3..(y + 1) * w * 3].copy_from_slice(&scratch);
+        }
+        ink.truncate(w * h * 3);
+        ink.shrink_to_fit();
     };
     let transform = icc
         .and_then(|icc| ColorProfile::new_from_slice(icc).ok())
@@ -94,25 +115,35 @@ pub(crate) fn cmyk_to_srgb(width: u32, height: u32, ink: &[u8], icc: Option<&[u8
                 .create_transform_8bit(CmsLayout::Rgba, &srgb, CmsLayout::Rgb, options())
                 .ok()
         });
-    if let Some(transform) = transform {
-        let mut pixels = vec![0u8; ink.len() / 4 * 3];
-        let mut black = [0u8; 3];
-        if transform.transform(ink, &mut pixels).is_ok()
-            && transform.transform(&[255; 4], &mut black).is_ok()
-        {
+    let mut black = [0u8; 3];
+    match transform {
+        Some(transform) if transform.transform(&[255; 4], &mut black).is_ok() => {
             let table = black_point_compensation(black);
-            pixels.iter_mut().for_each(|v| *v = table[usize::from(*v)]);
-            return bitmap(pixels);
+            finish(&mut ink, &|inks, rgb| {
+                if transform.transform(inks, rgb).is_err() {
+                    ideal_inks(inks, rgb);
+                }
+                rgb.iter_mut().for_each(|v| *v = table[usize::from(*v)]);
+            });
         }
+        _ => finish(&mut ink, &ideal_inks),
     }
-    let mut pixels = Vec::with_capacity(ink.len() / 4 * 3);
-    for px in ink.chunks_exact(4) {
+    Bitmap {
+        width,
+        height,
+        layout: Layout::Rgb8,
+        pixels: ink,
+    }
+}
+
+/// `R = (1-C)(1-K)`, and so on: inks with no profile to say better.
+fn ideal_inks(inks: &[u8], rgb: &mut [u8]) {
+    for (px, out) in inks.chunks_exact(4).zip(rgb.chunks_exact_mut(3)) {
         let white = 255 - u32::from(px[3]);
-        for &c in &px[..3] {
-            pixels.push((((255 - u32::from(c)) * white + 127) / 255) as u8);
+        for (o, &c) in out.iter_mut().zip(&px[..3]) {
+            *o = (((255 - u32::from(c)) * white + 127) / 255) as u8;
         }
     }
-    bitmap(pixels)
 }
 
 /// A table stretching the press's darkest black (every ink at its maximum, `black` in sRGB)
