@@ -59,6 +59,25 @@ fn every_tagged_kind_matches_an_independent_colour_engine() {
     }
 }
 
+/// Profiles in PNGs (iCCP) take the same path as in JPEGs.
+#[test]
+fn tagged_pngs_match_an_independent_colour_engine() {
+    let photo = picture();
+    let (w, h) = photo.dimensions();
+    for kind in [Tagged::AdobeRgb, Tagged::DisplayP3] {
+        let samples = colour::from_srgb(&photo, kind);
+        let png = images::png_with_icc(
+            &RgbImage::from_raw(w, h, samples.clone()).unwrap(),
+            kind.profile(),
+        );
+        let out = resized(&png, "w=400&fmt=png");
+        let reference = DynamicImage::ImageRgb8(colour::to_srgb(&samples, w, h, kind))
+            .resize_exact(out.width(), out.height(), FilterType::Lanczos3);
+        let db = psnr(&out, &reference);
+        assert!(db >= FLOOR_DB, "{kind:?} PNG: {db:.1} dB against lcms2");
+    }
+}
+
 /// The floor means something: taking the samples as sRGB (ignoring the profile, what the
 /// service did before) scores under it for every kind whose profile changes colours.
 #[test]
