@@ -171,7 +171,9 @@ fn a_killed_hosts_jobs_are_redelivered_to_the_others() {
     let visibility = JOB_VISIBILITY;
     let photo = images::jpeg(&images::photo(2400, 1800, 5), 92);
     // Submitted to the host that will survive, so the killed one has no job of its own.
-    let jobs: Vec<String> = (0..12)
+    // Enough of them that a backlog remains when the doomed host finishes its first job,
+    // however slow its first (cold) one was beside the others'.
+    let jobs: Vec<String> = (0..36)
         .map(|_| submit(fleet.host(1), &photo, "w=1200&fmt=png"))
         .collect();
     // Once the doomed host has finished one job it is running the next (most of the

@@ -181,7 +181,7 @@ fn pixel_type(layout: Layout) -> fr::PixelType {
 
 fn resample(bitmap: Bitmap, crop: Option<Crop>, size: (u32, u32)) -> Result<Bitmap, ResizeError> {
     let layout = bitmap.layout;
-    let src = Image::from_vec_u8(
+    let mut src = Image::from_vec_u8(
         bitmap.width,
         bitmap.height,
         bitmap.pixels,
@@ -189,14 +189,29 @@ fn resample(bitmap: Bitmap, crop: Option<Crop>, size: (u32, u32)) -> Result<Bitm
     )
     .map_err(|e| internal(format!("source bitmap: {e}")))?;
     let mut dst = Image::new(size.0, size.1, pixel_type(layout));
-    let mut options =
-        fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(crate::lanczos::filter()));
+    // Alpha is premultiplied in place here rather than by the resizer, which would hold a
+    // premultiplied copy of the whole source beside it.
+    let mul_div = fr::MulDiv::default();
+    if layout.has_alpha() {
+        mul_div
+            .multiply_alpha_inplace(&mut src)
+            .map_err(|e| internal(format!("premultiplying: {e}")))?;
+    }
+    let mut options = fr::ResizeOptions::new()
+        .resize_alg(fr::ResizeAlg::Convolution(crate::lanczos::filter()))
+        .use_alpha(false);
     if let Some(c) = crop {
         options = options.crop(c.left, c.top, c.width, c.height);
     }
     fr::Resizer::new()
         .resize(&src, &mut dst, &options)
         .map_err(|e| internal(format!("resampling: {e}")))?;
+    drop(src);
+    if layout.has_alpha() {
+        mul_div
+            .divide_alpha_inplace(&mut dst)
+            .map_err(|e| internal(format!("unpremultiplying: {e}")))?;
+    }
     Ok(Bitmap {
         width: size.0,
         height: size.1,
