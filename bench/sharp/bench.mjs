@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import sharp from "sharp";
+import { resizeJob } from "./job.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -41,22 +42,8 @@ const width = Number(values.width);
 const quality = Number(values.quality);
 const rounds = Number(values.rounds);
 
-// The same job as imgfleet's `w=<width>&fmt=<format>&q=<quality>`: auto-orient, resize to
-// the width keeping the aspect ratio, never enlarge, strip metadata, encode.
 function job(input) {
-  const pipeline = sharp(input).rotate().resize({ width, withoutEnlargement: true });
-  switch (values.format) {
-    case "jpeg":
-      return pipeline.jpeg({ quality }).toBuffer();
-    case "webp":
-      return pipeline.webp({ quality }).toBuffer();
-    case "avif":
-      return pipeline.avif({ quality }).toBuffer();
-    case "png":
-      return pipeline.png().toBuffer();
-    default:
-      throw new Error(`unknown format ${values.format}`);
-  }
+  return resizeJob(input, { width, format: values.format, quality });
 }
 
 // Warm-up: the first call loads codecs.

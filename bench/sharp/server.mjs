@@ -5,31 +5,21 @@
 //
 //   POST /resize?w=300&fmt=jpeg&q=80   body: the image; answers the resized image
 //
-// The same job as imgfleet's `w=<w>&fmt=<fmt>&q=<q>`: auto-orient, resize to the width
-// keeping the aspect ratio, never enlarge, embedded profiles applied (sharp's default), strip
-// metadata, encode. One libvips thread and no operation cache, so its figure is per core.
+// The job is `job.mjs`'s, as the resize benchmark's. One libvips thread and no operation
+// cache, so its figure is per core.
 import { createServer } from "node:http";
 import sharp from "sharp";
+import { resizeJob } from "./job.mjs";
 
 sharp.concurrency(1);
 sharp.cache(false);
 
 function job(input, params) {
-  const width = Number(params.get("w") ?? "300");
-  const quality = Number(params.get("q") ?? "80");
-  const pipeline = sharp(input).rotate().resize({ width, withoutEnlargement: true });
-  switch (params.get("fmt") ?? "jpeg") {
-    case "jpeg":
-      return pipeline.jpeg({ quality }).toBuffer();
-    case "webp":
-      return pipeline.webp({ quality }).toBuffer();
-    case "avif":
-      return pipeline.avif({ quality }).toBuffer();
-    case "png":
-      return pipeline.png().toBuffer();
-    default:
-      throw new Error(`unknown format ${params.get("fmt")}`);
-  }
+  return resizeJob(input, {
+    width: Number(params.get("w") ?? "300"),
+    format: params.get("fmt") ?? "jpeg",
+    quality: Number(params.get("q") ?? "80"),
+  });
 }
 
 const types = { jpeg: "image/jpeg", webp: "image/webp", avif: "image/avif", png: "image/png" };
