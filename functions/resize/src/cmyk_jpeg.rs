@@ -6,6 +6,7 @@
 use crate::codec::{Bitmap, jpeg_segments};
 use crate::colour;
 use crate::error::{ErrorCode, ResizeError};
+use crate::shrink;
 
 /// Whether the frame header declares four components.
 pub(crate) fn is_cmyk(bytes: &[u8]) -> bool {
@@ -29,34 +30,11 @@ pub(crate) fn decode(
     max_alloc: u64,
     icc: Option<&[u8]>,
 ) -> Result<Bitmap, ResizeError> {
-    let corrupt = |e: jpeg_decoder::Error| {
-        ResizeError::new(
-            ErrorCode::CorruptImage,
-            format!("the image could not be decoded: {e}"),
-        )
-    };
-    let mut decoder = jpeg_decoder::Decoder::new(bytes);
-    decoder.set_max_decoding_buffer_size(usize::try_from(max_alloc).unwrap_or(usize::MAX));
-    decoder.read_info().map_err(corrupt)?;
-    let info = decoder
-        .info()
-        .ok_or_else(|| ResizeError::new(ErrorCode::CorruptImage, "the JPEG has no frame header"))?;
-    if info.pixel_format != jpeg_decoder::PixelFormat::CMYK32 {
+    let (format, width, height, mut ink) = shrink::general_scaled(bytes, factor, max_alloc)?;
+    if format != jpeg_decoder::PixelFormat::CMYK32 {
         return Err(ResizeError::new(
             ErrorCode::UnsupportedFormat,
             "the JPEG's four components are not 8-bit CMYK",
-        ));
-    }
-    let factor = u16::try_from(factor).unwrap_or(1).max(1);
-    let (width, height) = decoder
-        .scale(info.width.div_ceil(factor), info.height.div_ceil(factor))
-        .map_err(corrupt)?;
-    let mut ink = decoder.decode().map_err(corrupt)?;
-    let (width, height) = (u32::from(width), u32::from(height));
-    if ink.len() != width as usize * height as usize * 4 {
-        return Err(ResizeError::new(
-            ErrorCode::CorruptImage,
-            "the image could not be decoded: its data is shorter than its header says",
         ));
     }
     // jpeg-decoder undoes Adobe's inversion (for CMYK and YCCK alike) and inverts

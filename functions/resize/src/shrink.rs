@@ -43,6 +43,27 @@ pub(crate) fn decode(
     }
     // Progressive, multi-scan or damaged files: the general decoder, which also gives
     // the error a damaged file deserves.
+    let (format, width, height, pixels) = general_scaled(bytes, factor, max_alloc)?;
+    let layout = match format {
+        jpeg_decoder::PixelFormat::L8 => Layout::L8,
+        jpeg_decoder::PixelFormat::RGB24 => Layout::Rgb8,
+        _ => return Ok(None),
+    };
+    Ok(Some(Bitmap {
+        width,
+        height,
+        layout,
+        pixels,
+    }))
+}
+
+/// jpeg-decoder's decode at 1/`factor` of the stored size (its scaled inverse DCT), in the
+/// pixel format the file's components give: (format, width, height, samples).
+pub(crate) fn general_scaled(
+    bytes: &[u8],
+    factor: u32,
+    max_alloc: u64,
+) -> Result<(jpeg_decoder::PixelFormat, u32, u32, Vec<u8>), ResizeError> {
     let corrupt = |e: jpeg_decoder::Error| {
         ResizeError::new(
             ErrorCode::CorruptImage,
@@ -52,32 +73,22 @@ pub(crate) fn decode(
     let mut decoder = jpeg_decoder::Decoder::new(bytes);
     decoder.set_max_decoding_buffer_size(usize::try_from(max_alloc).unwrap_or(usize::MAX));
     decoder.read_info().map_err(corrupt)?;
-    let Some(info) = decoder.info() else {
-        return Ok(None);
-    };
-    let layout = match info.pixel_format {
-        jpeg_decoder::PixelFormat::L8 => Layout::L8,
-        jpeg_decoder::PixelFormat::RGB24 => Layout::Rgb8,
-        _ => return Ok(None),
-    };
-    let want = |side: u16| side.div_ceil(factor as u16);
+    let info = decoder
+        .info()
+        .ok_or_else(|| ResizeError::new(ErrorCode::CorruptImage, "the JPEG has no frame header"))?;
+    let factor = u16::try_from(factor).unwrap_or(1).max(1);
     let (width, height) = decoder
-        .scale(want(info.width), want(info.height))
+        .scale(info.width.div_ceil(factor), info.height.div_ceil(factor))
         .map_err(corrupt)?;
     let pixels = decoder.decode().map_err(corrupt)?;
     let (width, height) = (u32::from(width), u32::from(height));
-    if pixels.len() != width as usize * height as usize * layout.channels() {
+    if pixels.len() != width as usize * height as usize * info.pixel_format.pixel_bytes() {
         return Err(ResizeError::new(
             ErrorCode::CorruptImage,
             "the image could not be decoded: its data is shorter than its header says",
         ));
     }
-    Ok(Some(Bitmap {
-        width,
-        height,
-        layout,
-        pixels,
-    }))
+    Ok((info.pixel_format, width, height, pixels))
 }
 
 #[cfg(test)]
