@@ -8,9 +8,10 @@
 //! servers take turns job by job and kind by kind, the order alternating between rounds,
 //! so a drift of the machine's speed reaches both.
 //!
-//! `cargo bench -p imgfleet-tests --bench versus_sharp [-- --seconds N --kind-seconds N
-//! --rounds N --clients N]` (needs `./dev.sh release` or `IMGFLEET_BIN`, `./dev.sh photos`
-//! and sharp in bench/sharp: `./dev.sh bench` installs it).
+//! `cargo bench --profile ci -p imgfleet-tests --bench versus_sharp [-- --seconds N
+//! --kind-seconds N --rounds N --clients N]` (needs the components, `./dev.sh build-wasm`;
+//! the `imgfleet` binary of the same profile or `IMGFLEET_BIN`; `./dev.sh photos`; and sharp
+//! in bench/sharp, which `./dev.sh bench` installs).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
