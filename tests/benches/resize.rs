@@ -21,7 +21,7 @@ use bytes::Bytes;
 use imgfleet_host::execution::manifest::Manifest;
 use imgfleet_host::execution::runtime::{InvokeRequest, Runtime, RuntimeConfig};
 use imgfleet_resize::{Limits, ResizeParams, resize};
-use imgfleet_tests::bench::{PeakAlloc, arg, record, server_timing};
+use imgfleet_tests::bench::{PeakAlloc, arg, pin_to_cpu, record, server_timing};
 use imgfleet_tests::host::repo_root;
 use imgfleet_tests::photos::{KINDS, PHOTO_DIR, kind_set, photo_set};
 
@@ -374,17 +374,6 @@ fn memory(
 /// starts) is pinned to it, and sharp is started under `taskset` on it.
 const CPU: usize = 1;
 
-fn pin_to_cpu() -> anyhow::Result<()> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; the call only reads it.
-    let ok = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(CPU, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-    };
-    anyhow::ensure!(ok, "could not pin to CPU {CPU}");
-    Ok(())
-}
-
 /// This build against `other` on the headline job: per photo the fastest of `rounds`
 /// invocations of each (taking turns), summed over the photos; per stage and whole.
 fn against(other: &str, photos: &[(String, Vec<u8>)], rounds: usize) -> anyhow::Result<()> {
@@ -462,7 +451,7 @@ fn against(other: &str, photos: &[(String, Vec<u8>)], rounds: usize) -> anyhow::
 }
 
 fn main() -> anyhow::Result<()> {
-    pin_to_cpu()?;
+    pin_to_cpu(CPU).map_err(anyhow::Error::msg)?;
     let rounds = arg("--rounds", 3);
     let photos = photo_set().map_err(anyhow::Error::msg)?;
     let args: Vec<String> = std::env::args().collect();

@@ -17,7 +17,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use imgfleet_tests::bench::{arg, record};
+use imgfleet_tests::bench::{arg, pin_to_cpu, record};
 use imgfleet_tests::host::{Host, repo_root};
 use imgfleet_tests::images::{self, Rng};
 use imgfleet_tests::photos::{KINDS, KindPhoto, kind_set};
@@ -83,15 +83,6 @@ fn pin(pid: u32, core: usize) {
         .status()
         .expect("taskset (util-linux)");
     assert!(status.success(), "taskset failed for {pid}");
-}
-
-fn pin_self(core: usize) {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes within it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
 }
 
 /// The closed loop: `clients` connections, each sending a random one of `photos` and
@@ -265,7 +256,7 @@ fn main() {
     for s in &servers {
         pin(s.pid, 0);
     }
-    pin_self(1);
+    pin_to_cpu(1).unwrap_or_else(|e| panic!("{e}"));
     let mean_kb =
         set.iter().map(|p| p.bytes.len()).sum::<usize>() as f64 / set.len() as f64 / 1024.0;
     println!(

@@ -13,6 +13,22 @@ pub fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Pins the calling thread (and the threads it starts later) to CPU `core`.
+pub fn pin_to_cpu(core: usize) -> Result<(), String> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes within it and the
+    // call only reads it.
+    let ok = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("could not pin to CPU {core}"))
+    }
+}
+
 /// Writes a benchmark's figures to `target/bench/<name>.json` (where `imgfleet capacity`
 /// looks first), stamped with the time of the run; returns the path.
 pub fn record(name: &str, mut figures: serde_json::Value) -> std::path::PathBuf {

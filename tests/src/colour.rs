@@ -70,51 +70,32 @@ fn lcms(icc: &[u8]) -> Profile {
     Profile::new_icc(icc).expect("lcms2 reads the profile")
 }
 
+/// `pixels` from one profile to another through lcms2, with the perceptual intent.
+fn convert<I: lcms2::Pod, O: lcms2::Pod + Default>(
+    (from, format_in): (&Profile, PixelFormat),
+    (to, format_out): (&Profile, PixelFormat),
+    pixels: &[I],
+) -> Vec<O> {
+    let t = Transform::<I, O>::new(from, format_in, to, format_out, Intent::Perceptual)
+        .expect("lcms2 makes the transform");
+    let mut out = vec![O::default(); pixels.len()];
+    t.transform_pixels(pixels, &mut out);
+    out
+}
+
 /// An sRGB picture as the image `kind` holds it: its samples (4 a pixel for CMYK inks, 1 for
 /// grey, 3 otherwise), converted by lcms2 with the perceptual intent.
 pub fn from_srgb(img: &RgbImage, kind: Tagged) -> Vec<u8> {
-    let srgb = Profile::new_srgb();
+    let srgb = (&Profile::new_srgb(), PixelFormat::RGB_8);
     let target = lcms(&kind.profile());
     let pixels: Vec<[u8; 3]> = img.pixels().map(|p| p.0).collect();
     match kind {
         Tagged::Cmyk | Tagged::Ycck => {
-            let t = Transform::<[u8; 3], [u8; 4]>::new(
-                &srgb,
-                PixelFormat::RGB_8,
-                &target,
-                PixelFormat::CMYK_8,
-                Intent::Perceptual,
-            )
-            .expect("sRGB → CMYK");
-            let mut out = vec![[0u8; 4]; pixels.len()];
-            t.transform_pixels(&pixels, &mut out);
-            out.concat()
+            convert::<_, [u8; 4]>(srgb, (&target, PixelFormat::CMYK_8), &pixels).concat()
         }
-        Tagged::Grey => {
-            let t = Transform::<[u8; 3], u8>::new(
-                &srgb,
-                PixelFormat::RGB_8,
-                &target,
-                PixelFormat::GRAY_8,
-                Intent::Perceptual,
-            )
-            .expect("sRGB → grey");
-            let mut out = vec![0u8; pixels.len()];
-            t.transform_pixels(&pixels, &mut out);
-            out
-        }
+        Tagged::Grey => convert::<_, u8>(srgb, (&target, PixelFormat::GRAY_8), &pixels),
         Tagged::AdobeRgb | Tagged::DisplayP3 => {
-            let t = Transform::<[u8; 3], [u8; 3]>::new(
-                &srgb,
-                PixelFormat::RGB_8,
-                &target,
-                PixelFormat::RGB_8,
-                Intent::Perceptual,
-            )
-            .expect("sRGB → RGB");
-            let mut out = vec![[0u8; 3]; pixels.len()];
-            t.transform_pixels(&pixels, &mut out);
-            out.concat()
+            convert::<_, [u8; 3]>(srgb, (&target, PixelFormat::RGB_8), &pixels).concat()
         }
     }
 }
@@ -122,55 +103,23 @@ pub fn from_srgb(img: &RgbImage, kind: Tagged) -> Vec<u8> {
 /// lcms2's sRGB rendering of samples in `kind`'s colour space: the reference a colour-managed
 /// resize is held to.
 pub fn to_srgb(samples: &[u8], width: u32, height: u32, kind: Tagged) -> RgbImage {
-    let srgb = Profile::new_srgb();
+    let srgb = (&Profile::new_srgb(), PixelFormat::RGB_8);
     let source = lcms(&kind.profile());
     let rgb: Vec<[u8; 3]> = match kind {
         Tagged::Cmyk | Tagged::Ycck => {
-            let t = Transform::<[u8; 4], [u8; 3]>::new(
-                &source,
-                PixelFormat::CMYK_8,
-                &srgb,
-                PixelFormat::RGB_8,
-                Intent::Perceptual,
-            )
-            .expect("CMYK → sRGB");
-            let src: Vec<[u8; 4]> = samples
+            let inks: Vec<[u8; 4]> = samples
                 .chunks_exact(4)
                 .map(|c| [c[0], c[1], c[2], c[3]])
                 .collect();
-            let mut out = vec![[0u8; 3]; src.len()];
-            t.transform_pixels(&src, &mut out);
-            out
+            convert((&source, PixelFormat::CMYK_8), srgb, &inks)
         }
-        Tagged::Grey => {
-            let t = Transform::<u8, [u8; 3]>::new(
-                &source,
-                PixelFormat::GRAY_8,
-                &srgb,
-                PixelFormat::RGB_8,
-                Intent::Perceptual,
-            )
-            .expect("grey → sRGB");
-            let mut out = vec![[0u8; 3]; samples.len()];
-            t.transform_pixels(samples, &mut out);
-            out
-        }
+        Tagged::Grey => convert((&source, PixelFormat::GRAY_8), srgb, samples),
         Tagged::AdobeRgb | Tagged::DisplayP3 => {
-            let t = Transform::<[u8; 3], [u8; 3]>::new(
-                &source,
-                PixelFormat::RGB_8,
-                &srgb,
-                PixelFormat::RGB_8,
-                Intent::Perceptual,
-            )
-            .expect("RGB → sRGB");
-            let src: Vec<[u8; 3]> = samples
+            let rgb: Vec<[u8; 3]> = samples
                 .chunks_exact(3)
                 .map(|c| [c[0], c[1], c[2]])
                 .collect();
-            let mut out = vec![[0u8; 3]; src.len()];
-            t.transform_pixels(&src, &mut out);
-            out
+            convert((&source, PixelFormat::RGB_8), srgb, &rgb)
         }
     };
     RgbImage::from_raw(width, height, rgb.concat()).expect("sizes match")

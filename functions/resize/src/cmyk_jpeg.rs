@@ -3,18 +3,14 @@
 //! general decoder's own CMYK → RGB assumes ideal inks, which shows a press profile's muted
 //! colours as vivid ones.
 
-use crate::codec::{Bitmap, jpeg_segments};
+use crate::codec::{Bitmap, jpeg_frame, jpeg_segments};
 use crate::colour;
 use crate::error::{ErrorCode, ResizeError};
 use crate::shrink;
 
 /// Whether the frame header declares four components.
 pub(crate) fn is_cmyk(bytes: &[u8]) -> bool {
-    let is_frame = |m: u8| (0xC0..=0xCF).contains(&m) && ![0xC4, 0xC8, 0xCC].contains(&m);
-    jpeg_segments(bytes)
-        .find(|&(marker, ..)| is_frame(marker))
-        .and_then(|(_, _, frame)| frame.get(5).copied())
-        == Some(4)
+    jpeg_frame(bytes).and_then(|frame| frame.get(5).copied()) == Some(4)
 }
 
 /// Adobe's APP14 segment: its writers store inks inverted (Photoshop's convention), the

@@ -213,13 +213,21 @@ pub(crate) fn jpeg_segments(bytes: &[u8]) -> impl Iterator<Item = (u8, usize, &[
     })
 }
 
+/// The payload of the first start-of-frame segment (any SOFn; DHT, JPG and DAC share the
+/// marker range but are not frames).
+pub(crate) fn jpeg_frame(bytes: &[u8]) -> Option<&[u8]> {
+    let is_frame = |m: u8| (0xC0..=0xCF).contains(&m) && ![0xC4, 0xC8, 0xCC].contains(&m);
+    jpeg_segments(bytes)
+        .find(|&(marker, ..)| is_frame(marker))
+        .map(|(_, _, frame)| frame)
+}
+
 /// Whether the frame header's sampling factors are ones the decoder handles: each 1 to 4,
 /// and no component sampled finer than the first (found by fuzzing:
 /// fuzz/regressions/resize/jpeg-*). `true` when there is no frame header to read; the
 /// decoder reports that itself.
 fn jpeg_sampling_supported(bytes: &[u8]) -> bool {
-    let is_frame = |m: u8| (0xC0..=0xCF).contains(&m) && ![0xC4, 0xC8, 0xCC].contains(&m);
-    let Some((_, _, frame)) = jpeg_segments(bytes).find(|&(marker, ..)| is_frame(marker)) else {
+    let Some(frame) = jpeg_frame(bytes) else {
         return true;
     };
     let components = frame.get(6..).unwrap_or_default().chunks_exact(3);
