@@ -3,6 +3,7 @@
 //! `wiring` is the one place that opens the stores and queues and starts every layer.
 
 pub mod api;
+pub mod console;
 pub mod data_plane;
 pub mod delivery;
 pub mod execution;

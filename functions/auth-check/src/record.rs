@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 /// What a key may be used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Scope {
     /// `POST /v1/resize`.
     Resize,
@@ -33,6 +34,7 @@ impl Scope {
 /// Limits of one tenant; `None` means unlimited.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Quota {
     /// Sustained request rate; bursts of up to one second's worth are allowed.
     #[serde(default)]
@@ -46,6 +48,7 @@ pub struct Quota {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TenantRecord {
     pub id: String,
     pub disabled: bool,

@@ -112,6 +112,9 @@ pub const DEFAULT_QUALITY: u8 = 80;
 /// 10 (fastest). 8 keeps a 300 px AVIF within a few times a WebP's cost (docs/BENCHMARKS.md).
 pub const DEFAULT_AVIF_SPEED: u8 = 8;
 
+/// Every query parameter a resize takes; any other is refused by name.
+pub const PARAMETERS: [&str; 7] = ["w", "h", "fit", "fmt", "q", "speed", "enlarge"];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResizeParams {
     pub width: Option<u32>,
@@ -160,7 +163,7 @@ impl ResizeParams {
                 other => {
                     return Err(ResizeError::invalid(
                         other,
-                        "unknown parameter (known: w, h, fit, fmt, q, speed, enlarge)",
+                        format!("unknown parameter (known: {})", PARAMETERS.join(", ")),
                     ));
                 }
             }

@@ -43,12 +43,19 @@ pub struct Resized {
 
 /// Resizes `input` as `params` ask. `accept` is the request's `Accept` header, used only
 /// by `fmt=auto`.
-pub fn resize(
-    input: &[u8],
-    params: &ResizeParams,
-    accept: Option<&str>,
-    limits: &Limits,
-) -> Result<Resized, ResizeError> {
+/// What `resize` would refuse before decoding: the query, an empty or oversized body, a
+/// format it does not read, a header over the limits, an output it cannot make. Cheap (the
+/// header only), so a queued job is checked with it when submitted: a request that can
+/// never succeed is refused at once rather than failing later.
+pub fn precheck(input: &[u8], query: &str, limits: &Limits) -> Result<(), ResizeError> {
+    let params = ResizeParams::from_query(query)?;
+    check_size(input, limits)?;
+    let probe = codec::probe(input, limits)?;
+    geometry::plan(probe.oriented(), &params, limits.max_output_side)?;
+    Ok(())
+}
+
+fn check_size(input: &[u8], limits: &Limits) -> Result<(), ResizeError> {
     if input.is_empty() {
         return Err(ResizeError::new(
             ErrorCode::EmptyBody,
@@ -65,6 +72,16 @@ pub fn resize(
             ),
         ));
     }
+    Ok(())
+}
+
+pub fn resize(
+    input: &[u8],
+    params: &ResizeParams,
+    accept: Option<&str>,
+    limits: &Limits,
+) -> Result<Resized, ResizeError> {
+    check_size(input, limits)?;
     let started = Instant::now();
     let mut probe = codec::probe(input, limits)?;
     let icc = probe.icc.take();

@@ -3,55 +3,44 @@
 //! this host's auth cache enforces the change.
 
 use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use imgfleet_auth::{Quota, Scope};
+use imgfleet_auth::{Quota, Scope, TenantRecord};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::AppState;
 use super::error::ApiError;
-use imgfleet_stores::audit::sqlite::AuditQuery;
+use super::openapi::{AdminErrors, AdminLookupErrors};
+use imgfleet_stores::audit::sqlite::{AuditQuery, AuditRecord};
 use imgfleet_stores::identity::StoreError;
 use imgfleet_stores::identity::admin::{
-    self as manage, NewOrigin, NewPurge, PublicKey, create_key,
+    self as manage, CreatedKey, CreatedUrlKey, NewOrigin, NewPurge, PublicKey, PublicUrlKey,
+    create_key,
 };
+use imgfleet_stores::identity::{OriginRecord, PurgeRecord};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/admin/tenants", post(create_tenant).get(list_tenants))
-        .route("/admin/tenants/{id}/disable", post(disable))
-        .route("/admin/tenants/{id}/enable", post(enable))
-        .route("/admin/tenants/{id}/quota", put(set_quota))
-        .route("/admin/tenants/{id}/keys", post(new_key).get(list_keys))
-        .route("/admin/keys/{key_id}/revoke", post(revoke))
-        .route(
-            "/admin/tenants/{id}/origins",
-            post(add_origin).get(list_origins),
-        )
-        .route(
-            "/admin/tenants/{id}/origins/{name}",
-            axum::routing::delete(remove_origin),
-        )
-        .route(
-            "/admin/tenants/{id}/url-keys",
-            post(new_url_key).get(list_url_keys),
-        )
-        .route(
-            "/admin/tenants/{id}/url-keys/{key_id}/revoke",
-            post(revoke_url_key),
-        )
-        .route(
-            "/admin/tenants/{id}/purges",
-            post(add_purge).get(list_purges),
-        )
-        .route("/admin/audit", get(audit))
-        .route("/admin/usage", get(super::usage::admin_usage))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_tenant, list_tenants))
+        .routes(routes!(disable))
+        .routes(routes!(enable))
+        .routes(routes!(set_quota))
+        .routes(routes!(new_key, list_keys))
+        .routes(routes!(revoke))
+        .routes(routes!(add_origin, list_origins))
+        .routes(routes!(remove_origin))
+        .routes(routes!(new_url_key, list_url_keys))
+        .routes(routes!(revoke_url_key))
+        .routes(routes!(add_purge, list_purges))
+        .routes(routes!(audit))
+        .routes(routes!(super::usage::admin_usage))
 }
 
 /// Only the admin credential passes; a tenant's API key is refused outright.
@@ -119,14 +108,53 @@ fn store_error(e: StoreError) -> ApiError {
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    let body: &[u8] = if body.is_empty() { b"{}" } else { body };
-    serde_json::from_slice(body).map_err(|e| {
+    if body.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "send a JSON body (Content-Type: application/json)",
+        ));
+    }
+    let invalid = |e: serde_json::Error| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             format!("the JSON body is not valid: {e}"),
         )
-    })
+    };
+    // serde also reads a struct from an array of its fields in order; the API takes objects.
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(invalid)?;
+    if !value.is_object() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the JSON body must be an object",
+        ));
+    }
+    serde_json::from_value(value).map_err(invalid)
+}
+
+/// For requests whose every field has a default: no body means all defaults.
+fn optional_json_body<T: serde::de::DeserializeOwned + Default>(
+    body: &Bytes,
+) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    json_body(body)
+}
+
+/// Unix milliseconds in a query: the stores keep signed 64-bit times, so a larger value is
+/// refused rather than wrapped into the past.
+fn check_time(name: &str, ms: Option<u64>) -> Result<(), ApiError> {
+    match ms {
+        Some(ms) if ms > i64::MAX as u64 => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("{name}: at most {} (Unix milliseconds)", i64::MAX),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Answers only once this host's cache has the change, so the admin's next request sees it.
@@ -147,10 +175,14 @@ async fn applied(state: &AppState, version: u64) {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 struct NewTenant {
     id: String,
 }
 
+#[utoipa::path(post, path = "/admin/tenants", tag = "admin", security(("admin_token" = [])),
+    request_body = NewTenant,
+    responses((status = 201, description = "Created", body = TenantRecord), AdminLookupErrors, AdminErrors))]
 async fn create_tenant(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let req: NewTenant = json_body(&body)?;
     let t = state
@@ -162,9 +194,11 @@ async fn create_tenant(State(state): State<AppState>, body: Bytes) -> Result<Res
     Ok((StatusCode::CREATED, Json(t)).into_response())
 }
 
+#[utoipa::path(get, path = "/admin/tenants", tag = "admin", security(("admin_token" = [])),
+    responses((status = 200, description = "Every tenant", body = TenantList), AdminErrors))]
 async fn list_tenants(State(state): State<AppState>) -> Result<Response, ApiError> {
     let tenants = state.identity.tenants().await.map_err(store_error)?;
-    Ok(Json(serde_json::json!({ "tenants": tenants })).into_response())
+    Ok(Json(TenantList { tenants }).into_response())
 }
 
 async fn set_disabled(state: AppState, id: &str, disabled: bool) -> Result<Response, ApiError> {
@@ -177,6 +211,9 @@ async fn set_disabled(state: AppState, id: &str, disabled: bool) -> Result<Respo
     Ok(Json(t).into_response())
 }
 
+#[utoipa::path(post, path = "/admin/tenants/{id}/disable", tag = "admin", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses((status = 200, description = "Disabled on every host within the auth SLA", body = TenantRecord), AdminLookupErrors, AdminErrors))]
 async fn disable(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -184,6 +221,9 @@ async fn disable(
     set_disabled(state, &id, true).await
 }
 
+#[utoipa::path(post, path = "/admin/tenants/{id}/enable", tag = "admin", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses((status = 200, description = "Enabled", body = TenantRecord), AdminLookupErrors, AdminErrors))]
 async fn enable(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -191,6 +231,9 @@ async fn enable(
     set_disabled(state, &id, false).await
 }
 
+#[utoipa::path(put, path = "/admin/tenants/{id}/quota", tag = "admin", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The tenant's id")), request_body = Quota,
+    responses((status = 200, description = "The tenant with its new limits", body = TenantRecord), AdminLookupErrors, AdminErrors))]
 async fn set_quota(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -208,17 +251,21 @@ async fn set_quota(
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 struct NewKeyRequest {
     scopes: Option<Vec<Scope>>,
     label: Option<String>,
 }
 
+#[utoipa::path(post, path = "/admin/tenants/{id}/keys", tag = "admin", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The tenant's id")), request_body(content = Option<NewKeyRequest>, description = "Optional: scopes (default: all) and a label"),
+    responses((status = 201, description = "The key; `api_key` is shown this once", body = CreatedKey), AdminLookupErrors, AdminErrors))]
 async fn new_key(
     State(state): State<AppState>,
     Path(tenant): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let req: NewKeyRequest = json_body(&body)?;
+    let req: NewKeyRequest = optional_json_body(&body)?;
     let created = create_key(state.identity.as_ref(), &tenant, req.scopes, req.label)
         .await
         .map_err(store_error)?;
@@ -226,6 +273,9 @@ async fn new_key(
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
+#[utoipa::path(get, path = "/admin/tenants/{id}/keys", tag = "admin", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses((status = 200, description = "The tenant's keys, without secrets", body = KeyList), AdminLookupErrors, AdminErrors))]
 async fn list_keys(
     State(state): State<AppState>,
     Path(tenant): Path<String>,
@@ -238,9 +288,12 @@ async fn list_keys(
         .into_iter()
         .map(PublicKey::from)
         .collect();
-    Ok(Json(serde_json::json!({ "keys": keys })).into_response())
+    Ok(Json(KeyList { keys }).into_response())
 }
 
+#[utoipa::path(post, path = "/admin/keys/{key_id}/revoke", tag = "admin", security(("admin_token" = [])),
+    params(("key_id" = String, Path, description = "The key's id (16 hex digits)")),
+    responses((status = 200, description = "Revoked on every host within the auth SLA", body = PublicKey), AdminLookupErrors, AdminErrors))]
 async fn revoke(
     State(state): State<AppState>,
     Path(key_id): Path<String>,
@@ -254,6 +307,9 @@ async fn revoke(
     Ok(Json(PublicKey::from(k)).into_response())
 }
 
+#[utoipa::path(post, path = "/admin/tenants/{id}/origins", tag = "admin", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The tenant's id")), request_body = NewOrigin,
+    responses((status = 201, description = "Added", body = OriginRecord), AdminLookupErrors, AdminErrors))]
 async fn add_origin(
     State(state): State<AppState>,
     Path(tenant): Path<String>,
@@ -267,6 +323,9 @@ async fn add_origin(
     Ok((StatusCode::CREATED, Json(o)).into_response())
 }
 
+#[utoipa::path(get, path = "/admin/tenants/{id}/origins", tag = "admin", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses((status = 200, description = "The tenant's origins", body = OriginList), AdminLookupErrors, AdminErrors))]
 async fn list_origins(
     State(state): State<AppState>,
     Path(tenant): Path<String>,
@@ -274,9 +333,12 @@ async fn list_origins(
     let origins = manage::origins(state.identity.as_ref(), &tenant)
         .await
         .map_err(store_error)?;
-    Ok(Json(serde_json::json!({ "origins": origins })).into_response())
+    Ok(Json(OriginList { origins }).into_response())
 }
 
+#[utoipa::path(delete, path = "/admin/tenants/{id}/origins/{name}", tag = "admin", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The tenant's id"), ("name" = String, Path, description = "The origin's name")),
+    responses((status = 200, description = "Removed (kept as a tombstone)", body = OriginRecord), AdminLookupErrors, AdminErrors))]
 async fn remove_origin(
     State(state): State<AppState>,
     Path((tenant, name)): Path<(String, String)>,
@@ -288,6 +350,9 @@ async fn remove_origin(
     Ok(Json(o).into_response())
 }
 
+#[utoipa::path(post, path = "/admin/tenants/{id}/purges", tag = "admin", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The tenant's id")), request_body = NewPurge,
+    responses((status = 201, description = "In force on every host within the auth SLA", body = PurgeRecord), AdminLookupErrors, AdminErrors))]
 /// Cached results of the named sources become misses on every host (within the auth
 /// cache's SLA; this host before the answer).
 async fn add_purge(
@@ -303,6 +368,9 @@ async fn add_purge(
     Ok((StatusCode::CREATED, Json(p)).into_response())
 }
 
+#[utoipa::path(get, path = "/admin/tenants/{id}/purges", tag = "admin", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses((status = 200, description = "The tenant's purges", body = PurgeList), AdminLookupErrors, AdminErrors))]
 async fn list_purges(
     State(state): State<AppState>,
     Path(tenant): Path<String>,
@@ -310,21 +378,25 @@ async fn list_purges(
     let purges = manage::purges(state.identity.as_ref(), &tenant)
         .await
         .map_err(store_error)?;
-    Ok(Json(serde_json::json!({ "purges": purges })).into_response())
+    Ok(Json(PurgeList { purges }).into_response())
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 struct NewUrlKeyRequest {
     label: Option<String>,
 }
 
+#[utoipa::path(post, path = "/admin/tenants/{id}/url-keys", tag = "admin", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The tenant's id")), request_body(content = Option<NewUrlKeyRequest>, description = "Optional: a label"),
+    responses((status = 201, description = "The URL key; `url_key` is shown this once", body = CreatedUrlKey), AdminLookupErrors, AdminErrors))]
 async fn new_url_key(
     State(state): State<AppState>,
     Path(tenant): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let req: NewUrlKeyRequest = json_body(&body)?;
+    let req: NewUrlKeyRequest = optional_json_body(&body)?;
     let created = manage::create_url_key(state.identity.as_ref(), &tenant, req.label)
         .await
         .map_err(store_error)?;
@@ -332,6 +404,9 @@ async fn new_url_key(
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
+#[utoipa::path(get, path = "/admin/tenants/{id}/url-keys", tag = "admin", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses((status = 200, description = "The tenant's URL keys, without secrets", body = UrlKeyList), AdminLookupErrors, AdminErrors))]
 async fn list_url_keys(
     State(state): State<AppState>,
     Path(tenant): Path<String>,
@@ -339,9 +414,12 @@ async fn list_url_keys(
     let keys = manage::url_keys(state.identity.as_ref(), &tenant)
         .await
         .map_err(store_error)?;
-    Ok(Json(serde_json::json!({ "url_keys": keys })).into_response())
+    Ok(Json(UrlKeyList { url_keys: keys }).into_response())
 }
 
+#[utoipa::path(post, path = "/admin/tenants/{id}/url-keys/{key_id}/revoke", tag = "admin", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The tenant's id"), ("key_id" = String, Path, description = "The URL key's id")),
+    responses((status = 200, description = "Revoked", body = PublicUrlKey), AdminLookupErrors, AdminErrors))]
 async fn revoke_url_key(
     State(state): State<AppState>,
     Path((tenant, key_id)): Path<(String, String)>,
@@ -353,12 +431,17 @@ async fn revoke_url_key(
     Ok(Json(k).into_response())
 }
 
+#[utoipa::path(get, path = "/admin/audit", tag = "admin", security(("admin_token" = [])),
+    params(AuditQuery),
+    responses((status = 200, description = "Audit records, oldest first", body = AuditList), AdminErrors))]
 async fn audit(
     State(state): State<AppState>,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()))?;
+    check_time("from", q.from)?;
+    check_time("to", q.to)?;
     let records = state.audit.query(q).await.map_err(|e| {
         tracing::error!(error = %e, "audit query");
         ApiError::new(
@@ -368,5 +451,35 @@ async fn audit(
         )
         .retry_after(1)
     })?;
-    Ok(Json(serde_json::json!({ "records": records })).into_response())
+    Ok(Json(AuditList { records }).into_response())
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct TenantList {
+    tenants: Vec<TenantRecord>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct KeyList {
+    keys: Vec<PublicKey>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct OriginList {
+    origins: Vec<OriginRecord>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct PurgeList {
+    purges: Vec<PurgeRecord>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct UrlKeyList {
+    url_keys: Vec<PublicUrlKey>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct AuditList {
+    records: Vec<AuditRecord>,
 }

@@ -32,6 +32,60 @@ fn store_error(e: impl std::fmt::Display) -> ApiError {
     .retry_after(1)
 }
 
+/// What `POST /v1/jobs` answers once the job is durable.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct JobAccepted {
+    id: String,
+    /// Always `queued`.
+    status: &'static str,
+    status_url: String,
+}
+
+/// A job's state; the fields after `finished_ms` depend on it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct JobState {
+    id: String,
+    #[schema(value_type = String, examples("queued", "done", "failed"))]
+    status: &'static str,
+    created_ms: u64,
+    finished_ms: Option<u64>,
+    /// The function's status (done, failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_status: Option<u16>,
+    /// Where the output is (done).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_url: Option<String>,
+    /// When the output goes (done).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_ms: Option<u64>,
+    /// Whether it has gone (done).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expired: Option<bool>,
+    /// Why it failed (failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<JobError>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct JobError {
+    code: Option<String>,
+    message: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/jobs", tag = "resize", security(("api_key" = [])),
+    summary = "Queue a resize",
+    description = "Takes the parameters of `POST /v1/resize`; answers once the job and its input are \
+                   durable. What the resize function would refuse before decoding (parameters, \
+                   format, size, pixel and output limits) is refused here, at once.",
+    params(super::openapi::ResizeQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The image"),
+    responses(
+        (status = 202, description = "Queued", body = JobAccepted,
+         headers(("Location" = String, description = "The job's status URL"))),
+        (status = 404, description = "`not_found`: this deployment has no resize function", body = super::openapi::ErrorBody),
+        super::openapi::ResizeErrors,
+        super::openapi::TenantErrors,
+    ))]
 pub async fn submit(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let Some(function) = state.manifest.route(JOB_ROUTE).map(str::to_string) else {
         return Err(ApiError::not_found(
@@ -45,6 +99,16 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> Result<Respo
     tracing::Span::current().record("job", id.as_str());
     let (parts, body) = req.into_parts();
     let body = read_body(&parts.headers, body, state.limits.max_input_bytes).await?;
+    if function == crate::execution::manifest::RESIZE_COMPONENT {
+        imgfleet_resize::pipeline::precheck(&body, parts.uri.query().unwrap_or(""), &state.limits)
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+                    e.code.as_str(),
+                    e.message,
+                )
+            })?;
+    }
     let input_bytes = body.len() as u64;
     let input = state
         .staging
@@ -80,7 +144,11 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> Result<Respo
     }
     let mut resp = (
         StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "id": id, "status": "queued", "status_url": format!("/v1/jobs/{id}") })),
+        Json(JobAccepted {
+            id: id.clone(),
+            status: "queued",
+            status_url: format!("/v1/jobs/{id}"),
+        }),
     )
         .into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/jobs/{id}")) {
@@ -107,6 +175,13 @@ async fn find(state: &AppState, id: &str, tenant: &str) -> Result<JobRecord, Api
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "resize", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The job's id, as `POST /v1/jobs` gave it")),
+    responses(
+        (status = 200, description = "The job's state", body = JobState),
+        (status = 404, description = "`not_found`: no such job of this tenant", body = super::openapi::ErrorBody),
+        super::openapi::TenantErrors,
+    ))]
 pub async fn status(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -114,28 +189,47 @@ pub async fn status(
 ) -> Result<Response, ApiError> {
     let r = find(&state, &id, &who.tenant).await?;
     let expired = r.expires_ms.is_some_and(|e| e <= now_ms());
-    let mut body = serde_json::json!({
-        "id": r.job.id,
-        "status": r.status.as_str(),
-        "created_ms": r.created_ms,
-        "finished_ms": r.finished_ms,
-    });
+    let mut body = JobState {
+        id: r.job.id.clone(),
+        status: r.status.as_str(),
+        created_ms: r.created_ms,
+        finished_ms: r.finished_ms,
+        http_status: None,
+        output_url: None,
+        expires_ms: None,
+        expired: None,
+        error: None,
+    };
     match r.status {
         JobStatus::Done => {
-            body["http_status"] = r.http_status.into();
-            body["output_url"] = format!("/v1/jobs/{}/output", r.job.id).into();
-            body["expires_ms"] = r.expires_ms.into();
-            body["expired"] = expired.into();
+            body.http_status = r.http_status;
+            body.output_url = Some(format!("/v1/jobs/{}/output", r.job.id));
+            body.expires_ms = r.expires_ms;
+            body.expired = Some(expired);
         }
         JobStatus::Failed => {
-            body["http_status"] = r.http_status.into();
-            body["error"] = serde_json::json!({ "code": r.error_code, "message": r.error_message });
+            body.http_status = r.http_status;
+            body.error = Some(JobError {
+                code: r.error_code,
+                message: r.error_message,
+            });
         }
         JobStatus::Queued => {}
     }
     Ok(Json(body).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{id}/output", tag = "resize", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The job's id, as `POST /v1/jobs` gave it")),
+    responses(
+        (status = 200, description = "The resized image",
+         content((Vec<u8> = "image/jpeg"), (Vec<u8> = "image/png"), (Vec<u8> = "image/webp"), (Vec<u8> = "image/avif"))),
+        (status = 404, description = "`not_found`: no such job of this tenant", body = super::openapi::ErrorBody),
+        (status = 409, description = "`not_ready`: the job has not finished", body = super::openapi::ErrorBody),
+        (status = 410, description = "`output_expired`", body = super::openapi::ErrorBody),
+        super::openapi::ResizeErrors,
+        super::openapi::TenantErrors,
+    ))]
 pub async fn output(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,

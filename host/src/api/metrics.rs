@@ -23,6 +23,10 @@ async fn queue_gauges(queue: &dyn Queue) {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition: request rates and latencies, \
+               function CPU, queue depths, caches, metering lag",
+               content_type = "text/plain")))]
 pub async fn render(State(state): State<AppState>) -> Response {
     let cache = &state.gate.cache;
     gauge!("imgfleet_auth_cache_lag_seconds")

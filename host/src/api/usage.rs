@@ -20,27 +20,68 @@ const DAY_MS: u64 = 24 * HOUR_MS;
 /// Keeps one answer small: at most this many buckets.
 const MAX_BUCKETS: u64 = 24 * 93;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     /// Unix milliseconds, inclusive; default: the start of this month (UTC).
     from: Option<u64>,
     /// Unix milliseconds, exclusive; default: now.
     to: Option<u64>,
     /// `hour` or `day` (default).
-    granularity: Option<String>,
+    #[param(inline)]
+    granularity: Option<Granularity>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AdminUsageQuery {
+    /// One tenant; default: every tenant with usage in the range.
     tenant: Option<String>,
+    /// Unix milliseconds, inclusive; default: the start of this month (UTC).
     from: Option<u64>,
+    /// Unix milliseconds, exclusive; default: now.
     to: Option<u64>,
-    granularity: Option<String>,
+    /// `hour` or `day` (default).
+    #[param(inline)]
+    granularity: Option<Granularity>,
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Granularity {
+    Hour,
+    #[default]
+    Day,
+}
+
+/// A tenant's usage over a range, in buckets of the granularity.
+#[derive(Serialize, utoipa::ToSchema)]
+struct UsageReport {
+    tenant: String,
+    from: u64,
+    to: u64,
+    granularity: Granularity,
+    buckets: Vec<Bucket>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct TenantUsage {
+    tenant: String,
+    buckets: Vec<Bucket>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct AdminUsageReport {
+    from: u64,
+    to: u64,
+    granularity: Granularity,
+    tenants: Vec<TenantUsage>,
+}
+
+/// One bucket: requests served (errors among them), bytes and pixels in and out, function CPU.
+#[derive(Serialize, utoipa::ToSchema)]
 struct Bucket {
     start_ms: u64,
     requests: u64,
@@ -70,7 +111,7 @@ impl From<Rollup> for Bucket {
 struct Range {
     from: u64,
     to: u64,
-    granularity: &'static str,
+    granularity: Granularity,
     bucket_ms: u64,
 }
 
@@ -78,17 +119,28 @@ fn bad(m: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", m)
 }
 
-fn range(from: Option<u64>, to: Option<u64>, granularity: Option<&str>) -> Result<Range, ApiError> {
+fn range(
+    from: Option<u64>,
+    to: Option<u64>,
+    granularity: Option<Granularity>,
+) -> Result<Range, ApiError> {
     let now = now_ms();
     let from = from.unwrap_or_else(|| imgfleet_auth::calendar::month_start_ms(now));
     let to = to.unwrap_or(now + 1);
-    let (granularity, bucket_ms) = match granularity.unwrap_or("day") {
-        "hour" => ("hour", HOUR_MS),
-        "day" => ("day", DAY_MS),
-        other => return Err(bad(format!("granularity `{other}`: use hour or day"))),
+    let granularity = granularity.unwrap_or_default();
+    let bucket_ms = match granularity {
+        Granularity::Hour => HOUR_MS,
+        Granularity::Day => DAY_MS,
     };
     if to <= from {
         return Err(bad("`to` must be after `from`"));
+    }
+    // The stores keep signed 64-bit times: a larger one would wrap into the past.
+    if to > i64::MAX as u64 {
+        return Err(bad(format!(
+            "`to`: at most {} (Unix milliseconds)",
+            i64::MAX
+        )));
     }
     if (to - from) / bucket_ms > MAX_BUCKETS {
         return Err(bad(format!(
@@ -126,30 +178,43 @@ async fn buckets(state: &AppState, tenant: &str, r: &Range) -> Result<Vec<Bucket
         .collect())
 }
 
+#[utoipa::path(get, path = "/v1/usage", tag = "usage", security(("api_key" = [])),
+    params(UsageQuery),
+    responses(
+        (status = 200, description = "The caller's own usage (eventual: seconds behind)", body = UsageReport),
+        (status = 400, description = "`invalid_request`: a bad range or granularity", body = super::openapi::ErrorBody),
+        super::openapi::TenantErrors,
+    ))]
 pub async fn usage(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| bad(e.body_text()))?;
-    let r = range(q.from, q.to, q.granularity.as_deref())?;
+    let r = range(q.from, q.to, q.granularity)?;
     let buckets = buckets(&state, &who.tenant, &r).await?;
-    Ok(Json(serde_json::json!({
-        "tenant": who.tenant,
-        "from": r.from,
-        "to": r.to,
-        "granularity": r.granularity,
-        "buckets": buckets,
-    }))
+    Ok(Json(UsageReport {
+        tenant: who.tenant,
+        from: r.from,
+        to: r.to,
+        granularity: r.granularity,
+        buckets,
+    })
     .into_response())
 }
 
+#[utoipa::path(get, path = "/admin/usage", tag = "admin", security(("admin_token" = [])),
+    params(AdminUsageQuery),
+    responses(
+        (status = 200, description = "Usage per tenant", body = AdminUsageReport),
+        super::openapi::AdminErrors,
+    ))]
 pub async fn admin_usage(
     State(state): State<AppState>,
     query: Result<Query<AdminUsageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| bad(e.body_text()))?;
-    let r = range(q.from, q.to, q.granularity.as_deref())?;
+    let r = range(q.from, q.to, q.granularity)?;
     let tenants = match q.tenant {
         Some(t) => vec![t],
         None => state
@@ -161,13 +226,13 @@ pub async fn admin_usage(
     let mut out = Vec::new();
     for tenant in tenants {
         let buckets = buckets(&state, &tenant, &r).await?;
-        out.push(serde_json::json!({ "tenant": tenant, "buckets": buckets }));
+        out.push(TenantUsage { tenant, buckets });
     }
-    Ok(Json(serde_json::json!({
-        "from": r.from,
-        "to": r.to,
-        "granularity": r.granularity,
-        "tenants": out,
-    }))
+    Ok(Json(AdminUsageReport {
+        from: r.from,
+        to: r.to,
+        granularity: r.granularity,
+        tenants: out,
+    })
     .into_response())
 }

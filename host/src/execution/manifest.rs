@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+/// The component that is the resize function: queued jobs are checked with its logic when
+/// submitted, and its routes are documented with its parameters.
+pub const RESIZE_COMPONENT: &str = "resize";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     pub components: BTreeMap<String, PathBuf>,

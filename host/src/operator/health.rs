@@ -44,7 +44,7 @@ impl Status {
 type Check = Box<dyn Fn() -> Status + Send + Sync>;
 
 /// Something wrong, as the probes name it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Problem {
     pub part: String,
     pub reason: String,

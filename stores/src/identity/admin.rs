@@ -14,6 +14,7 @@ use crate::clock::now_ms;
 
 /// A freshly minted key: the only time the full secret exists outside the client.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedKey {
     /// Give this to the customer; it is not stored and cannot be shown again.
     pub api_key: String,
@@ -23,6 +24,7 @@ pub struct CreatedKey {
 
 /// A key as listed: everything but the hash.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PublicKey {
     pub key_id: String,
     pub tenant: String,
@@ -96,6 +98,7 @@ pub fn new_admin_token() -> String {
 /// "base_url": "https://img.example.com/"}` or `{"name": "s3", "type": "s3", "bucket": "b",
 /// "prefix": "web/"}`, optionally with `max_age_secs` and `immutable`.
 #[derive(Debug, Clone, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewOrigin {
     pub name: String,
     #[serde(flatten)]
@@ -166,6 +169,7 @@ pub async fn origins(
 
 /// A freshly made URL signing key: the only time its secret is shown.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedUrlKey {
     /// `ifu_<key id>_<secret>`: what `imgfleet url sign --key` and signing code take. Shown
     /// once; the store keeps the secret to verify signatures, but no API returns it again.
@@ -176,6 +180,7 @@ pub struct CreatedUrlKey {
 
 /// A URL key as listed: everything but the secret.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PublicUrlKey {
     pub key_id: String,
     pub tenant: String,
@@ -287,6 +292,7 @@ pub async fn revoke_url_key(
 /// "cats/tom.jpg"}`, or `"prefix": true` for every path starting with `path` (an empty one:
 /// the whole origin).
 #[derive(Debug, Clone, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewPurge {
     pub origin: String,
     #[serde(default)]

@@ -9,6 +9,7 @@ use super::{Change, StoreError};
 
 /// Where a tenant's images come from, by name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OriginRecord {
     pub tenant: String,
     pub name: String,
@@ -24,6 +25,7 @@ pub struct OriginRecord {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum OriginSource {
     /// Sources are `base_url` + the URL's source path.
     Http {
@@ -49,6 +51,7 @@ pub enum OriginSource {
 
 /// How long browsers and CDNs may keep an output of this origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CachePolicy {
     pub max_age_secs: u64,
     /// `Cache-Control: immutable`: for origins whose objects never change under a name.
@@ -98,6 +101,7 @@ pub struct UrlKeyRecord {
 /// misses. Purges are history, never undone; following them through the change log is what
 /// makes one reach every host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PurgeRecord {
     pub tenant: String,
     pub id: String,
