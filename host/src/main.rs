@@ -70,6 +70,14 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Component(a) => {
+            use anyhow::Context;
+            let bytes = std::fs::read(&a.input)
+                .with_context(|| format!("reading {}", a.input.display()))?;
+            let component = imgfleet_host::execution::runtime::to_component(bytes)?;
+            std::fs::write(&a.output, component)
+                .with_context(|| format!("writing {}", a.output.display()))
+        }
         Command::AdminToken(store) => {
             println!(
                 "{}",

@@ -59,20 +59,27 @@ fn a_job_runs_and_its_output_can_be_fetched_until_it_expires() {
     assert_eq!((r.status, r.error_code().as_str()), (410, "output_expired"));
 }
 
+/// What the function refuses only once it decodes (a damaged body behind a sound header)
+/// ends the job with the function's error; what it would refuse from the header alone is
+/// refused at submission (tests/e2e/contract.rs).
 #[test]
-fn bad_input_finishes_with_the_functions_error() {
+fn a_damaged_image_finishes_with_the_functions_error() {
     let h = Host::start("spin.toml", &[]);
-    let id = submit(&h, "w=100", b"definitely not an image");
+    let mut png = images::png_rgb(&images::photo(300, 200, 3));
+    // Flip bytes well inside the image data: the header still reads, the data does not.
+    let middle = png.len() / 2;
+    for b in &mut png[middle..middle + 64] {
+        *b ^= 0xa5;
+    }
+    let id = submit(&h, "w=100", &png);
     let v = settle(&h, &id, Duration::from_secs(30));
     assert_eq!(
         (v["status"].as_str(), v["http_status"].as_u64()),
-        (Some("done"), Some(415))
+        (Some("done"), Some(422)),
+        "{v}"
     );
     let r = h.get(&format!("/v1/jobs/{id}/output"));
-    assert_eq!(
-        (r.status, r.error_code().as_str()),
-        (415, "unsupported_format")
-    );
+    assert_eq!((r.status, r.error_code().as_str()), (422, "corrupt_image"));
 }
 
 #[test]

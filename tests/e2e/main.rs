@@ -4,6 +4,8 @@
 mod async_jobs;
 mod browser;
 mod chaos;
+mod console;
+mod contract;
 mod delivery;
 mod faults;
 mod fleet;

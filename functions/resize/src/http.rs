@@ -28,9 +28,14 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     pub fn error(err: &ResizeError) -> Self {
+        let mut headers = vec![("content-type", "application/json".to_string())];
+        // RFC 9110: a 405 names the methods the resource takes.
+        if err.code == ErrorCode::MethodNotAllowed {
+            headers.push(("allow", "POST".to_string()));
+        }
         Self {
             status: err.status(),
-            headers: vec![("content-type", "application/json".to_string())],
+            headers,
             body: err.to_json(),
         }
     }

@@ -129,10 +129,20 @@ pub fn router(state: AppState) -> Router {
     router
         .route("/openapi.json", get(move || openapi_json(doc.clone())))
         .fallback(functions::not_found)
+        // axum adds the `Allow` header to what this answers.
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn(auth::challenge))
         .layer(from_fn_with_state(state.clone(), audit::record))
         .layer(from_fn(request_id::assign))
         .with_state(state)
+}
+
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("this route does not take {method}; `Allow` names the methods it does"),
+    )
 }
 
 /// This API's OpenAPI 3.1 description (made once, when the router is).

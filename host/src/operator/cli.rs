@@ -60,6 +60,18 @@ pub enum Command {
     Capacity(CapacityArgs),
     /// Load tests against a running service on this machine.
     Bench(BenchArgs),
+    /// Write a function as a WebAssembly component, as the host loads it (a core module is
+    /// wrapped with the preview1 proxy adapter; a component is copied): what another
+    /// wasi:http host (`wasmtime serve -S cli`, Spin) runs.
+    Component(ComponentArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ComponentArgs {
+    /// A function's `.wasm` (core module or component).
+    pub input: PathBuf,
+    /// Where to write the component.
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -279,6 +279,19 @@ function barChart(title, unit, buckets, value, granularity) {
   return box;
 }
 
+// The API lists only buckets with usage; a chart's time axis needs the empty ones too.
+function withEmptyBuckets(report) {
+  const size = report.granularity === "hour" ? 3600000 : 86400000;
+  const byStart = new Map(report.buckets.map((b) => [b.start_ms, b]));
+  const out = [];
+  for (let t = report.from - (report.from % size); t < report.to; t += size) {
+    out.push(byStart.get(t) || {
+      start_ms: t, requests: 0, errors: 0, bytes_in: 0, bytes_out: 0, pixels_in: 0, pixels_out: 0, cpu_ms: 0,
+    });
+  }
+  return out;
+}
+
 async function loadUsage() {
   showError("");
   const f = new FormData($("usage-form"));
@@ -289,7 +302,7 @@ async function loadUsage() {
   try {
     const resp = await call(`/v1/usage?granularity=${granularity}&from=${from}&to=${now + 1}`, apiKey());
     const report = await resp.json();
-    const b = report.buckets;
+    const b = withEmptyBuckets(report);
     const sum = (k) => b.reduce((a, x) => a + x[k], 0);
     $("usage-total").textContent =
       `${report.tenant}: ${sum("requests")} requests (${sum("errors")} errors), ` +
@@ -358,7 +371,8 @@ async function loadAdmin() {
   try {
     const [tenants, audit] = await Promise.all([
       call("/admin/tenants", adminToken()).then((r) => r.json()),
-      call("/admin/audit?limit=100", adminToken()).then((r) => r.json()),
+      // Oldest first from `from`: the last hour's, of which the newest are shown.
+      call(`/admin/audit?from=${Date.now() - 3600000}&limit=10000`, adminToken()).then((r) => r.json()),
     ]);
     const limit = (v) => (v === null || v === undefined ? "∞" : v);
     fillTable($("tenants"), [
@@ -377,7 +391,7 @@ async function loadAdmin() {
       { title: "in", value: (r) => r.input_bytes, numeric: true },
       { title: "out", value: (r) => r.output_bytes, numeric: true },
       { title: "ms", value: (r) => r.duration_ms.toFixed(1), numeric: true },
-    ], audit.records.slice().reverse());
+    ], audit.records.slice(-200).reverse());
   } catch (err) {
     showError(err.message);
   }

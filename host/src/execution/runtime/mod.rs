@@ -4,6 +4,7 @@
 mod engine;
 mod invoke;
 mod loader;
+pub use loader::to_component;
 mod state;
 mod warm;
 
