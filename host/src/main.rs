@@ -1,7 +1,9 @@
 use clap::Parser;
 use imgfleet_host::operator::cli::{Cli, Command, LogFormat};
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 fn main() -> anyhow::Result<()> {
     // Only in builds with fail points (the tests'): reads FAILPOINTS.
@@ -14,18 +16,34 @@ fn main() -> anyhow::Result<()> {
     } else {
         FmtSpan::NONE
     };
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let logs = tracing_subscriber::fmt::layer()
         .with_span_events(spans)
         .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
-    }
+    let logs = match cli.log_format {
+        LogFormat::Text => logs.boxed(),
+        LogFormat::Json => logs.json().boxed(),
+    };
+    let (otlp, export) = match &cli.otlp_endpoint {
+        Some(endpoint) => {
+            let (layer, export) =
+                imgfleet_host::operator::otlp::layer(endpoint, &cli.otlp_service_name)?;
+            (Some(layer), Some(export))
+        }
+        None => (None, None),
+    };
+    // Exported: this crate's spans at info and above (requests, jobs and what they enclose).
+    let exported = tracing_subscriber::filter::Targets::new()
+        .with_target("imgfleet_host", tracing::Level::INFO)
+        .with_target("imgfleet_stores", tracing::Level::INFO)
+        .with_target("imgfleet_queue", tracing::Level::INFO);
+    tracing_subscriber::registry()
+        .with(otlp.with_filter(exported))
+        .with(logs.with_filter(filter))
+        .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match cli.command {
+    let result = match cli.command {
         Command::Up(args) => rt.block_on(imgfleet_host::wiring::up(*args)),
         Command::Tenants(a) => rt.block_on(imgfleet_host::operator::commands::tenants(
             &a.store, a.action,
@@ -85,7 +103,12 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+    };
+    // Spans still batched go out before the process ends.
+    if let Some(export) = export {
+        export.shutdown();
     }
+    result
 }
 
 async fn load(a: imgfleet_host::operator::cli::LoadArgs) -> anyhow::Result<()> {

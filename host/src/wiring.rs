@@ -224,6 +224,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     };
     let limits = args.limits();
     let worker = Arc::new(WorkerContext {
+        host_id: host_id.clone().into(),
         jobs: jobs.clone(),
         replies: directory,
         slots: slots.clone(),

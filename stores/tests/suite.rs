@@ -578,6 +578,7 @@ fn job(id: &str, tenant: &str, submitted_ms: u64) -> Job {
         input: format!("in-{id}"),
         reply_to: None,
         submitted_ms,
+        traceparent: None,
     }
 }
 

@@ -405,3 +405,51 @@ fn a_partitioned_minority_refuses_writes_and_the_majority_goes_on() {
         );
     });
 }
+
+/// One request's spans on two hosts join: a request sent to the first host whose job ran
+/// on the second is one trace in the collector, the job span a child of the request span.
+#[test]
+fn a_trace_joins_the_hosts_a_request_crossed() {
+    let collector = imgfleet_tests::collector::Collector::start();
+    let fleet = Fleet::start(&[1, 1], &["--otlp-endpoint", &collector.base]);
+    let src = images::jpeg(&images::photo(400, 300, 4), 85);
+    let entry = fleet.host(0);
+    // Concurrent requests, so that the second host's slot takes some of the jobs.
+    let traces: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let src = &src;
+                s.spawn(move || {
+                    (0..4)
+                        .map(|i| {
+                            let trace = format!("{:032x}", 0xabc0_0000u64 + t * 16 + i + 1);
+                            let parent = format!("00-{trace}-00f067aa0ba902b7-01");
+                            let r = entry.post("/v1/resize?w=64", src, &[("traceparent", &parent)]);
+                            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+                            trace
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let mut ran_elsewhere = 0;
+    for trace in &traces {
+        let spans = crate::observability::exported_trace(&collector, trace, &["request", "job"]);
+        let request = spans.iter().find(|s| s.name == "request").unwrap();
+        let job = spans.iter().find(|s| s.name == "job").unwrap();
+        assert_eq!(job.parent_id, request.span_id, "{trace}");
+        if job.attribute("host") == Some("h2") {
+            ran_elsewhere += 1;
+        }
+    }
+    assert!(
+        ran_elsewhere > 0,
+        "no job of the {} ran on the second host",
+        traces.len()
+    );
+}

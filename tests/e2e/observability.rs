@@ -1,8 +1,9 @@
 //! `/metrics` tells what happened: requests by route and status, function times, queues,
-//! the auth cache, metering, memory.
+//! the auth cache, metering, memory; logs and traces follow one request through every hop.
 
 use std::time::{Duration, Instant};
 
+use imgfleet_tests::collector::Collector;
 use imgfleet_tests::host::{Host, get, post};
 use imgfleet_tests::images;
 
@@ -184,4 +185,129 @@ fn one_request_id_follows_a_request_through_every_hop() {
         .filter(|l| l["fields"]["message"] == "usage counted")
         .count();
     assert_eq!(counted, 2, "the submission and the run are both metered");
+}
+
+/// Waits until the collector holds spans named `names` of `trace`, and returns them.
+pub fn exported_trace(
+    collector: &Collector,
+    trace: &str,
+    names: &[&str],
+) -> Vec<imgfleet_tests::collector::Span> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let spans: Vec<_> = collector
+            .spans()
+            .into_iter()
+            .filter(|s| s.trace_id == trace)
+            .collect();
+        if names.iter().all(|n| spans.iter().any(|s| s.name == *n)) {
+            return spans;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "trace {trace}: wanted {names:?}, exported {spans:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The client's W3C trace continues through the API, the queue, the worker and the
+/// function's run, in the logs and in the spans exported over OTLP; the response says
+/// which span answered; a request without a usable `traceparent` starts a trace of its own.
+#[test]
+fn a_clients_trace_crosses_the_queue_into_the_logs_and_an_otlp_collector() {
+    let collector = Collector::start();
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("host.log");
+    let h = Host::start_logging_to(
+        &log,
+        "spin.toml",
+        &["--log-format", "json", "--otlp-endpoint", &collector.base],
+        &[("IMGFLEET_LOG", "info"), ("OTEL_BSP_SCHEDULE_DELAY", "200")],
+    );
+    let src = images::jpeg(&images::photo(64, 48, 9), 80);
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let client_span = "00f067aa0ba902b7";
+    let r = h.post(
+        "/v1/resize?w=8",
+        &src,
+        &[("traceparent", &format!("00-{trace}-{client_span}-01"))],
+    );
+    assert_eq!(r.status, 200);
+    let answered = r
+        .header("traceresponse")
+        .expect("traceresponse")
+        .to_string();
+    let fields: Vec<&str> = answered.split('-').collect();
+    assert_eq!((fields[0], fields[1], fields[3]), ("00", trace, "01"));
+
+    let spans = exported_trace(
+        &collector,
+        trace,
+        &["request", "auth", "enqueue", "job", "invoke"],
+    );
+    let named = |n: &str| spans.iter().find(|s| s.name == n).unwrap();
+    let (request, job, invoke) = (named("request"), named("job"), named("invoke"));
+    assert_eq!(
+        request.parent_id, client_span,
+        "the client's span is the parent"
+    );
+    assert_eq!(
+        request.span_id, fields[2],
+        "traceresponse names the request's span"
+    );
+    assert_eq!(named("auth").parent_id, request.span_id);
+    assert_eq!(named("enqueue").parent_id, request.span_id);
+    assert_eq!(
+        job.parent_id, request.span_id,
+        "the job continues the request"
+    );
+    assert_eq!(invoke.parent_id, job.span_id);
+    assert_eq!(request.service, "imgfleet");
+    assert_eq!(job.attribute("tenant"), Some("tenant-a"));
+
+    // The logs carry the same ids: the request's line names the worker's span.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let lines = log_lines(&log, trace);
+        if let Some(l) = lines
+            .into_iter()
+            .find(|l| l["span"]["name"] == "request" && !l["span"]["worker_span"].is_null())
+        {
+            break l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no request log line names the trace"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(line["span"]["trace_id"], trace);
+    assert_eq!(line["span"]["span_id"], request.span_id.as_str());
+    assert_eq!(
+        line["span"]["worker_span"],
+        format!("00-{trace}-{}-01", job.span_id).as_str()
+    );
+
+    // No traceparent, or a broken one: a new trace, still answered and exported.
+    for header in [
+        None,
+        Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+    ] {
+        let headers: Vec<(&str, &str)> = header.map(|v| ("traceparent", v)).into_iter().collect();
+        let r = h.post("/v1/resize?w=8", &src, &headers);
+        assert_eq!(r.status, 200);
+        let fresh = r
+            .header("traceresponse")
+            .unwrap()
+            .split('-')
+            .nth(1)
+            .unwrap()
+            .to_string();
+        assert_ne!(fresh, trace);
+        assert_ne!(fresh, "0".repeat(32));
+        let spans = exported_trace(&collector, &fresh, &["request", "job"]);
+        let request = spans.iter().find(|s| s.name == "request").unwrap();
+        assert_eq!(request.parent_id, "", "a root span");
+    }
 }

@@ -3,6 +3,7 @@
 //! process to talk to over HTTP.
 
 pub mod bench;
+pub mod collector;
 pub mod colour;
 pub mod host;
 pub mod images;

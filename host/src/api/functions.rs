@@ -103,6 +103,9 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
     let Some(completion) = waiter.wait_until(until).await else {
         return Err(late());
     };
+    if let Some(worker) = &completion.traceparent {
+        tracing::Span::current().record("worker_span", worker.as_str());
+    }
     drop(ticket);
     let mut resp = respond(&state, completion, until)
         .await
@@ -268,6 +271,10 @@ pub(super) fn job_for(
         input: input.to_string(),
         reply_to: None,
         submitted_ms: now_ms(),
+        traceparent: parts
+            .extensions
+            .get::<crate::operator::trace_context::TraceContext>()
+            .map(ToString::to_string),
     }
 }
 

@@ -20,6 +20,9 @@ pub struct Completion {
     pub outcome: Outcome,
     /// Time between acceptance and a worker picking the job up.
     pub queue_ms: f64,
+    /// W3C `traceparent` of the worker's span: the API's log names the span that ran it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

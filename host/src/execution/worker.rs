@@ -10,6 +10,7 @@ use crate::execution::messages::{Completion, Outcome};
 use crate::execution::runtime::InvokeRequest;
 use crate::execution::slots::{Slots, SubmitError};
 use crate::operator::telemetry;
+use crate::operator::trace_context::{self, TraceContext};
 use imgfleet_queue::backend::QueueDirectory;
 use imgfleet_queue::{
     Durability, Message, OutgoingMessage, Queue, Receipt, ReceiveRequest, receive_or_pause,
@@ -21,6 +22,8 @@ use imgfleet_stores::staging::{Keep, Staging};
 use tracing::Instrument;
 
 pub struct WorkerContext {
+    /// This host's id: the job span names where it ran.
+    pub host_id: std::sync::Arc<str>,
     pub jobs: Arc<dyn Queue>,
     pub replies: Arc<QueueDirectory>,
     pub slots: Slots,
@@ -78,12 +81,21 @@ async fn handle(ctx: &WorkerContext, m: Message) {
         tenant = %job.tenant,
         function = %job.function,
         attempt = m.receive_count,
+        host = %ctx.host_id,
         // Time from acceptance to this delivery: what the queue hop cost.
         queued_ms = now_ms().saturating_sub(job.submitted_ms),
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+        parent_id = tracing::field::Empty,
+    );
+    // The request's trace continues here, on whichever host took the job.
+    let trace = trace_context::enter(
+        &span,
+        job.traceparent.as_deref().and_then(TraceContext::parse),
     );
     let heartbeat = keep_hidden(ctx.jobs.clone(), m.receipt.clone(), ctx.visibility);
     let heartbeat = tokio::spawn(heartbeat.instrument(span.clone()));
-    finish(ctx, m, job).instrument(span).await;
+    finish(ctx, m, job, trace).instrument(span).await;
     heartbeat.abort();
 }
 
@@ -99,7 +111,7 @@ async fn keep_hidden(jobs: Arc<dyn Queue>, receipt: Receipt, visibility: Duratio
     }
 }
 
-async fn finish(ctx: &WorkerContext, m: Message, job: Job) {
+async fn finish(ctx: &WorkerContext, m: Message, job: Job, trace: TraceContext) {
     let queue_ms = now_ms().saturating_sub(job.submitted_ms) as f64;
     let Some(reply_to) = &job.reply_to else {
         return finish_async(ctx, m, job).await;
@@ -109,6 +121,7 @@ async fn finish(ctx: &WorkerContext, m: Message, job: Job) {
         job_id: job.id.clone(),
         outcome,
         queue_ms,
+        traceparent: Some(trace.to_string()),
     };
     let body = serde_json::to_vec(&completion).expect("a completion serialises");
     let sent = match ctx.replies.get(reply_to).await {
@@ -182,10 +195,11 @@ async fn finish_async(ctx: &WorkerContext, m: Message, job: Job) {
         } => {
             if status >= 500 && code != "input_lost" && m.receive_count < ctx.max_receives {
                 tracing::warn!(
-                    code,
-                    attempt = m.receive_count,
-                    "job failed; retrying later"
-                );
+                            code,
+                            attempt = m.receive_count,
+                host = %ctx.host_id,
+                            "job failed; retrying later"
+                        );
                 let pause = Duration::from_secs(u64::from(m.receive_count));
                 let _ = ctx.jobs.change_visibility(&m.receipt, pause).await;
                 return;
@@ -317,6 +331,7 @@ pub fn spawn_dead_letter_watcher(
                                 job_id: job.id.clone(),
                                 outcome: failed(500, "job_abandoned", message),
                                 queue_ms: 0.0,
+                                traceparent: None,
                             };
                             let body =
                                 serde_json::to_vec(&completion).expect("a completion serialises");

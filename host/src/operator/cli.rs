@@ -27,6 +27,18 @@ pub struct Cli {
     /// fields and timings: a trace of every hop, joined on the request id.
     #[arg(long, global = true, env = "IMGFLEET_LOG_SPANS")]
     pub log_spans: bool,
+    /// Export spans to this OpenTelemetry collector over OTLP/HTTP (JSON), e.g.
+    /// `http://127.0.0.1:4318` (spans go to `/v1/traces`). Off when not set.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of exported spans.
+    #[arg(
+        long,
+        global = true,
+        env = "OTEL_SERVICE_NAME",
+        default_value = "imgfleet"
+    )]
+    pub otlp_service_name: String,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -40,6 +40,10 @@ pub struct Job {
     pub reply_to: Option<String>,
     /// When the API accepted it (ms since the epoch), for queue-wait accounting.
     pub submitted_ms: u64,
+    /// W3C `traceparent` of the API request that made it: the worker's span continues
+    /// that trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
