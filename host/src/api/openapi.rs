@@ -429,137 +429,92 @@ pub fn add_manifest_routes(doc: &mut OpenApi, routes: &[(String, String)]) {
     }
 }
 
-/// Links between operations (what an answer's fields lead to), for clients and for
-/// stateful testing: a queued job to its status and output, a new tenant to its keys,
-/// origins, URL keys, purges and switches, a new key to its revocation.
+/// Where the answer of a POST (`from`, `status`) leads: to the operations `to`, each
+/// parameter a runtime expression on the answer's body or the request's path.
+struct Links {
+    from: &'static str,
+    status: &'static str,
+    to: &'static [&'static str],
+    params: &'static [(&'static str, &'static str)],
+}
+
+const NEW_TENANT: &[(&str, &str)] = &[("id", "$response.body#/id")];
+
+/// Links between operations, for clients and for stateful testing: a queued job to its
+/// status and output, a new tenant to its keys, origins, URL keys, purges and switches, a
+/// new key to its revocation.
+const LINKS: [Links; 6] = [
+    Links {
+        from: "/v1/jobs",
+        status: "202",
+        to: &["status", "output"],
+        params: &[("id", "$response.body#/id")],
+    },
+    Links {
+        from: "/admin/tenants",
+        status: "201",
+        to: &[
+            "list_keys",
+            "new_key",
+            "add_origin",
+            "list_origins",
+            "new_url_key",
+            "add_purge",
+            "disable",
+            "set_quota",
+        ],
+        params: NEW_TENANT,
+    },
+    Links {
+        from: "/admin/tenants/{id}/keys",
+        status: "201",
+        to: &["revoke"],
+        params: &[("key_id", "$response.body#/key_id")],
+    },
+    Links {
+        from: "/admin/tenants/{id}/url-keys",
+        status: "201",
+        to: &["revoke_url_key"],
+        params: &[
+            ("id", "$request.path.id"),
+            ("key_id", "$response.body#/key_id"),
+        ],
+    },
+    Links {
+        from: "/admin/tenants/{id}/origins",
+        status: "201",
+        to: &["remove_origin"],
+        params: &[("id", "$request.path.id"), ("name", "$response.body#/name")],
+    },
+    Links {
+        from: "/admin/tenants/{id}/disable",
+        status: "200",
+        to: &["enable"],
+        params: NEW_TENANT,
+    },
+];
+
 fn add_links(doc: &mut OpenApi) {
     use utoipa::openapi::link::LinkBuilder;
-    let from_body = |field: &str| format!("$response.body#/{field}");
-    let links: [(&str, HttpMethod, &str, &str, &[(&str, String)]); 14] = [
-        (
-            "/v1/jobs",
-            HttpMethod::Post,
-            "202",
-            "status",
-            &[("id", from_body("id"))],
-        ),
-        (
-            "/v1/jobs",
-            HttpMethod::Post,
-            "202",
-            "output",
-            &[("id", from_body("id"))],
-        ),
-        (
-            "/admin/tenants",
-            HttpMethod::Post,
-            "201",
-            "list_keys",
-            &[("id", from_body("id"))],
-        ),
-        (
-            "/admin/tenants",
-            HttpMethod::Post,
-            "201",
-            "new_key",
-            &[("id", from_body("id"))],
-        ),
-        (
-            "/admin/tenants",
-            HttpMethod::Post,
-            "201",
-            "add_origin",
-            &[("id", from_body("id"))],
-        ),
-        (
-            "/admin/tenants",
-            HttpMethod::Post,
-            "201",
-            "list_origins",
-            &[("id", from_body("id"))],
-        ),
-        (
-            "/admin/tenants",
-            HttpMethod::Post,
-            "201",
-            "new_url_key",
-            &[("id", from_body("id"))],
-        ),
-        (
-            "/admin/tenants",
-            HttpMethod::Post,
-            "201",
-            "add_purge",
-            &[("id", from_body("id"))],
-        ),
-        (
-            "/admin/tenants",
-            HttpMethod::Post,
-            "201",
-            "disable",
-            &[("id", from_body("id"))],
-        ),
-        (
-            "/admin/tenants",
-            HttpMethod::Post,
-            "201",
-            "set_quota",
-            &[("id", from_body("id"))],
-        ),
-        (
-            "/admin/tenants/{id}/keys",
-            HttpMethod::Post,
-            "201",
-            "revoke",
-            &[("key_id", from_body("key_id"))],
-        ),
-        (
-            "/admin/tenants/{id}/url-keys",
-            HttpMethod::Post,
-            "201",
-            "revoke_url_key",
-            &[
-                ("id", "$request.path.id".into()),
-                ("key_id", from_body("key_id")),
-            ],
-        ),
-        (
-            "/admin/tenants/{id}/origins",
-            HttpMethod::Post,
-            "201",
-            "remove_origin",
-            &[
-                ("id", "$request.path.id".into()),
-                ("name", from_body("name")),
-            ],
-        ),
-        (
-            "/admin/tenants/{id}/disable",
-            HttpMethod::Post,
-            "200",
-            "enable",
-            &[("id", from_body("id"))],
-        ),
-    ];
-    for (path, method, status, target, params) in links {
-        let Some(item) = doc.paths.paths.get_mut(path) else {
-            continue;
-        };
-        let op = match method {
-            HttpMethod::Post => item.post.as_mut(),
-            _ => item.get.as_mut(),
-        };
-        let Some(RefOr::T(response)) = op.and_then(|op| op.responses.responses.get_mut(status))
+    for links in &LINKS {
+        let Some(RefOr::T(response)) = doc
+            .paths
+            .paths
+            .get_mut(links.from)
+            .and_then(|item| item.post.as_mut())
+            .and_then(|op| op.responses.responses.get_mut(links.status))
         else {
             continue;
         };
-        let mut link = LinkBuilder::new().operation_id(target);
-        for (name, value) in params {
-            link = link.parameter(*name, value.as_str());
+        for target in links.to {
+            let mut link = LinkBuilder::new().operation_id(*target);
+            for (name, value) in links.params {
+                link = link.parameter(*name, *value);
+            }
+            response
+                .links
+                .insert(target.to_string(), RefOr::T(link.build()));
         }
-        response
-            .links
-            .insert(target.to_string(), RefOr::T(link.build()));
     }
 }
 

@@ -108,6 +108,16 @@ $("signout").addEventListener("click", () => {
 
 // ---- playground ----
 
+// Shows an image answer in the `<img>` with this id (decoded before it returns).
+async function showImage(id, resp) {
+  const blob = await resp.blob();
+  const img = $(id);
+  if (img.src) URL.revokeObjectURL(img.src);
+  img.src = URL.createObjectURL(blob);
+  await img.decode();
+  return { blob, img };
+}
+
 function chooseFile(file) {
   chosenFile = file;
   $("drop").textContent = `${file.name} (${formatBytes(file.size)})`;
@@ -156,11 +166,7 @@ $("params").addEventListener("submit", async (e) => {
       headers: { "Content-Type": "application/octet-stream" },
       body: chosenFile,
     });
-    const blob = await resp.blob();
-    const img = $("result-img");
-    if (img.src) URL.revokeObjectURL(img.src);
-    img.src = URL.createObjectURL(blob);
-    await img.decode();
+    const { blob, img } = await showImage("result-img", resp);
     $("result-facts").textContent =
       `${img.naturalWidth}×${img.naturalHeight} ${blob.type}, ${formatBytes(blob.size)} ` +
       `(from ${formatBytes(chosenFile.size)}) · request ${resp.headers.get("X-Request-Id") || ""}`;
@@ -216,11 +222,7 @@ $("url-form").addEventListener("submit", async (e) => {
     const url = await signUrl(f.get("tenant"), f.get("url_key"), f.get("origin"), f.get("path"), options.join(","));
     $("signed-url").textContent = location.origin + url;
     const resp = await call(url);
-    const blob = await resp.blob();
-    const img = $("signed-img");
-    if (img.src) URL.revokeObjectURL(img.src);
-    img.src = URL.createObjectURL(blob);
-    await img.decode();
+    const { blob, img } = await showImage("signed-img", resp);
     $("signed-facts").textContent =
       `${img.naturalWidth}×${img.naturalHeight} ${blob.type}, ${formatBytes(blob.size)} · ` +
       `ETag ${resp.headers.get("ETag") || "none"} · ${resp.headers.get("Cache-Control") || ""}`;
