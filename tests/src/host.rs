@@ -104,6 +104,19 @@ impl Host {
         )
     }
 
+    /// As [`Host::start_with_env`], with another `imgfleet` binary (benchmarks comparing
+    /// two builds side by side).
+    pub fn start_binary(bin: &Path, manifest: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_binary(
+            bin,
+            tempfile::tempdir().expect("a data directory"),
+            manifest,
+            extra,
+            env,
+            Stdio::inherit(),
+        )
+    }
+
     fn spawn(
         data: tempfile::TempDir,
         manifest: &str,
@@ -111,7 +124,18 @@ impl Host {
         env: &[(&str, &str)],
         stderr: Stdio,
     ) -> Self {
-        let mut child = Command::new(binary())
+        Self::spawn_binary(&binary(), data, manifest, extra, env, stderr)
+    }
+
+    fn spawn_binary(
+        bin: &Path,
+        data: tempfile::TempDir,
+        manifest: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Self {
+        let mut child = Command::new(bin)
             .env("IMGFLEET_ADMIN_TOKEN", ADMIN_TOKEN)
             // Warnings only, unless a test run asks for more (e.g. `info` with
             // IMGFLEET_LOG_SPANS=true: every hop of every request).
