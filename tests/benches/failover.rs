@@ -3,7 +3,8 @@
 //! (`--nats-partitions 1`), side by side:
 //! the runs alternate between the two layouts so that both meet the same machine.
 //!
-//! `cargo bench -p imgfleet-tests --bench failover [-- --runs N --clients C --partitions P]`
+//! `cargo bench -p imgfleet-tests --bench failover [-- --runs N --clients C --partitions P]
+//! [--rate R]`
 //! (needs nats-server 2.10+ and PostgreSQL, which `./dev.sh test` installs, and the release
 //! binary and components, which `./dev.sh release` builds). Each run starts a fresh fleet: three JetStream nodes,
 //! PostgreSQL, three hosts of one slot, C clients (6) sending synchronous resizes and jobs;
@@ -13,6 +14,11 @@
 //! service's interruption: when publishes and deliveries resumed), and the slowest answer to
 //! a request that was in flight at the kill (whose job or completion may sit in a partition
 //! that waits for its election).
+//!
+//! With `--rate R` the load is open-loop instead (R requests a second whatever the answers,
+//! so a stalled client hides no one else's wait), and each run reports the interruption,
+//! the p99 and maximum latency of the requests sent in the 10 s after the kill, errors, and
+//! usage records counted twice or missing (read back from the fleet's usage store).
 
 #[path = "../e2e/fleet_kit.rs"]
 mod fleet_kit;
@@ -20,7 +26,7 @@ mod fleet_kit;
 use std::time::Duration;
 
 use imgfleet_tests::bench::arg;
-use imgfleet_tests::traffic::tally;
+use imgfleet_tests::traffic::{UsageAt, exported_usage, tally};
 
 const TARGET: Duration = Duration::from_secs(5);
 
@@ -41,6 +47,130 @@ fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
+/// The latency of requests sent within `window` after the kill: (p99, max, how many).
+fn window_latency(
+    killed: &fleet_kit::LeaderKilled,
+    window: Duration,
+) -> (Duration, Duration, usize) {
+    let mut took: Vec<Duration> = killed
+        .sent
+        .iter()
+        .filter(|s| {
+            let sent_at = s.at - s.took;
+            sent_at >= killed.killed_at && sent_at < killed.killed_at + window
+        })
+        .map(|s| s.took)
+        .collect();
+    took.sort();
+    let n = took.len();
+    if n == 0 {
+        return (Duration::ZERO, Duration::ZERO, 0);
+    }
+    (
+        took[((n - 1) as f64 * 0.99).round() as usize],
+        took[n - 1],
+        n,
+    )
+}
+
+/// Usage records counted twice (by record id), and answered requests with no record.
+fn usage_check(killed: &fleet_kit::LeaderKilled) -> (usize, usize) {
+    let answered: std::collections::BTreeSet<&str> = killed
+        .sent
+        .iter()
+        .filter(|s| s.status.is_some())
+        .map(|s| s.request_id.as_str())
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let records = exported_usage(&UsageAt::Database(&killed.fleet.db));
+        let mut ids = std::collections::BTreeMap::<&str, usize>::new();
+        for r in &records {
+            *ids.entry(r["id"].as_str().unwrap_or_default()).or_default() += 1;
+        }
+        let recorded: std::collections::BTreeSet<&str> = records
+            .iter()
+            .filter_map(|r| r["request_id"].as_str())
+            .collect();
+        let missing = answered.iter().filter(|id| !recorded.contains(*id)).count();
+        if missing == 0 || std::time::Instant::now() > deadline {
+            return (ids.values().filter(|n| **n > 1).count(), missing);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn open_loop(runs: usize, rate: f64, layouts: &[usize]) {
+    const WINDOW: Duration = Duration::from_secs(10);
+    println!(
+        "open loop: {rate} requests/s over three hosts; goal: interruption <= 2 s, no request sent in the {WINDOW:?} after the kill slower than 3 s, no errors, usage exact"
+    );
+    println!();
+    println!(
+        "| layout | run | interruption | sent in the window | p99 | max | errors | counted twice | not counted |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---|---:|---:|");
+    let mut rows: Vec<(usize, Duration, Duration, Duration, bool, usize)> = Vec::new();
+    for run in 1..=runs {
+        for &partitions in layouts {
+            let killed = fleet_kit::kill_the_jobs_leader_under_load(
+                partitions,
+                fleet_kit::Arrivals::Open(rate),
+            );
+            let (p99, max, n) = window_latency(&killed, WINDOW);
+            let errors: Vec<String> = tally(&killed.sent)
+                .into_iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "200" | "202"))
+                .map(|(k, n)| format!("{k}: {n}"))
+                .collect();
+            let (twice, missing) = usage_check(&killed);
+            println!(
+                "| {} | {run} | {} | {n} | {} | {} | {} | {twice} | {missing} |",
+                layout(partitions),
+                secs(killed.gap),
+                secs(p99),
+                secs(max),
+                if errors.is_empty() {
+                    "none".into()
+                } else {
+                    errors.join(", ")
+                },
+            );
+            rows.push((
+                partitions,
+                killed.gap,
+                p99,
+                max,
+                !errors.is_empty(),
+                twice + missing,
+            ));
+        }
+    }
+    println!();
+    println!(
+        "| layout | runs | interruption: median | worst | runs <= 2 s | p99: worst | max: worst | runs with errors | usage off by |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &partitions in layouts {
+        let mine: Vec<_> = rows.iter().filter(|r| r.0 == partitions).collect();
+        let gaps: Vec<Duration> = mine.iter().map(|r| r.1).collect();
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            layout(partitions),
+            mine.len(),
+            secs(median(gaps.clone())),
+            secs(gaps.iter().max().copied().unwrap_or_default()),
+            gaps.iter()
+                .filter(|g| **g <= Duration::from_secs(2))
+                .count(),
+            secs(mine.iter().map(|r| r.2).max().unwrap_or_default()),
+            secs(mine.iter().map(|r| r.3).max().unwrap_or_default()),
+            mine.iter().filter(|r| r.4).count(),
+            mine.iter().map(|r| r.5).sum::<usize>(),
+        );
+    }
+}
+
 fn main() {
     let runs = arg("--runs", 5);
     let clients = arg("--clients", 6);
@@ -48,6 +178,10 @@ fn main() {
         0 => vec![3, 1],
         n => vec![n],
     };
+    let rate = arg("--rate", 0);
+    if rate > 0 {
+        return open_loop(runs, rate as f64, &layouts);
+    }
     println!("{clients} clients; target: publishes and deliveries resume within {TARGET:?}");
     println!();
     println!(
@@ -57,7 +191,10 @@ fn main() {
     let mut rows = Vec::new();
     for run in 1..=runs {
         for &partitions in &layouts {
-            let killed = fleet_kit::kill_the_jobs_leader_under_load(partitions, clients);
+            let killed = fleet_kit::kill_the_jobs_leader_under_load(
+                partitions,
+                fleet_kit::Arrivals::Closed(clients),
+            );
             let after = |s: &&imgfleet_tests::traffic::Sent| s.at > killed.killed_at;
             let answered_after = killed
                 .sent

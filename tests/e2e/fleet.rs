@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::fleet_kit::{
-    Fleet, LeaderKilled, kill_the_jobs_leader_under_load, runtime, stream_leader,
+    Arrivals, Fleet, LeaderKilled, kill_the_jobs_leader_under_load, runtime, stream_leader,
     stream_leader_async,
 };
 use imgfleet_host::wiring::JOB_VISIBILITY;
@@ -113,12 +113,18 @@ const CLIENTS: usize = 6;
 
 #[test]
 fn killing_the_jetstream_stream_leader_under_load_loses_nothing() {
-    judge_the_failover(kill_the_jobs_leader_under_load(1, CLIENTS));
+    judge_the_failover(kill_the_jobs_leader_under_load(
+        1,
+        Arrivals::Closed(CLIENTS),
+    ));
 }
 
 #[test]
 fn killing_one_partitions_leader_under_load_loses_nothing() {
-    judge_the_failover(kill_the_jobs_leader_under_load(3, CLIENTS));
+    judge_the_failover(kill_the_jobs_leader_under_load(
+        3,
+        Arrivals::Closed(CLIENTS),
+    ));
 }
 
 /// How long clients waited is the failover benchmark's business (`benches/failover.rs`);

@@ -172,11 +172,20 @@ pub struct LeaderKilled {
     pub gap: Duration,
 }
 
-/// Three hosts of one slot each, `clients` clients sending resizes and jobs round robin;
-/// 3 s into the load the node leading the jobs stream (partition 0 of it, with partitions)
-/// is killed, and the load goes on for 12 s. `partitions`: 1 (one stream per queue) or 3
-/// (the default on a cluster of three).
-pub fn kill_the_jobs_leader_under_load(partitions: usize, clients: usize) -> LeaderKilled {
+/// How requests arrive.
+#[derive(Debug, Clone, Copy)]
+pub enum Arrivals {
+    /// This many clients, each sending its next request once the last is answered.
+    Closed(usize),
+    /// This many requests a second, whatever the answers.
+    Open(f64),
+}
+
+/// Three hosts of one slot each, resizes and jobs arriving as `arrivals` says, round robin
+/// over the hosts; 3 s into the load the node leading the jobs stream (partition 0 of it,
+/// with partitions) is killed, and the load goes on for 12 s. `partitions`: 1 (one stream
+/// per queue) or 3 (the default on a cluster of three).
+pub fn kill_the_jobs_leader_under_load(partitions: usize, arrivals: Arrivals) -> LeaderKilled {
     let (extra, stream): (&[&str], &'static str) = match partitions {
         1 => (&["--nats-partitions", "1"], "IMGFLEET_jobs"),
         3 => (&[], "IMGFLEET_p0-jobs"),
@@ -199,7 +208,10 @@ pub fn kill_the_jobs_leader_under_load(partitions: usize, clients: usize) -> Lea
     let bases = fleet.bases();
     let bases: Vec<&str> = bases.iter().map(String::as_str).collect();
     let key = fleet.host(0).key.clone();
-    let load = Load::spread(&bases, &key, clients, small_jpeg(), "w=24");
+    let load = match arrivals {
+        Arrivals::Closed(clients) => Load::spread(&bases, &key, clients, small_jpeg(), "w=24"),
+        Arrivals::Open(rate) => Load::open_loop(&bases, &key, rate, small_jpeg(), "w=24"),
+    };
     std::thread::sleep(Duration::from_secs(3));
     let leader = stream_leader(&fleet.nats, stream);
     let killed_at = Instant::now();

@@ -130,6 +130,57 @@ impl Load {
         }
     }
 
+    /// Open-loop load: a request every `1 / rate` seconds whatever became of the earlier
+    /// ones (each on a thread of its own), taking the hosts in turn, every third an
+    /// asynchronous job. A stalled request holds back no other, so latency is what a
+    /// stream of independent users sees, not what one waiting client lets through.
+    pub fn open_loop(bases: &[&str], key: &str, rate: f64, body: Vec<u8>, query: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let base = Arc::new(RwLock::new(
+            bases.iter().map(|b| b.to_string()).collect::<Vec<_>>(),
+        ));
+        let body = Arc::new(body);
+        let (key, query) = (key.to_string(), query.to_string());
+        let (flag, hosts) = (stop.clone(), base.clone());
+        let dispatcher = std::thread::spawn(move || {
+            let interval = Duration::from_secs_f64(1.0 / rate);
+            let started = Instant::now();
+            let mut senders = Vec::new();
+            for n in 0usize.. {
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                // On schedule, not after the previous send: arrivals do not wait for answers.
+                let due = started + interval * n as u32;
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                let path = if n % 3 == 2 {
+                    format!("/v1/jobs?{query}")
+                } else {
+                    format!("/v1/resize?{query}")
+                };
+                let url = {
+                    let bases = hosts.read().unwrap();
+                    bases[n % bases.len()].clone()
+                };
+                let (key, body) = (key.clone(), body.clone());
+                senders.push(std::thread::spawn(move || {
+                    send(&url, &key, &path, &format!("open-{n}"), &body)
+                }));
+            }
+            senders
+                .into_iter()
+                .map(|s| s.join().expect("a sender"))
+                .collect()
+        });
+        Self {
+            stop,
+            bases: base,
+            clients: vec![dispatcher],
+        }
+    }
+
     /// Sends to these hosts from now on (a host restarted on another port, or gone).
     pub fn retarget(&self, bases: &[&str]) {
         *self.bases.write().unwrap() = bases.iter().map(|b| b.to_string()).collect();
