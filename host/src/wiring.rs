@@ -331,6 +331,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         jobs,
         completions,
         deadline,
+        hedge_after: (args.hedge_after_ms > 0).then(|| Duration::from_millis(args.hedge_after_ms)),
+        hedges: Default::default(),
         tenant_shards: args.tenant_shards.unwrap_or(cores).max(1),
         shard_counter: Arc::new(AtomicUsize::new(0)),
         job_store: job_store.clone(),

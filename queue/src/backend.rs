@@ -66,6 +66,7 @@ impl QueueBackend {
                     placement.push(leaders::Partition {
                         stream: jetstream::stream_name(&part.name),
                         consumer: Some(jetstream::CONSUMER.to_string()),
+                        companion: Some(jetstream::held_back_stream_name(&part.name)),
                     });
                 }
                 if leaders == Leaders::Spread {

@@ -34,6 +34,17 @@ impl Health {
             Some(Instant::now() + self.down_for);
     }
 
+    /// Whether some partition failed lately: the thing as a whole is degraded, and what
+    /// waits on one partition may be waiting out an election.
+    pub fn any_down(&self) -> bool {
+        let now = Instant::now();
+        self.down_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|until| until.is_some_and(|t| t > now))
+    }
+
     /// Partition indexes from `first` on (modulo their number), those not marked down
     /// first: every one is still tried in the end (the mark is a guess).
     pub fn order(&self, first: usize) -> Vec<usize> {
@@ -67,11 +78,14 @@ mod tests {
         let down_for = Duration::from_millis(50);
         let h = Health::with_down_for(3, down_for);
         assert_eq!(h.order(1), vec![1, 2, 0]);
+        assert!(!h.any_down());
         h.mark_down(2);
+        assert!(h.any_down());
         assert_eq!(h.order(1), vec![1, 0, 2]);
         assert_eq!(h.up(1), vec![1, 0]);
         std::thread::sleep(down_for + Duration::from_millis(10));
         assert_eq!(h.order(1), vec![1, 2, 0]);
+        assert!(!h.any_down());
     }
 
     #[test]

@@ -338,9 +338,11 @@ impl JetStreamQueue {
         Ok(n)
     }
 
+    /// One attempt: a receive must not wait out an election of the counts' stream (a
+    /// count that fails hands the delivery back uncounted, after a pause).
     async fn count_held_back(&self, seq: u64) -> Result<(), QueueError> {
         let subject = self.held_back_subject(seq);
-        retry(|| async {
+        retry_within(Duration::ZERO, || async {
             let ack = self
                 .js
                 .context

@@ -1,6 +1,7 @@
 //! Keeps the Raft leaders of a partitioned resource (a queue's partitions, the staging
-//! buckets) on different nodes, each partition's consumer led by the node that leads its
-//! stream. Partitioning only helps if one node's death leaves some partition with a
+//! buckets) on different nodes, each partition's consumer and companion stream (a queue's
+//! held-back counts) led by the node that leads its stream: a partition then depends on
+//! one node, and the death of another leaves it whole. Partitioning only helps if one node's death leaves some partition with a
 //! leader: nats-server places leaders where its elections happen to fall, and after a
 //! failover the survivors lead everything. Leaders are moved by asking them to step down
 //! (a planned handover, milliseconds), never while a partition has no leader.
@@ -21,11 +22,13 @@ const SETTLE: Duration = Duration::from_millis(1500);
 /// resource do not all look at the same moment).
 const EVERY: Duration = Duration::from_secs(30);
 
-/// One partition: its stream and, for a queue, the consumer workers pull from.
+/// One partition: its stream and, for a queue, the consumer workers pull from and the
+/// stream its deliveries are counted in when handed back.
 #[derive(Debug, Clone)]
 pub struct Partition {
     pub stream: String,
     pub consumer: Option<String>,
+    pub companion: Option<String>,
 }
 
 /// Where a partition's leaders are.
@@ -35,16 +38,18 @@ pub struct Placed {
     /// Every node holding a replica, the leader included.
     pub peers: Vec<String>,
     pub consumer_leader: Option<String>,
+    pub companion_leader: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Move {
     Stream(usize),
     Consumer(usize),
+    Companion(usize),
 }
 
-/// The step-downs that bring `placed` closer to the aim: a consumer led elsewhere than its
-/// stream moves; a node leading more partitions than another peer of one of them (which
+/// The step-downs that bring `placed` closer to the aim: a consumer or companion led
+/// elsewhere than its stream moves; a node leading more partitions than another peer of one of them (which
 /// leads none) gives that one up. Moves of one round never empty a node of its last
 /// partition nor leave two partitions chasing the same free node.
 pub fn plan(placed: &[Placed]) -> Vec<Move> {
@@ -71,6 +76,9 @@ pub fn plan(placed: &[Placed]) -> Vec<Move> {
         let moving = moves.contains(&Move::Stream(i));
         if !moving && p.consumer_leader.as_ref().is_some_and(|c| *c != p.leader) {
             moves.push(Move::Consumer(i));
+        }
+        if !moving && p.companion_leader.as_ref().is_some_and(|c| *c != p.leader) {
+            moves.push(Move::Companion(i));
         }
     }
     moves
@@ -128,6 +136,10 @@ pub async fn spread(js: &JetStream, partitions: &[Partition]) -> Result<(), Queu
                     partitions[i].stream,
                     partitions[i].consumer.as_deref().unwrap_or_default()
                 ),
+                Move::Companion(i) => format!(
+                    "STREAM.LEADER.STEPDOWN.{}",
+                    partitions[i].companion.as_deref().unwrap_or_default()
+                ),
             };
             let answer: StepDown = js
                 .context
@@ -177,10 +189,25 @@ async fn place(js: &JetStream, partitions: &[Partition]) -> Result<Vec<Placed>, 
             ),
             None => None,
         };
+        let companion_leader = match &p.companion {
+            Some(c) => Some(
+                js.context
+                    .get_stream(c)
+                    .await
+                    .map_err(|e| unavailable(e.to_string()))?
+                    .cached_info()
+                    .cluster
+                    .clone()
+                    .and_then(|c| c.leader)
+                    .ok_or_else(|| unavailable(format!("{c}: no leader")))?,
+            ),
+            None => None,
+        };
         placed.push(Placed {
             leader,
             peers,
             consumer_leader,
+            companion_leader,
         });
     }
     Ok(placed)
@@ -195,6 +222,7 @@ mod tests {
             leader: leader.into(),
             peers: vec!["n1".into(), "n2".into(), "n3".into()],
             consumer_leader: consumer.map(str::to_string),
+            companion_leader: None,
         }
     }
 
@@ -208,6 +236,14 @@ mod tests {
     fn a_consumer_led_elsewhere_than_its_stream_moves() {
         let placed = [at("n1", Some("n2")), at("n2", Some("n2"))];
         assert_eq!(plan(&placed), vec![Move::Consumer(0)]);
+    }
+
+    #[test]
+    fn a_companion_led_elsewhere_than_its_stream_moves() {
+        let mut p = at("n1", Some("n1"));
+        p.companion_leader = Some("n3".into());
+        let placed = [p, at("n2", Some("n2"))];
+        assert_eq!(plan(&placed), vec![Move::Companion(0)]);
     }
 
     #[test]

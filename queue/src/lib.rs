@@ -204,6 +204,29 @@ pub trait Queue: Send + Sync {
     /// [`DEDUP_WINDOW`] succeeds without enqueuing anything (the embedded backend returns
     /// the original's id; SQS may return a fresh one).
     async fn send(&self, message: OutgoingMessage) -> Result<String, QueueError>;
+    /// Enqueues a second copy of a message sent earlier as `earlier` (the id `send`
+    /// returned), where the first copy's fate is least likely to be shared: on a
+    /// partitioned queue another partition. A hedge for a message that seems stuck; the
+    /// receiver must tolerate both copies arriving. One queue: a plain send.
+    async fn send_elsewhere(
+        &self,
+        message: OutgoingMessage,
+        earlier: &str,
+    ) -> Result<String, QueueError> {
+        let _ = earlier;
+        self.send(message).await
+    }
+    /// Enqueues a copy of the message on every partition at once, succeeding when one
+    /// takes it: for a small message that must not wait on any one partition (a hedged
+    /// job's completion). One queue: a plain send.
+    async fn send_everywhere(&self, message: OutgoingMessage) -> Result<String, QueueError> {
+        self.send(message).await
+    }
+    /// Whether part of the queue failed lately (a partition's leader gone or not
+    /// answering): callers waiting on a message may then hedge. One queue: never.
+    fn degraded(&self) -> bool {
+        false
+    }
     async fn receive(&self, request: ReceiveRequest) -> Result<Vec<Message>, QueueError>;
     async fn delete(&self, receipt: &Receipt) -> Result<(), QueueError>;
     async fn change_visibility(

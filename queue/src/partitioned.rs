@@ -174,6 +174,37 @@ impl Partitioned {
         }
     }
 
+    /// Tries the partitions in `order`, one attempt each, until one takes the message.
+    async fn send_in_order(
+        &self,
+        message: OutgoingMessage,
+        order: Vec<usize>,
+    ) -> Result<String, QueueError> {
+        let mut last = None;
+        let mut full = None;
+        for index in order {
+            match self
+                .attempt(index, self.parts[index].send(message.clone()))
+                .await
+            {
+                Ok(id) => return Ok(format!("{index}:{id}")),
+                Err(QueueError::Unavailable(e)) => last = Some(e),
+                // Another partition may have room; a full one is not down.
+                Err(QueueError::Full(e)) => {
+                    full = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            self.health.mark_down(index);
+        }
+        match (full, last) {
+            // Every partition that answered was full: back-pressure, not an outage.
+            (Some(e), None) => Err(QueueError::Full(e)),
+            (_, last) => Err(QueueError::Unavailable(last.unwrap_or_default())),
+        }
+    }
+
     fn partition_of(&self, receipt: &Receipt) -> Result<(usize, Receipt), QueueError> {
         let (index, inner) = split(&receipt.0).ok_or(QueueError::InvalidReceipt)?;
         if index >= self.parts.len() {
@@ -319,29 +350,63 @@ impl Queue for Partitioned {
     }
 
     async fn send(&self, message: OutgoingMessage) -> Result<String, QueueError> {
-        let mut last = None;
-        let mut full = None;
-        for index in self.health.order(self.first_partition(&message)) {
-            match self
-                .attempt(index, self.parts[index].send(message.clone()))
-                .await
-            {
-                Ok(id) => return Ok(format!("{index}:{id}")),
-                Err(QueueError::Unavailable(e)) => last = Some(e),
-                // Another partition may have room; a full one is not down.
-                Err(QueueError::Full(e)) => {
-                    full = Some(e);
-                    continue;
-                }
-                Err(e) => return Err(e),
+        let order = self.health.order(self.first_partition(&message));
+        self.send_in_order(message, order).await
+    }
+
+    async fn send_elsewhere(
+        &self,
+        message: OutgoingMessage,
+        earlier: &str,
+    ) -> Result<String, QueueError> {
+        let avoid = split(earlier).map(|(index, _)| index);
+        let first = avoid.map_or_else(|| self.first_partition(&message), |i| i + 1);
+        // The earlier copy's partition last: it is the one that seems stuck.
+        let (mut order, stuck): (Vec<usize>, Vec<usize>) = self
+            .health
+            .order(first)
+            .into_iter()
+            .partition(|i| Some(*i) != avoid);
+        order.extend(stuck);
+        self.send_in_order(message, order).await
+    }
+
+    async fn send_everywhere(&self, message: OutgoingMessage) -> Result<String, QueueError> {
+        use futures_util::StreamExt;
+        // Each copy on a task of its own: the first to land answers, the others still go
+        // (a partition that takes a message may be unable to deliver it).
+        let mut sends: futures_util::stream::FuturesUnordered<_> = (0..self.parts.len())
+            .map(|index| {
+                let (part, health) = (self.parts[index].clone(), self.health.clone());
+                let (message, attempt) = (message.clone(), self.attempt);
+                tokio::spawn(async move {
+                    let sent = tokio::time::timeout(attempt, part.send(message))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(QueueError::Unavailable(format!(
+                                "partition {index}: no answer within {attempt:?}"
+                            )))
+                        });
+                    if matches!(sent, Err(QueueError::Unavailable(_))) {
+                        health.mark_down(index);
+                    }
+                    sent.map(|id| format!("{index}:{id}"))
+                })
+            })
+            .collect();
+        let mut last = QueueError::Unavailable("no partition".into());
+        while let Some(sent) = sends.next().await {
+            match sent {
+                Ok(Ok(id)) => return Ok(id),
+                Ok(Err(e)) => last = e,
+                Err(e) => last = QueueError::Unavailable(e.to_string()),
             }
-            self.health.mark_down(index);
         }
-        match (full, last) {
-            // Every partition that answered was full: back-pressure, not an outage.
-            (Some(e), None) => Err(QueueError::Full(e)),
-            (_, last) => Err(QueueError::Unavailable(last.unwrap_or_default())),
-        }
+        Err(last)
+    }
+
+    fn degraded(&self) -> bool {
+        self.health.any_down()
     }
 
     async fn receive(&self, request: ReceiveRequest) -> Result<Vec<Message>, QueueError> {

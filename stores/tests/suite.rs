@@ -579,6 +579,7 @@ fn job(id: &str, tenant: &str, submitted_ms: u64) -> Job {
         reply_to: None,
         submitted_ms,
         traceparent: None,
+        hedge: false,
     }
 }
 

@@ -73,6 +73,31 @@ fn window_latency(
     )
 }
 
+/// The five slowest requests sent in `window` after the kill (to look them up in the
+/// hosts' logs by request id).
+fn print_slowest(killed: &fleet_kit::LeaderKilled, window: Duration) {
+    let mut sent: Vec<&imgfleet_tests::traffic::Sent> = killed
+        .sent
+        .iter()
+        .filter(|s| {
+            let sent_at = s.at - s.took;
+            sent_at >= killed.killed_at && sent_at < killed.killed_at + window
+        })
+        .collect();
+    sent.sort_by_key(|s| std::cmp::Reverse(s.took));
+    for s in sent.iter().take(5) {
+        let sent_after = (s.at - s.took).duration_since(killed.killed_at);
+        println!(
+            "    slow: {} sent {} after the kill, took {}, {:?} {:?}",
+            s.request_id,
+            secs(sent_after),
+            secs(s.took),
+            s.status,
+            s.code
+        );
+    }
+}
+
 /// Usage records counted twice (by record id), and answered requests with no record.
 fn usage_check(killed: &fleet_kit::LeaderKilled) -> (usize, usize) {
     let answered: std::collections::BTreeSet<&str> = killed
@@ -136,6 +161,12 @@ fn open_loop(runs: usize, rate: f64, layouts: &[usize]) {
                     errors.join(", ")
                 },
             );
+            if std::env::var_os("IMGFLEET_BENCH_SLOWEST").is_some() {
+                print_slowest(&killed, WINDOW);
+                for line in fleet_kit::consumers(&killed.fleet.nats, "jobs", partitions) {
+                    println!("    {line}");
+                }
+            }
             rows.push((
                 partitions,
                 killed.gap,

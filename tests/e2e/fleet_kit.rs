@@ -99,6 +99,48 @@ async fn running_context(nats: &Nats) -> async_nats::jetstream::Context {
     async_nats::jetstream::new(client)
 }
 
+/// Per partition of `queue`: its stream's and consumer's leaders and the consumer's
+/// counts (pending, waiting for an acknowledgement, pull requests waiting), to see where
+/// messages are held.
+pub fn consumers(nats: &Nats, queue: &str, partitions: usize) -> Vec<String> {
+    runtime().block_on(async {
+        let js = running_context(nats).await;
+        let mut out = Vec::new();
+        for i in 0..partitions {
+            let name = format!("IMGFLEET_p{i}-{queue}");
+            let line = match js.get_stream(&name).await {
+                Ok(mut stream) => {
+                    let leader = stream
+                        .info()
+                        .await
+                        .ok()
+                        .and_then(|i| i.cluster.as_ref().and_then(|c| c.leader.clone()));
+                    match stream
+                        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("workers")
+                        .await
+                    {
+                        Ok(mut c) => match c.info().await {
+                            Ok(ci) => format!(
+                                "{name}: stream leader {leader:?}, consumer leader {:?}, pending {}, ack pending {}, waiting pulls {}, delivered {}",
+                                ci.cluster.as_ref().and_then(|c| c.leader.clone()),
+                                ci.num_pending,
+                                ci.num_ack_pending,
+                                ci.num_waiting,
+                                ci.delivered.stream_sequence
+                            ),
+                            Err(e) => format!("{name}: stream leader {leader:?}, consumer info: {e}"),
+                        },
+                        Err(e) => format!("{name}: stream leader {leader:?}, consumer: {e}"),
+                    }
+                }
+                Err(e) => format!("{name}: {e}"),
+            };
+            out.push(line);
+        }
+        out
+    })
+}
+
 /// The name of the node leading a stream's Raft group.
 pub fn stream_leader(nats: &Nats, stream: &str) -> String {
     runtime().block_on(stream_leader_async(nats, stream))
@@ -140,7 +182,7 @@ fn leaders(nats: &Nats) -> BTreeMap<String, Vec<String>> {
 }
 
 /// Whether the hosts have spread the partitions of `queue`: every partition's stream led
-/// by a node of its own, and its consumer by the same node.
+/// by a node of its own, and its consumer and held-back counts by the same node.
 fn spread(led: &BTreeMap<String, Vec<String>>, queue: &str, partitions: usize) -> bool {
     let leader_of = |group: &str| {
         led.iter()
@@ -153,6 +195,7 @@ fn spread(led: &BTreeMap<String, Vec<String>>, queue: &str, partitions: usize) -
         let leader = leader_of(&stream);
         leader.is_some()
             && leader == leader_of(&format!("{stream}/workers"))
+            && leader == leader_of(&format!("IMGFLEET_held_p{i}-{queue}"))
             && nodes.insert(leader)
     })
 }

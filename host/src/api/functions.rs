@@ -95,12 +95,19 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
     let message = queue_message(&job, shard)
         // The client waits on this connection: if the host dies, the request dies with it.
         .durability(Durability::Buffered);
-    if let Err(e) = enqueue(&state, message, &id).await {
-        state.staging.remove(&input);
-        return Err(queue_error(e));
-    }
+    let first = match enqueue(&state, message, &id).await {
+        Ok(first) => first,
+        Err(e) => {
+            state.staging.remove(&input);
+            return Err(queue_error(e));
+        }
+    };
     // Staging and queueing are bounded by their own retry budgets, which fit in this one.
-    let Some(completion) = waiter.wait_until(until).await else {
+    let completion =
+        super::hedging::await_completion(&state, &mut waiter, until, &job, shard, &first).await;
+    // Freed here, not by the worker: a hedged copy of the job may still need it.
+    state.staging.remove(&input);
+    let Some(completion) = completion else {
         return Err(late());
     };
     if let Some(worker) = &completion.traceparent {
@@ -275,6 +282,7 @@ pub(super) fn job_for(
             .extensions
             .get::<crate::operator::trace_context::TraceContext>()
             .map(ToString::to_string),
+        hedge: false,
     }
 }
 

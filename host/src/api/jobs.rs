@@ -131,17 +131,22 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> Result<Respo
         state.staging.remove(&input);
         return Err(store_error(e));
     }
-    if let Err(e) = enqueue(&state, job_message(&job, state.next_shard()), &id).await {
-        // Not accepted after all: the client is told so and may retry, so the job must not
-        // run later behind its back (a crash right here leaves it to start-up, which
-        // queues it: at worst it runs once without the client knowing).
-        tracing::warn!(error = %e, "queueing a job failed; refused");
-        if let Err(e) = state.job_store.forget(&id).await {
-            tracing::warn!(error = %e, "forgetting a refused job; start-up will queue it");
+    let message = job_message(&job, state.next_shard());
+    let first = match enqueue(&state, message.clone(), &id).await {
+        Ok(first) => first,
+        Err(e) => {
+            // Not accepted after all: the client is told so and may retry, so the job must not
+            // run later behind its back (a crash right here leaves it to start-up, which
+            // queues it: at worst it runs once without the client knowing).
+            tracing::warn!(error = %e, "queueing a job failed; refused");
+            if let Err(e) = state.job_store.forget(&id).await {
+                tracing::warn!(error = %e, "forgetting a refused job; start-up will queue it");
+            }
+            state.staging.remove(&input);
+            return Err(queue_error(e));
         }
-        state.staging.remove(&input);
-        return Err(queue_error(e));
-    }
+    };
+    super::hedging::watch_async(&state, job, message, first);
     let mut resp = (
         StatusCode::ACCEPTED,
         Json(JobAccepted {

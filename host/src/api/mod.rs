@@ -6,6 +6,7 @@ mod audit;
 pub mod auth;
 mod error;
 mod functions;
+mod hedging;
 pub(crate) mod images;
 mod jobs;
 mod metrics;
@@ -40,6 +41,9 @@ pub struct AppState {
     pub completions: Completions,
     pub admission: Arc<admission::Admission>,
     pub deadline: Duration,
+    /// When a request still waiting on a degraded queue sends a second copy of its job.
+    pub hedge_after: Option<Duration>,
+    pub hedges: Arc<hedging::Budget>,
     pub tenant_shards: usize,
     pub shard_counter: Arc<AtomicUsize>,
     pub job_store: imgfleet_stores::jobs::JobStore,

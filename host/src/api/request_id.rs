@@ -56,6 +56,7 @@ pub async fn assign(mut req: Request, next: Next) -> Response {
         span_id = tracing::field::Empty,
         parent_id = tracing::field::Empty,
         worker_span = tracing::field::Empty,
+        hedged = tracing::field::Empty,
     );
     let parent = req
         .headers()

@@ -55,6 +55,12 @@ impl Completions {
         self.queue.name()
     }
 
+    /// Whether part of this host's completions queue failed lately (a completion may be
+    /// sitting where the dispatcher cannot reach it).
+    pub fn degraded(&self) -> bool {
+        self.queue.degraded()
+    }
+
     pub fn wait_for(&self, job_id: &str) -> Waiter {
         let (tx, rx) = oneshot::channel();
         self.waiters
@@ -97,6 +103,7 @@ impl Completions {
                             // time, its output still being read: it expires on its own.
                             if let Some(Completion {
                                 outcome: Outcome::Answered { output, .. },
+                                broadcast: false,
                                 ..
                             }) = unclaimed
                                 && m.receive_count == 1

@@ -23,6 +23,10 @@ pub struct Completion {
     /// W3C `traceparent` of the worker's span: the API's log names the span that ran it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// Sent to every partition (a hedged job's): other copies of it may arrive, and its
+    /// output is left to expire rather than freed by whichever copy nobody claims.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub broadcast: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -122,28 +122,39 @@ async fn finish(ctx: &WorkerContext, m: Message, job: Job, trace: TraceContext) 
         outcome,
         queue_ms,
         traceparent: Some(trace.to_string()),
+        broadcast: job.hedge,
     };
     let body = serde_json::to_vec(&completion).expect("a completion serialises");
-    let sent = match ctx.replies.get(reply_to).await {
+    let sent = async {
         // The requester is waiting on a live connection: a crash loses the request
         // with its connection, so the reply need not wait for the disk.
-        Ok(q) => {
-            q.send(OutgoingMessage::new(body).durability(Durability::Buffered))
-                .await
+        let q = ctx.replies.get(reply_to).await?;
+        let message = OutgoingMessage::new(body).durability(Durability::Buffered);
+        // A hedge exists because something was stuck: its answer takes every road.
+        if job.hedge {
+            q.send_everywhere(message).await
+        } else {
+            q.send(message).await
         }
-        Err(e) => Err(e),
-    };
+    }
+    .instrument(tracing::info_span!("reply", queue = %reply_to))
+    .await;
     if let Err(e) = sent {
         tracing::error!(error = %e, reply_to, "could not send the completion");
     }
-    done_with(ctx, &m, &job);
+    // The input is the waiting request's to free: a hedged copy of this job may still
+    // need it.
+    done_with(ctx, &m, None);
 }
 
-/// Frees the job's input and deletes its message in the background: the slot takes the
-/// next job at once, while a delete whose queue is electing a leader waits for it (one
-/// that fails only lets the job run again after its visibility timeout).
-fn done_with(ctx: &WorkerContext, m: &Message, job: &Job) {
-    ctx.staging.remove(&job.input);
+/// Frees the job's input (if it is the worker's to free) and deletes its message in the
+/// background: the slot takes the next job at once, while a delete whose queue is
+/// electing a leader waits for it (one that fails only lets the job run again after its
+/// visibility timeout).
+fn done_with(ctx: &WorkerContext, m: &Message, input: Option<&str>) {
+    if let Some(input) = input {
+        ctx.staging.remove(input);
+    }
     let jobs = ctx.jobs.clone();
     let receipt = m.receipt.clone();
     tokio::spawn(
@@ -161,10 +172,10 @@ fn done_with(ctx: &WorkerContext, m: &Message, job: &Job) {
 async fn finish_async(ctx: &WorkerContext, m: Message, job: Job) {
     match ctx.job_store.status(&job.id).await {
         Ok(Some(JobStatus::Queued)) => {}
-        Ok(Some(_)) => return done_with(ctx, &m, &job), // an earlier delivery finished it
+        Ok(Some(_)) => return done_with(ctx, &m, Some(&job.input)), // an earlier delivery finished it
         Ok(None) => {
             tracing::warn!("a job without a record (refused when it was submitted); dropping it");
-            return done_with(ctx, &m, &job);
+            return done_with(ctx, &m, Some(&job.input));
         }
         Err(e) => {
             tracing::warn!(error = %e, "job store unavailable; the job will be retried");
@@ -249,7 +260,7 @@ async fn record(ctx: &WorkerContext, m: &Message, job: &Job, finish: Finish) {
             return;
         }
     }
-    done_with(ctx, m, job);
+    done_with(ctx, m, Some(&job.input));
 }
 
 /// The usage record of an asynchronous job's final run, under an id derived from the job's
@@ -332,6 +343,7 @@ pub fn spawn_dead_letter_watcher(
                                 outcome: failed(500, "job_abandoned", message),
                                 queue_ms: 0.0,
                                 traceparent: None,
+                                broadcast: false,
                             };
                             let body =
                                 serde_json::to_vec(&completion).expect("a completion serialises");
@@ -393,7 +405,14 @@ async fn stage_output(
 }
 
 async fn run(ctx: &WorkerContext, job: &Job, keep: Keep, output_ttl: Duration) -> Outcome {
-    let input = match ctx.staging.get(&job.input).await {
+    let input = match ctx
+        .staging
+        // Staged just before the job was submitted: an input missing long after that was
+        // freed by its request (answered by another copy of this job, or given up).
+        .get_written_at(&job.input, job.submitted_ms)
+        .instrument(tracing::info_span!("stage_in"))
+        .await
+    {
         Ok(b) => b,
         Err(e @ imgfleet_stores::staging::StagingError::Io(_)) => {
             // Not gone, only unreadable for now (a fleet's shared staging failing over).
@@ -463,7 +482,10 @@ async fn run(ctx: &WorkerContext, job: &Job, keep: Keep, output_ttl: Duration) -
         .filter(|(n, _)| n.as_str() != imgfleet_resize::http::FACTS_HEADER)
         .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect();
-    let output = match stage_output(&ctx.staging, inv.body, output_ttl, keep).await {
+    let output = match stage_output(&ctx.staging, inv.body, output_ttl, keep)
+        .instrument(tracing::info_span!("stage_out"))
+        .await
+    {
         Ok(k) => k,
         Err(e) => return failed(503, "staging_full", e.to_string()),
     };

@@ -501,6 +501,12 @@ pub struct UpArgs {
     /// SQS region (default: from the AWS environment).
     #[arg(long, env = "IMGFLEET_SQS_REGION")]
     pub sqs_region: Option<String>,
+    /// How long a synchronous request waits for its job's completion, while part of the
+    /// queue is failing, before a second copy of the job goes through another partition
+    /// (0: never). Only when some partition failed lately: a healthy fleet never runs a job
+    /// twice.
+    #[arg(long, env = "IMGFLEET_HEDGE_AFTER_MS", default_value_t = 1_000)]
+    pub hedge_after_ms: u64,
     /// Message groups per tenant: how many of one tenant's jobs may run at once.
     /// Defaults to the number of cores.
     #[arg(long, env = "IMGFLEET_TENANT_SHARDS")]

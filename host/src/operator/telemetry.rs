@@ -15,6 +15,7 @@ pub const FUNCTION_MEMORY_PEAK: &str = "imgfleet_function_memory_peak_bytes";
 pub const USAGE_INGEST_LAG: &str = "imgfleet_usage_ingest_lag_seconds";
 pub const USAGE_RECORDS_STORED: &str = "imgfleet_usage_records_stored_total";
 pub const UNRECORDED_REFUSALS: &str = "imgfleet_unrecorded_refusals_total";
+pub const HEDGED_JOBS: &str = "imgfleet_hedged_jobs_total";
 
 /// Latency buckets from 0.5 ms to 30 s.
 const SECONDS: [f64; 15] = [
@@ -87,6 +88,10 @@ fn describe() {
         USAGE_INGEST_LAG,
         Unit::Seconds,
         "From a request to its usage being counted (oldest record of a batch)"
+    );
+    describe_counter!(
+        HEDGED_JOBS,
+        "Second copies of jobs sent through another partition (kind: sync or async)"
     );
     describe_counter!(
         USAGE_RECORDS_STORED,

@@ -44,6 +44,10 @@ pub struct Job {
     /// that trace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// A second copy, sent because the first seemed stuck: its completion goes to every
+    /// partition of the reply queue, and may arrive after the first copy's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hedge: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

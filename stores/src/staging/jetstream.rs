@@ -81,6 +81,7 @@ impl SharedStaging {
                 .map(|b| leaders::Partition {
                     stream: format!("OBJ_{}", b.name),
                     consumer: None,
+                    companion: None,
                 })
                 .collect(),
         )
@@ -205,15 +206,18 @@ impl SharedStaging {
         }
     }
 
-    pub async fn get(&self, key: &str) -> Result<Bytes, StagingError> {
+    /// Reads an entry written at `written_ms` (ms since the epoch).
+    pub async fn get(&self, key: &str, written_ms: u64) -> Result<Bytes, StagingError> {
         // Reads may be served by a replica a moment behind the write (the host that staged
         // the entry sent its job right after): an entry not found yet is looked for again
-        // for a short while before it counts as gone.
+        // until a short while after its write before it counts as gone.
         // An error is retried for longer: the store's leader may be changing.
         let started = tokio::time::Instant::now();
+        let age = Duration::from_millis(now_ms().saturating_sub(written_ms));
+        let grace = NOT_FOUND_GRACE.saturating_sub(age);
         loop {
             match self.read(key).await {
-                Err(StagingError::NotFound(_)) if started.elapsed() < NOT_FOUND_GRACE => {}
+                Err(StagingError::NotFound(_)) if started.elapsed() < grace => {}
                 Err(StagingError::Io(e)) if started.elapsed() < FAILOVER_GRACE => {
                     tracing::debug!(error = %e, "staging read failed; retrying");
                 }

@@ -244,8 +244,16 @@ impl Staging {
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes, StagingError> {
+        self.get_written_at(key, crate::clock::now_ms()).await
+    }
+
+    /// Reads an entry written at `written_ms` (ms since the epoch, or just before). A
+    /// fleet's replicas may lag a fresh write, so an entry not found is looked for again
+    /// for a moment after it was written; one written long ago and not found is gone
+    /// (freed by whoever owned it), which the reader learns at once.
+    pub async fn get_written_at(&self, key: &str, written_ms: u64) -> Result<Bytes, StagingError> {
         if let Some(shared) = &self.shared {
-            return shared.get(key).await;
+            return shared.get(key, written_ms).await;
         }
         let path = {
             let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
