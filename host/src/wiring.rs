@@ -237,7 +237,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         job_store: job_store.clone(),
         usage_log: audit.clone(),
     });
-    let workers = spawn_workers(worker.clone());
+    let (workers, drain) = spawn_workers(worker.clone());
     let dead_letter_watcher = spawn_dead_letter_watcher(worker, dead_letters);
 
     let identity: Arc<dyn IdentityStore> =
@@ -386,6 +386,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(stop)
         .await?;
+    // The requests are answered; the jobs this host's workers hold (other hosts' too) are
+    // finished before it goes, and what late polls bring meanwhile goes back to the queue.
+    health.stopping();
+    if !drain.stop_and_wait(deadline + Duration::from_secs(1)).await {
+        tracing::warn!("a job was still running at shutdown; it will run again elsewhere");
+    }
+    tokio::time::sleep(RELEASE_GRACE).await;
     if let Some(what) = lost.lock().unwrap_or_else(|p| p.into_inner()).take() {
         anyhow::bail!("stopped because {what}");
     }
@@ -408,6 +415,10 @@ fn spawn_compaction(usage: Arc<dyn UsageStore>, raw_age: Duration) -> tokio::tas
         }
     })
 }
+
+/// How long a stopping host stays after its workers stopped, so that what their polls
+/// bring back late is handed back to the queue rather than left to a visibility timeout.
+const RELEASE_GRACE: Duration = Duration::from_millis(1500);
 
 /// How long a host starting on a JetStream cluster waits for it to take streams.
 const JETSTREAM_STARTUP_GRACE: Duration = Duration::from_secs(60);

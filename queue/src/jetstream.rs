@@ -46,6 +46,7 @@ const UNCOUNTED_PAUSE: Duration = Duration::from_secs(2);
 /// few seconds) costs latency, not errors.
 const CALL_BUDGET: Duration = Duration::from_secs(8);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+const PING_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Connection settings for a fleet's JetStream cluster.
 #[derive(Debug, Clone)]
@@ -76,6 +77,10 @@ impl JetStream {
             .name("imgfleet")
             .connection_timeout(Duration::from_secs(2))
             .request_timeout(Some(ATTEMPT_TIMEOUT))
+            // A server that hangs (stopped, not dead) keeps its connections open: pinging a
+            // quiet connection this often finds it out in three intervals (the client gives
+            // up on a server after two unanswered pings), and the client moves to another.
+            .ping_interval(PING_INTERVAL)
             .connect(urls)
             .await
             .map_err(unavailable)?;

@@ -27,6 +27,8 @@
 //!   slots are waiting for;
 //! * a no-wait receive that outlasts its attempt goes on in the background, and what it
 //!   brings goes the same way (cut short, it could strand messages it had taken);
+//! * when no partition takes a send, it tries them all again for a few seconds (a host
+//!   between two servers has no connection for a moment);
 //! * a partition that fails is tried last by sends and left out of the first, no-wait
 //!   pass of receives for a while ([`Health`]); long polls still include it, since they
 //!   cost nothing while they wait. Only when every partition fails is a call an error.
@@ -48,6 +50,10 @@ use super::{Depth, Message, OutgoingMessage, Queue, QueueError, Receipt, Receive
 const SLICE: Duration = Duration::from_millis(500);
 /// A round of long polls that ends sooner than this failed everywhere.
 const QUICK_FAILURE: Duration = Duration::from_millis(100);
+/// How long a send goes on trying the partitions while none takes it: a host whose
+/// connection is moving to another server (its server hung or went away) has none for a
+/// second or two, and a request had better wait that out than fail.
+const SEND_GRACE: Duration = Duration::from_secs(3);
 /// The round of a poll that belongs to none (a no-wait receive gone on in the background).
 const NO_ROUND: u64 = u64::MAX;
 
@@ -174,34 +180,41 @@ impl Partitioned {
         }
     }
 
-    /// Tries the partitions in `order`, one attempt each, until one takes the message.
+    /// Tries the partitions in `order`, one attempt each, until one takes the message;
+    /// when none does, again for up to [`SEND_GRACE`] from the start.
     async fn send_in_order(
         &self,
         message: OutgoingMessage,
         order: Vec<usize>,
     ) -> Result<String, QueueError> {
-        let mut last = None;
-        let mut full = None;
-        for index in order {
-            match self
-                .attempt(index, self.parts[index].send(message.clone()))
-                .await
-            {
-                Ok(id) => return Ok(format!("{index}:{id}")),
-                Err(QueueError::Unavailable(e)) => last = Some(e),
-                // Another partition may have room; a full one is not down.
-                Err(QueueError::Full(e)) => {
-                    full = Some(e);
-                    continue;
+        let started = Instant::now();
+        loop {
+            let mut last = None;
+            let mut full = None;
+            for &index in &order {
+                match self
+                    .attempt(index, self.parts[index].send(message.clone()))
+                    .await
+                {
+                    Ok(id) => return Ok(format!("{index}:{id}")),
+                    Err(QueueError::Unavailable(e)) => last = Some(e),
+                    // Another partition may have room; a full one is not down.
+                    Err(QueueError::Full(e)) => {
+                        full = Some(e);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
+                self.health.mark_down(index);
             }
-            self.health.mark_down(index);
-        }
-        match (full, last) {
-            // Every partition that answered was full: back-pressure, not an outage.
-            (Some(e), None) => Err(QueueError::Full(e)),
-            (_, last) => Err(QueueError::Unavailable(last.unwrap_or_default())),
+            match (full, last) {
+                // Every partition that answered was full: back-pressure, not an outage.
+                (Some(e), None) => return Err(QueueError::Full(e)),
+                (_, last) if started.elapsed() + QUICK_FAILURE >= SEND_GRACE => {
+                    return Err(QueueError::Unavailable(last.unwrap_or_default()));
+                }
+                _ => tokio::time::sleep(QUICK_FAILURE).await,
+            }
         }
     }
 

@@ -127,3 +127,109 @@ async fn receipts_that_name_no_partition_are_refused() {
         );
     }
 }
+
+/// What each partition holds, read from the partitions themselves.
+async fn held(parts: &[Arc<dyn Queue>]) -> Vec<usize> {
+    let mut counts = Vec::new();
+    for part in parts {
+        counts.push(receive(&**part, 10, 300, None).await.len());
+    }
+    counts
+}
+
+/// A hedge's copy must not share the first copy's fate: it goes to another partition.
+#[tokio::test]
+async fn a_second_copy_goes_to_another_partition_than_the_first() {
+    let spec = crate::suite::spec("elsewhere");
+    let (parts, _) = partitions(&spec).await;
+    let q = Partitioned::new("elsewhere", parts.clone(), ATTEMPT);
+    let message = OutgoingMessage::new("job").group("tenant#0");
+    let first = q.send(message.clone()).await.unwrap();
+    let second = q.send_elsewhere(message, &first).await.unwrap();
+    let partition = |id: &str| id.split_once(':').unwrap().0.to_string();
+    assert_ne!(partition(&first), partition(&second));
+    let counts = held(&parts).await;
+    assert_eq!(counts.iter().sum::<usize>(), 2, "{counts:?}");
+    assert!(counts.iter().all(|n| *n <= 1), "{counts:?}");
+}
+
+/// A hedged job's completion goes to every partition: whichever can deliver it does.
+#[tokio::test]
+async fn a_message_sent_everywhere_lands_on_every_partition() {
+    let spec = crate::suite::spec("everywhere");
+    let (parts, _) = partitions(&spec).await;
+    let q = Partitioned::new("everywhere", parts.clone(), ATTEMPT);
+    q.send_everywhere(OutgoingMessage::new("completion"))
+        .await
+        .unwrap();
+    // The copies after the first land in the background.
+    let mut counts = vec![0; parts.len()];
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while counts.contains(&0) && std::time::Instant::now() < deadline {
+        for (n, got) in counts.iter_mut().zip(held(&parts).await) {
+            *n += got;
+        }
+    }
+    assert_eq!(counts, vec![1; parts.len()]);
+}
+
+/// A partition that takes a send and never answers (its leader hanging).
+struct Hanging;
+
+#[async_trait::async_trait]
+impl Queue for Hanging {
+    fn name(&self) -> &str {
+        "hanging"
+    }
+    fn max_message_bytes(&self) -> usize {
+        256 * 1024
+    }
+    async fn send(&self, _: OutgoingMessage) -> Result<String, imgfleet_queue::QueueError> {
+        std::future::pending().await
+    }
+    async fn receive(
+        &self,
+        _: imgfleet_queue::ReceiveRequest,
+    ) -> Result<Vec<imgfleet_queue::Message>, imgfleet_queue::QueueError> {
+        std::future::pending().await
+    }
+    async fn delete(&self, _: &imgfleet_queue::Receipt) -> Result<(), imgfleet_queue::QueueError> {
+        std::future::pending().await
+    }
+    async fn change_visibility(
+        &self,
+        _: &imgfleet_queue::Receipt,
+        _: Duration,
+    ) -> Result<(), imgfleet_queue::QueueError> {
+        std::future::pending().await
+    }
+    async fn depth(&self) -> Result<imgfleet_queue::Depth, imgfleet_queue::QueueError> {
+        std::future::pending().await
+    }
+}
+
+/// A partition that stops answering makes the queue degraded (the sign for waiting
+/// requests to hedge) while a send moves on to the others; a healthy queue never is.
+#[tokio::test]
+async fn a_partition_that_does_not_answer_degrades_the_queue_and_is_passed_over() {
+    let spec = crate::suite::spec("degraded");
+    let (mut parts, _) = partitions(&spec).await;
+    parts.truncate(2);
+    let healthy = Partitioned::new("degraded", parts.clone(), ATTEMPT);
+    healthy.send(OutgoingMessage::new("a")).await.unwrap();
+    assert!(!healthy.degraded());
+    let mut with_hanging: Vec<Arc<dyn Queue>> = vec![Arc::new(Hanging)];
+    with_hanging.extend(parts.iter().cloned());
+    let q = Partitioned::new("degraded", with_hanging, Duration::from_millis(200));
+    assert!(!q.degraded());
+    // Ungrouped sends start at partition 0, the hanging one.
+    let id = q.send(OutgoingMessage::new("b")).await.unwrap();
+    assert!(!id.starts_with("0:"), "{id}");
+    assert!(q.degraded());
+    // A copy of a message on a live partition goes to the other live one, not the hanging.
+    let copy = q
+        .send_elsewhere(OutgoingMessage::new("c"), &id)
+        .await
+        .unwrap();
+    assert!(!copy.starts_with("0:") && copy != id, "{copy}");
+}

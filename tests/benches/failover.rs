@@ -19,10 +19,13 @@
 //! so a stalled client hides no one else's wait), and each run reports the interruption,
 //! the p99 and maximum latency of the requests sent in the 10 s after the kill, errors, and
 //! usage records counted twice or missing (read back from the fleet's usage store).
+//! `--against <imgfleet binary>` runs another build (e.g. an earlier commit's) in turn
+//! with this one, so that both meet the same machine.
 
 #[path = "../e2e/fleet_kit.rs"]
 mod fleet_kit;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use imgfleet_tests::bench::arg;
@@ -52,13 +55,31 @@ fn window_latency(
     killed: &fleet_kit::LeaderKilled,
     window: Duration,
 ) -> (Duration, Duration, usize) {
-    let mut took: Vec<Duration> = killed
-        .sent
-        .iter()
+    latency_between(&killed.sent, killed.killed_at, killed.killed_at + window)
+}
+
+/// The requests sent in [from, to).
+fn sent_between(
+    sent: &[imgfleet_tests::traffic::Sent],
+    from: std::time::Instant,
+    to: std::time::Instant,
+) -> Vec<&imgfleet_tests::traffic::Sent> {
+    sent.iter()
         .filter(|s| {
             let sent_at = s.at - s.took;
-            sent_at >= killed.killed_at && sent_at < killed.killed_at + window
+            sent_at >= from && sent_at < to
         })
+        .collect()
+}
+
+/// The latency of the requests sent in [from, to): (p99, max, how many).
+fn latency_between(
+    sent: &[imgfleet_tests::traffic::Sent],
+    from: std::time::Instant,
+    to: std::time::Instant,
+) -> (Duration, Duration, usize) {
+    let mut took: Vec<Duration> = sent_between(sent, from, to)
+        .into_iter()
         .map(|s| s.took)
         .collect();
     took.sort();
@@ -100,15 +121,20 @@ fn print_slowest(killed: &fleet_kit::LeaderKilled, window: Duration) {
 
 /// Usage records counted twice (by record id), and answered requests with no record.
 fn usage_check(killed: &fleet_kit::LeaderKilled) -> (usize, usize) {
-    let answered: std::collections::BTreeSet<&str> = killed
-        .sent
+    usage_of(&killed.fleet, &killed.sent)
+}
+
+fn usage_of(fleet: &fleet_kit::Fleet, sent: &[imgfleet_tests::traffic::Sent]) -> (usize, usize) {
+    let answered: std::collections::BTreeSet<&str> = sent
         .iter()
         .filter(|s| s.status.is_some())
         .map(|s| s.request_id.as_str())
         .collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    // Longer than the usage queue's visibility timeout (60 s): a batch whose delivery or
+    // release was lost in the failover comes back after it; missing past that is lost.
+    let deadline = std::time::Instant::now() + Duration::from_secs(75);
     loop {
-        let records = exported_usage(&UsageAt::Database(&killed.fleet.db));
+        let records = exported_usage(&UsageAt::Database(&fleet.db));
         let mut ids = std::collections::BTreeMap::<&str, usize>::new();
         for r in &records {
             *ids.entry(r["id"].as_str().unwrap_or_default()).or_default() += 1;
@@ -125,80 +151,200 @@ fn usage_check(killed: &fleet_kit::LeaderKilled) -> (usize, usize) {
     }
 }
 
+/// The builds compared: this one, and `--against <binary>` if given.
+fn builds() -> Vec<(String, Option<PathBuf>)> {
+    let mut builds = vec![("this build".to_string(), None)];
+    let against = std::env::args()
+        .skip_while(|a| a != "--against")
+        .nth(1)
+        .map(PathBuf::from);
+    if let Some(bin) = against {
+        builds.push(("--against".to_string(), Some(bin)));
+    }
+    builds
+}
+
 fn open_loop(runs: usize, rate: f64, layouts: &[usize]) {
     const WINDOW: Duration = Duration::from_secs(10);
+    let builds = builds();
     println!(
         "open loop: {rate} requests/s over three hosts; goal: interruption <= 2 s, no request sent in the {WINDOW:?} after the kill slower than 3 s, no errors, usage exact"
     );
+    if let Some((_, Some(bin))) = builds.get(1) {
+        println!("--against: {}", bin.display());
+    }
     println!();
     println!(
-        "| layout | run | interruption | sent in the window | p99 | max | errors | counted twice | not counted |"
+        "| build | layout | run | interruption | sent in the window | p99 | max | errors | counted twice | not counted |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---|---:|---:|");
-    let mut rows: Vec<(usize, Duration, Duration, Duration, bool, usize)> = Vec::new();
+    println!("|---|---|---:|---:|---:|---:|---:|---|---:|---:|");
+    let mut rows: Vec<(usize, usize, Duration, Duration, Duration, bool, usize)> = Vec::new();
     for run in 1..=runs {
-        for &partitions in layouts {
-            let killed = fleet_kit::kill_the_jobs_leader_under_load(
-                partitions,
-                fleet_kit::Arrivals::Open(rate),
-            );
-            let (p99, max, n) = window_latency(&killed, WINDOW);
-            let errors: Vec<String> = tally(&killed.sent)
-                .into_iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "200" | "202"))
-                .map(|(k, n)| format!("{k}: {n}"))
-                .collect();
-            let (twice, missing) = usage_check(&killed);
-            println!(
-                "| {} | {run} | {} | {n} | {} | {} | {} | {twice} | {missing} |",
-                layout(partitions),
-                secs(killed.gap),
-                secs(p99),
-                secs(max),
-                if errors.is_empty() {
-                    "none".into()
-                } else {
-                    errors.join(", ")
-                },
-            );
-            if std::env::var_os("IMGFLEET_BENCH_SLOWEST").is_some() {
-                print_slowest(&killed, WINDOW);
-                for line in fleet_kit::consumers(&killed.fleet.nats, "jobs", partitions) {
-                    println!("    {line}");
+        for (b, (label, bin)) in builds.iter().enumerate() {
+            for &partitions in layouts {
+                let killed = fleet_kit::kill_the_jobs_leader_under_load_of(
+                    bin.as_deref(),
+                    partitions,
+                    fleet_kit::Arrivals::Open(rate),
+                );
+                let (p99, max, n) = window_latency(&killed, WINDOW);
+                let errors: Vec<String> = tally(&killed.sent)
+                    .into_iter()
+                    .filter(|(k, _)| !matches!(k.as_str(), "200" | "202"))
+                    .map(|(k, n)| format!("{k}: {n}"))
+                    .collect();
+                let (twice, missing) = usage_check(&killed);
+                println!(
+                    "| {label} | {} | {run} | {} | {n} | {} | {} | {} | {twice} | {missing} |",
+                    layout(partitions),
+                    secs(killed.gap),
+                    secs(p99),
+                    secs(max),
+                    if errors.is_empty() {
+                        "none".into()
+                    } else {
+                        errors.join(", ")
+                    },
+                );
+                if std::env::var_os("IMGFLEET_BENCH_SLOWEST").is_some() {
+                    print_slowest(&killed, WINDOW);
+                    for line in fleet_kit::consumers(&killed.fleet.nats, "jobs", partitions) {
+                        println!("    {line}");
+                    }
                 }
+                rows.push((
+                    b,
+                    partitions,
+                    killed.gap,
+                    p99,
+                    max,
+                    !errors.is_empty(),
+                    twice + missing,
+                ));
             }
-            rows.push((
-                partitions,
-                killed.gap,
-                p99,
-                max,
-                !errors.is_empty(),
-                twice + missing,
-            ));
         }
     }
     println!();
     println!(
-        "| layout | runs | interruption: median | worst | runs <= 2 s | p99: worst | max: worst | runs with errors | usage off by |"
+        "| build | layout | runs | interruption: median | worst | runs <= 2 s | p99: worst | max: worst | runs with a request > 3 s | runs with errors | usage off by |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for &partitions in layouts {
-        let mine: Vec<_> = rows.iter().filter(|r| r.0 == partitions).collect();
-        let gaps: Vec<Duration> = mine.iter().map(|r| r.1).collect();
-        println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            layout(partitions),
-            mine.len(),
-            secs(median(gaps.clone())),
-            secs(gaps.iter().max().copied().unwrap_or_default()),
-            gaps.iter()
-                .filter(|g| **g <= Duration::from_secs(2))
-                .count(),
-            secs(mine.iter().map(|r| r.2).max().unwrap_or_default()),
-            secs(mine.iter().map(|r| r.3).max().unwrap_or_default()),
-            mine.iter().filter(|r| r.4).count(),
-            mine.iter().map(|r| r.5).sum::<usize>(),
-        );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (b, (label, _)) in builds.iter().enumerate() {
+        for &partitions in layouts {
+            let mine: Vec<_> = rows
+                .iter()
+                .filter(|r| r.0 == b && r.1 == partitions)
+                .collect();
+            let gaps: Vec<Duration> = mine.iter().map(|r| r.2).collect();
+            println!(
+                "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                layout(partitions),
+                mine.len(),
+                secs(median(gaps.clone())),
+                secs(gaps.iter().max().copied().unwrap_or_default()),
+                gaps.iter()
+                    .filter(|g| **g <= Duration::from_secs(2))
+                    .count(),
+                secs(mine.iter().map(|r| r.3).max().unwrap_or_default()),
+                secs(mine.iter().map(|r| r.4).max().unwrap_or_default()),
+                mine.iter().filter(|r| r.4 > Duration::from_secs(3)).count(),
+                mine.iter().filter(|r| r.5).count(),
+                mine.iter().map(|r| r.6).sum::<usize>(),
+            );
+        }
+    }
+}
+
+/// Answers other than 200 and 202 among `sent`, by status and code.
+fn errors_in(sent: &[&imgfleet_tests::traffic::Sent]) -> String {
+    let owned: Vec<imgfleet_tests::traffic::Sent> = sent.iter().map(|s| (*s).clone()).collect();
+    let errors: Vec<String> = tally(&owned)
+        .into_iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "200" | "202"))
+        .map(|(k, n)| format!("{k}: {n}"))
+        .collect();
+    if errors.is_empty() {
+        "none".into()
+    } else {
+        errors.join(", ")
+    }
+}
+
+/// `--brownout node|database`: p99, maximum and errors of the requests sent in 10 s of calm
+/// and in the 12 s of brownout that follow, per run.
+fn brownouts(runs: usize, rate: f64, kind: &str) {
+    let slowness = match kind {
+        "node" => fleet_kit::Slowness::PausedNode {
+            stopped: Duration::from_secs(3),
+            running: Duration::from_secs(1),
+        },
+        "database" => fleet_kit::Slowness::LockedTable {
+            table: "imgfleet_jobs",
+            held: Duration::from_secs(3),
+        },
+        other => panic!("--brownout node|database, not {other}"),
+    };
+    let builds = builds();
+    println!("brownout: {slowness:?}; open loop, {rate} requests/s over three hosts");
+    if let Some((_, Some(bin))) = builds.get(1) {
+        println!("--against: {}", bin.display());
+    }
+    println!();
+    println!(
+        "| build | run | calm: sent | p99 | max | errors | brownout: sent | p99 | max | errors | counted twice | not counted |"
+    );
+    println!("|---|---:|---:|---:|---:|---|---:|---:|---:|---|---:|---:|");
+    for run in 1..=runs {
+        for (label, bin) in &builds {
+            let b = fleet_kit::brownout_under_load(bin.as_deref(), rate, slowness);
+            let (calm_p99, calm_max, calm_n) = latency_between(&b.sent, b.calm.0, b.calm.1);
+            let (p99, max, n) = latency_between(&b.sent, b.brown.0, b.brown.1);
+            let (twice, missing) = usage_of(&b.fleet, &b.sent);
+            println!(
+                "| {label} | {run} | {calm_n} | {} | {} | {} | {n} | {} | {} | {} | {twice} | {missing} |",
+                secs(calm_p99),
+                secs(calm_max),
+                errors_in(&sent_between(&b.sent, b.calm.0, b.calm.1)),
+                secs(p99),
+                secs(max),
+                errors_in(&sent_between(&b.sent, b.brown.0, b.brown.1)),
+            );
+        }
+    }
+}
+
+/// `--rolling nats|hosts`: latency, errors and usage of the requests sent while each
+/// nats-server (lame duck mode) or each host (drained, SIGTERM) is restarted in turn.
+fn rolling(runs: usize, rate: f64, kind: &str) {
+    let what = match kind {
+        "nats" => fleet_kit::Rolling::NatsServers,
+        "hosts" => fleet_kit::Rolling::Hosts,
+        other => panic!("--rolling nats|hosts, not {other}"),
+    };
+    let builds = builds();
+    println!("rolling restart: {what:?}; open loop, {rate} requests/s over three hosts");
+    if let Some((_, Some(bin))) = builds.get(1) {
+        println!("--against: {}", bin.display());
+    }
+    println!();
+    println!(
+        "| build | run | restarts took | sent meanwhile | p99 | max | errors (whole run) | counted twice | not counted |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---|---:|---:|");
+    for run in 1..=runs {
+        for (label, bin) in &builds {
+            let r = fleet_kit::rolling_restart_under_load(bin.as_deref(), rate, what);
+            let (p99, max, n) = latency_between(&r.sent, r.window.0, r.window.1);
+            let (twice, missing) = usage_of(&r.fleet, &r.sent);
+            let all: Vec<&imgfleet_tests::traffic::Sent> = r.sent.iter().collect();
+            println!(
+                "| {label} | {run} | {} | {n} | {} | {} | {} | {twice} | {missing} |",
+                secs(r.window.1 - r.window.0),
+                secs(p99),
+                secs(max),
+                errors_in(&all),
+            );
+        }
     }
 }
 
@@ -210,6 +356,13 @@ fn main() {
         n => vec![n],
     };
     let rate = arg("--rate", 0);
+    let brownout = std::env::args().skip_while(|a| a != "--brownout").nth(1);
+    if let Some(kind) = brownout {
+        return brownouts(runs, rate.max(1) as f64, &kind);
+    }
+    if let Some(kind) = std::env::args().skip_while(|a| a != "--rolling").nth(1) {
+        return rolling(runs, rate.max(1) as f64, &kind);
+    }
     if rate > 0 {
         return open_loop(runs, rate as f64, &layouts);
     }

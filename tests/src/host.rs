@@ -117,6 +117,17 @@ impl Host {
         )
     }
 
+    /// As [`Host::start_in`], running another `imgfleet` binary.
+    pub fn start_binary_in(
+        bin: &Path,
+        data: tempfile::TempDir,
+        manifest: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::spawn_binary(bin, data, manifest, extra, env, Stdio::inherit())
+    }
+
     fn spawn(
         data: tempfile::TempDir,
         manifest: &str,

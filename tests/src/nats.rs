@@ -169,6 +169,7 @@ impl Nats {
                 &config,
                 format!(
                     "server_name: {name}\nlisten: \"127.0.0.1:{port}\"\n\
+                     lame_duck_duration: \"30s\"\nlame_duck_grace_period: \"1s\"\n\
                      jetstream {{ store_dir: \"{}\", max_memory_store: 64MB, max_file_store: {max_file_store} }}\n{cluster}\n",
                     store.display()
                 ),
@@ -218,6 +219,17 @@ impl Nats {
     /// SIGTERM, and wait for the node to exit: a planned stop.
     pub fn terminate(&mut self, i: usize) {
         self.nodes[i].signal(libc::SIGTERM);
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.wait();
+        }
+    }
+
+    /// Lame duck mode (SIGUSR2, a planned stop): the node takes no new clients, hands its
+    /// Raft leaderships to the others, sends its clients elsewhere over a few seconds
+    /// (`lame_duck_duration`: 30 s, the least nats-server takes), then exits. Waits for
+    /// the exit.
+    pub fn lame_duck(&mut self, i: usize) {
+        self.nodes[i].signal(libc::SIGUSR2);
         if let Some(mut c) = self.nodes[i].child.take() {
             let _ = c.wait();
         }

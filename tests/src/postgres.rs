@@ -116,6 +116,24 @@ impl Postgres {
         );
     }
 
+    /// A session that holds an exclusive lock on `table` of `database_url`'s database for
+    /// `held` and then lets go (a slow migration, a long report): everyone else's queries
+    /// on the table wait meanwhile. Wait for the returned process to know it has let go.
+    pub fn hold_lock(&self, database_url: &str, table: &str, held: Duration) -> Child {
+        let database = database_url.rsplit('/').next().unwrap_or("postgres");
+        let sql = format!(
+            "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep({}); COMMIT;",
+            held.as_secs_f64()
+        );
+        let mut psql = Command::new("psql");
+        psql.args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-d", database])
+            .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", &sql])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        spawn_tied(psql).expect("starting psql")
+    }
+
     fn psql(&self, sql: &str) -> bool {
         Command::new("psql")
             .args([

@@ -73,6 +73,12 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
         .put_input(body, state.deadline * 3, Keep::Volatile)
         .await
         .map_err(staging_error)?;
+    // Freed by this request, not by a worker (a hedged copy of the job may still need it),
+    // however the request ends: answered, refused, timed out or dropped by its client.
+    let input = Staged {
+        staging: &state.staging,
+        key: input,
+    };
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -87,7 +93,7 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
             function,
             &parts,
             path_and_query,
-            &input,
+            &input.key,
         )
     };
     let mut waiter = state.completions.wait_for(&id);
@@ -95,18 +101,11 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
     let message = queue_message(&job, shard)
         // The client waits on this connection: if the host dies, the request dies with it.
         .durability(Durability::Buffered);
-    let first = match enqueue(&state, message, &id).await {
-        Ok(first) => first,
-        Err(e) => {
-            state.staging.remove(&input);
-            return Err(queue_error(e));
-        }
-    };
+    let first = enqueue(&state, message, &id).await.map_err(queue_error)?;
     // Staging and queueing are bounded by their own retry budgets, which fit in this one.
     let completion =
         super::hedging::await_completion(&state, &mut waiter, until, &job, shard, &first).await;
-    // Freed here, not by the worker: a hedged copy of the job may still need it.
-    state.staging.remove(&input);
+    drop(input);
     let Some(completion) = completion else {
         return Err(late());
     };
@@ -125,6 +124,18 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
     metered.input.bytes = input_bytes;
     resp.extensions_mut().insert(metered);
     Ok(resp)
+}
+
+/// A staged entry freed when dropped.
+struct Staged<'a> {
+    staging: &'a imgfleet_stores::staging::Staging,
+    key: String,
+}
+
+impl Drop for Staged<'_> {
+    fn drop(&mut self) {
+        self.staging.remove(&self.key);
+    }
 }
 
 /// The answer a completion stands for; `Err(None)`: its output could not be fetched by

@@ -85,6 +85,7 @@ pub(super) async fn await_completion(
     };
     state.hedges.earn();
     let mut look = Instant::now() + after;
+    let mut told = false;
     while look < until {
         tokio::select! {
             completion = waiter.wait_until(until) => return completion,
@@ -103,6 +104,10 @@ pub(super) async fn await_completion(
             let message = queue_message(&copy, shard).durability(Durability::Buffered);
             send_copy(state, message, first, "sync");
             break;
+        }
+        if !told {
+            tracing::debug!("late, but no partition failed lately: not hedged");
+            told = true;
         }
         look = Instant::now() + RECHECK;
     }

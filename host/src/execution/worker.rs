@@ -43,12 +43,35 @@ pub struct WorkerContext {
     pub usage_log: imgfleet_stores::audit::sqlite::AuditLog,
 }
 
-/// Starts one worker per slot.
-pub fn spawn_workers(ctx: Arc<WorkerContext>) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..ctx.slots.count())
+/// Tells the workers to stop taking jobs, and waits for those they have in hand.
+pub struct Drain {
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Closed once every worker has returned (each holds a sender).
+    done: tokio::sync::mpsc::Receiver<()>,
+}
+
+impl Drain {
+    /// Stops the workers from taking jobs (a receive under way is dropped, and what its
+    /// polls bring goes back to the queue for another host) and waits up to `within` for
+    /// the jobs they are running to finish: a host stopped on purpose hands no job to a
+    /// visibility timeout.
+    pub async fn stop_and_wait(mut self, within: Duration) -> bool {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(within, self.done.recv()).await.is_ok()
+    }
+}
+
+/// Starts one worker per slot; the [`Drain`] stops them.
+pub fn spawn_workers(ctx: Arc<WorkerContext>) -> (Vec<tokio::task::JoinHandle<()>>, Drain) {
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let (running, done) = tokio::sync::mpsc::channel::<()>(1);
+    let workers = (0..ctx.slots.count())
         .map(|_| {
             let ctx = ctx.clone();
+            let mut stopping = stopping.clone();
+            let running = running.clone();
             tokio::spawn(async move {
+                let _running = running;
                 loop {
                     fail::fail_point!("worker");
                     let request = ReceiveRequest {
@@ -56,13 +79,21 @@ pub fn spawn_workers(ctx: Arc<WorkerContext>) -> Vec<tokio::task::JoinHandle<()>
                         wait: Duration::from_secs(20),
                         visibility: Some(ctx.visibility),
                     };
-                    for m in receive_or_pause(&*ctx.jobs, request, "jobs").await {
+                    let messages = tokio::select! {
+                        messages = receive_or_pause(&*ctx.jobs, request, "jobs") => messages,
+                        _ = stopping.wait_for(|stop| *stop) => return,
+                    };
+                    for m in messages {
                         handle(&ctx, m).await;
+                    }
+                    if *stopping.borrow() {
+                        return;
                     }
                 }
             })
         })
-        .collect()
+        .collect();
+    (workers, Drain { stop, done })
 }
 
 async fn handle(ctx: &WorkerContext, m: Message) {

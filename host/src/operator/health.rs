@@ -56,6 +56,8 @@ pub struct Health {
     checks: Vec<(&'static str, Check)>,
     stopped: Mutex<BTreeMap<&'static str, String>>,
     fatal: watch::Sender<Option<String>>,
+    /// Set once the host is stopping on purpose: parts that end then are not lost.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Health {
@@ -64,7 +66,15 @@ impl Health {
             checks: Vec::new(),
             stopped: Mutex::new(BTreeMap::new()),
             fatal: watch::channel(None).0,
+            stopping: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The host is stopping on purpose (its workers draining): parts that end from now on
+    /// are expected to.
+    pub fn stopping(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Adds a store check, named as the probes will name it.
@@ -107,6 +117,10 @@ impl Health {
     }
 
     fn lost(&self, part: &'static str, reason: String) {
+        if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            tracing::debug!(part, %reason, "a part ended while the host stops");
+            return;
+        }
         let first = {
             let mut stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
             let first = stopped.is_empty();

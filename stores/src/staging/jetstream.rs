@@ -25,6 +25,9 @@ const NOT_FOUND_GRACE: Duration = Duration::from_secs(2);
 /// How long a failing call is retried: a leader election in the cluster takes seconds.
 const FAILOVER_GRACE: Duration = Duration::from_secs(8);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+/// One direct get of a read (an entry's description or one chunk): a healthy replica
+/// answers in milliseconds.
+const READ_STEP: Duration = Duration::from_millis(750);
 /// One write to one of several buckets before the next is tried: long enough for a
 /// healthy cluster, short against a leader election.
 const PARTITION_ATTEMPT: Duration = Duration::from_millis(1500);
@@ -229,18 +232,23 @@ impl SharedStaging {
 
     /// Reads an entry by direct gets (its description, then its chunks in order), which
     /// any replica answers: no consumer is created, so neither the stream's leader nor the
-    /// cluster's meta leader is needed.
+    /// cluster's meta leader is needed. Each get is bounded on its own ([`READ_STEP`]): a
+    /// replica that hangs costs one step and a retry (likely answered by another), not a
+    /// whole read's budget.
     async fn read(&self, key: &str) -> Result<Bytes, StagingError> {
         let not_found = || StagingError::NotFound(key.to_string());
         let (bucket, name) = self.locate(key).ok_or_else(not_found)?;
         let read = async {
-            let info = bucket.store.info(name).await.map_err(|e| {
-                if matches!(e.kind(), object_store::InfoErrorKind::NotFound) {
-                    not_found()
-                } else {
-                    io(e)
-                }
-            })?;
+            let info = tokio::time::timeout(READ_STEP, bucket.store.info(name))
+                .await
+                .map_err(|_| io("no answer from the staging object store"))?
+                .map_err(|e| {
+                    if matches!(e.kind(), object_store::InfoErrorKind::NotFound) {
+                        not_found()
+                    } else {
+                        io(e)
+                    }
+                })?;
             let expires: Option<u64> = info.description.as_deref().and_then(|d| d.parse().ok());
             if info.deleted || expires.is_some_and(|t| t <= now_ms()) {
                 return Err(not_found());
@@ -249,15 +257,19 @@ impl SharedStaging {
             let mut buf = Vec::with_capacity(info.size);
             let mut seq = 0;
             for _ in 0..info.chunks {
-                let chunk = bucket
-                    .stream
-                    .direct_get_next_for_subject(chunks.as_str(), Some(seq + 1))
-                    .await
-                    .map_err(|e| match e.kind() {
-                        // A replica that has not caught up with the write yet.
-                        stream::DirectGetErrorKind::NotFound => not_found(),
-                        _ => io(e),
-                    })?;
+                let chunk = tokio::time::timeout(
+                    READ_STEP,
+                    bucket
+                        .stream
+                        .direct_get_next_for_subject(chunks.as_str(), Some(seq + 1)),
+                )
+                .await
+                .map_err(|_| io("no answer from the staging object store"))?
+                .map_err(|e| match e.kind() {
+                    // A replica that has not caught up with the write yet.
+                    stream::DirectGetErrorKind::NotFound => not_found(),
+                    _ => io(e),
+                })?;
                 seq = chunk.sequence;
                 buf.extend_from_slice(&chunk.payload);
             }
@@ -270,9 +282,7 @@ impl SharedStaging {
             }
             Ok(Bytes::from(buf))
         };
-        tokio::time::timeout(ATTEMPT_TIMEOUT, read)
-            .await
-            .unwrap_or_else(|_| Err(io("no answer from the staging object store")))
+        read.await
     }
 
     /// Deletes in the background: callers free entries on their way out.
