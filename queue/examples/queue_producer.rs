@@ -3,10 +3,11 @@
 //! `queue_producer DIR`: sends numbered messages as fast as acknowledgements come back,
 //! printing each number once acknowledged, until killed.
 //!
-//! `queue_producer DIR churn`: sends numbered 1 KiB messages and deletes the oldest one
-//! after each send, on a store that compacts every 64 KiB, so that a kill lands as often in
-//! a compaction as in an append; prints `s N` once N is acknowledged and `d N` once N's
-//! delete was made.
+//! `queue_producer DIR churn [FROM]`: sends 1 KiB messages numbered from FROM (default 0)
+//! and deletes the oldest one after each send, on a store that compacts every 64 KiB, so
+//! that a kill lands as often in a compaction as in an append; prints `s N` once N is
+//! acknowledged and `d N` once N's delete was made. A test that restarts it on the same
+//! store gives each run its own FROM, so that a number names one message.
 
 use imgfleet_queue::embedded::{EmbeddedOptions, EmbeddedStore};
 use imgfleet_queue::{OutgoingMessage, QueueSpec, ReceiveRequest};
@@ -17,13 +18,17 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let dir = args.next().expect("usage: queue_producer DIR [churn]");
     let churn = args.next().as_deref() == Some("churn");
+    let from: u64 = match args.next() {
+        Some(from) => from.parse()?,
+        None => 0,
+    };
     let options = EmbeddedOptions {
         compact_min_bytes: if churn { 64 * 1024 } else { 64 * 1024 * 1024 },
     };
     let store = EmbeddedStore::open_with(std::path::Path::new(&dir), options)?;
     let q = store.queue(QueueSpec::new("durable")).await?;
     let mut out = std::io::stdout().lock();
-    for n in 0u64.. {
+    for n in from.. {
         let body = if churn {
             format!("{n:<1024}")
         } else {
@@ -32,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
         q.send(OutgoingMessage::new(body)).await?;
         writeln!(out, "{}{n}", if churn { "s " } else { "" })?;
         out.flush()?;
-        if churn && n > 4 {
+        if churn && n > from + 4 {
             let got = q
                 .receive(ReceiveRequest {
                     max_messages: 1,

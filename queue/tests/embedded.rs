@@ -509,6 +509,8 @@ fn kill_9_during_appends_and_compactions_fifty_times_loses_and_duplicates_nothin
         let mut child = std::process::Command::new(&producer)
             .arg(dir.path())
             .arg("churn")
+            // Numbers never repeat across rounds: a number seen twice is one message twice.
+            .arg((round * 1_000_000).to_string())
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
