@@ -226,23 +226,13 @@ impl Partitioned {
         Ok((index, Receipt(inner.to_string())))
     }
 
-    /// One call on partition `index`, bounded by one attempt; not answering in time is
-    /// being unavailable.
+    /// One call on partition `index`, bounded by one attempt.
     async fn attempt<T>(
         &self,
         index: usize,
         call: impl std::future::Future<Output = Result<T, QueueError>>,
     ) -> Result<T, QueueError> {
-        tokio::time::timeout(self.attempt, call)
-            .await
-            .unwrap_or_else(|_| Err(self.no_answer(index)))
-    }
-
-    fn no_answer(&self, index: usize) -> QueueError {
-        QueueError::Unavailable(format!(
-            "partition {index}: no answer within {:?}",
-            self.attempt
-        ))
+        bounded(index, self.attempt, call).await
     }
 
     /// A no-wait receive on partition `index`, bounded by one attempt. Past the attempt it
@@ -268,7 +258,7 @@ impl Partitioned {
                         outbox.deliver(NO_ROUND, tagged(messages).collect());
                     }
                 });
-                Err(self.no_answer(index))
+                Err(no_answer(index, self.attempt))
             }
         }
     }
@@ -325,6 +315,22 @@ impl Partitioned {
         }
         Vec::new()
     }
+}
+
+/// One call on partition `index`, bounded by `attempt`: not answering in time is being
+/// unavailable.
+async fn bounded<T>(
+    index: usize,
+    attempt: Duration,
+    call: impl std::future::Future<Output = Result<T, QueueError>>,
+) -> Result<T, QueueError> {
+    tokio::time::timeout(attempt, call)
+        .await
+        .unwrap_or_else(|_| Err(no_answer(index, attempt)))
+}
+
+fn no_answer(index: usize, attempt: Duration) -> QueueError {
+    QueueError::Unavailable(format!("partition {index}: no answer within {attempt:?}"))
 }
 
 fn split(tagged: &str) -> Option<(usize, &str)> {
@@ -393,13 +399,7 @@ impl Queue for Partitioned {
                 let (part, health) = (self.parts[index].clone(), self.health.clone());
                 let (message, attempt) = (message.clone(), self.attempt);
                 tokio::spawn(async move {
-                    let sent = tokio::time::timeout(attempt, part.send(message))
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(QueueError::Unavailable(format!(
-                                "partition {index}: no answer within {attempt:?}"
-                            )))
-                        });
+                    let sent = bounded(index, attempt, part.send(message)).await;
                     if matches!(sent, Err(QueueError::Unavailable(_))) {
                         health.mark_down(index);
                     }

@@ -273,19 +273,8 @@ pub struct Brownout {
 /// (open loop, every third an asynchronous job), 10 s of calm, then 12 s of `slowness`,
 /// then 4 s for the last answers.
 pub fn brownout_under_load(bin: Option<&Path>, rate: f64, slowness: Slowness) -> Brownout {
-    let fleet = Fleet::start_binary(bin, &[1, 1, 1], &[]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !spread(&leaders(&fleet.nats), "jobs", 3, bin.is_none()) {
-        assert!(
-            Instant::now() < deadline,
-            "the jobs queue's leaders were not spread"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let bases = fleet.bases();
-    let bases: Vec<&str> = bases.iter().map(String::as_str).collect();
-    let key = fleet.host(0).key.clone();
-    let load = Load::open_loop(&bases, &key, rate, small_jpeg(), "w=24");
+    let fleet = spread_fleet(bin, 3, &[]);
+    let load = load_on(&fleet, Arrivals::Open(rate));
     std::thread::sleep(Duration::from_secs(2));
     let calm = (Instant::now(), Instant::now() + Duration::from_secs(10));
     std::thread::sleep(calm.1 - calm.0);
@@ -370,19 +359,8 @@ pub struct Rolled {
 /// second (open loop, every third an asynchronous job); 3 s in, `what` is restarted one at
 /// a time; 3 s after the last, the load stops.
 pub fn rolling_restart_under_load(bin: Option<&Path>, rate: f64, what: Rolling) -> Rolled {
-    let mut fleet = Fleet::start_binary(bin, &[1, 1, 1], &[]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !spread(&leaders(&fleet.nats), "jobs", 3, bin.is_none()) {
-        assert!(
-            Instant::now() < deadline,
-            "the jobs queue's leaders were not spread"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let bases = fleet.bases();
-    let bases: Vec<&str> = bases.iter().map(String::as_str).collect();
-    let key = fleet.host(0).key.clone();
-    let load = Load::open_loop(&bases, &key, rate, small_jpeg(), "w=24");
+    let mut fleet = spread_fleet(bin, 3, &[]);
+    let load = load_on(&fleet, Arrivals::Open(rate));
     std::thread::sleep(Duration::from_secs(3));
     let started = Instant::now();
     for i in 0..3 {
@@ -449,6 +427,38 @@ pub enum Arrivals {
     Open(f64),
 }
 
+/// Three hosts of one slot (running `bin`, `None`: this build; with `extra` flags), once
+/// they have spread the leaders of the jobs queue's `partitions` over the nodes, as they
+/// do on starting (a partition whose stream and consumer one node both led would stall
+/// like an unpartitioned queue when that node fails).
+fn spread_fleet(bin: Option<&Path>, partitions: usize, extra: &[&str]) -> Fleet {
+    let fleet = Fleet::start_binary(bin, &[1, 1, 1], extra);
+    if partitions > 1 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !spread(&leaders(&fleet.nats), "jobs", partitions, bin.is_none()) {
+            assert!(
+                Instant::now() < deadline,
+                "the jobs queue's partitions' leaders were not spread: {:#?}",
+                leaders(&fleet.nats)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    fleet
+}
+
+/// Small resizes and jobs (every third) arriving as `arrivals` says, round robin over the
+/// fleet's hosts, with the first host's key.
+fn load_on(fleet: &Fleet, arrivals: Arrivals) -> Load {
+    let bases = fleet.bases();
+    let bases: Vec<&str> = bases.iter().map(String::as_str).collect();
+    let key = fleet.host(0).key.clone();
+    match arrivals {
+        Arrivals::Closed(clients) => Load::spread(&bases, &key, clients, small_jpeg(), "w=24"),
+        Arrivals::Open(rate) => Load::open_loop(&bases, &key, rate, small_jpeg(), "w=24"),
+    }
+}
+
 /// Three hosts of one slot each, resizes and jobs arriving as `arrivals` says, round robin
 /// over the hosts; 3 s into the load the node leading the jobs stream (partition 0 of it,
 /// with partitions) is killed, and the load goes on for 12 s. `partitions`: 1 (one stream
@@ -468,27 +478,8 @@ pub fn kill_the_jobs_leader_under_load_of(
         3 => (&[], "IMGFLEET_p0-jobs"),
         n => panic!("no layout of {n} partitions here"),
     };
-    let mut fleet = Fleet::start_binary(bin, &[1, 1, 1], extra);
-    if partitions > 1 {
-        // The hosts move leaders apart as they start (a partition whose stream and
-        // consumer the killed node both led would stall like an unpartitioned queue).
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !spread(&leaders(&fleet.nats), "jobs", partitions, bin.is_none()) {
-            assert!(
-                Instant::now() < deadline,
-                "the jobs queue's partitions' leaders were not spread: {:#?}",
-                leaders(&fleet.nats)
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-    let bases = fleet.bases();
-    let bases: Vec<&str> = bases.iter().map(String::as_str).collect();
-    let key = fleet.host(0).key.clone();
-    let load = match arrivals {
-        Arrivals::Closed(clients) => Load::spread(&bases, &key, clients, small_jpeg(), "w=24"),
-        Arrivals::Open(rate) => Load::open_loop(&bases, &key, rate, small_jpeg(), "w=24"),
-    };
+    let mut fleet = spread_fleet(bin, partitions, extra);
+    let load = load_on(&fleet, arrivals);
     std::thread::sleep(Duration::from_secs(3));
     let leader = stream_leader(&fleet.nats, stream);
     let killed_at = Instant::now();

@@ -107,14 +107,8 @@ impl Host {
     /// As [`Host::start_with_env`], with another `imgfleet` binary (benchmarks comparing
     /// two builds side by side).
     pub fn start_binary(bin: &Path, manifest: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        Self::spawn_binary(
-            bin,
-            tempfile::tempdir().expect("a data directory"),
-            manifest,
-            extra,
-            env,
-            Stdio::inherit(),
-        )
+        let data = tempfile::tempdir().expect("a data directory");
+        Self::start_binary_in(bin, data, manifest, extra, env)
     }
 
     /// As [`Host::start_in`], running another `imgfleet` binary.

@@ -144,19 +144,6 @@ fn optional_json_body<T: serde::de::DeserializeOwned + Default>(
     json_body(body)
 }
 
-/// Unix milliseconds in a query: the stores keep signed 64-bit times, so a larger value is
-/// refused rather than wrapped into the past.
-fn check_time(name: &str, ms: Option<u64>) -> Result<(), ApiError> {
-    match ms {
-        Some(ms) if ms > i64::MAX as u64 => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            format!("{name}: at most {} (Unix milliseconds)", i64::MAX),
-        )),
-        _ => Ok(()),
-    }
-}
-
 /// Answers only once this host's cache has the change, so the admin's next request sees it.
 async fn applied(state: &AppState, version: u64) {
     state.gate.cache.nudge();
@@ -440,8 +427,8 @@ async fn audit(
 ) -> Result<Response, ApiError> {
     let Query(q) = query
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()))?;
-    check_time("from", q.from)?;
-    check_time("to", q.to)?;
+    super::error::check_time("from", q.from)?;
+    super::error::check_time("to", q.to)?;
     let records = state.audit.query(q).await.map_err(|e| {
         tracing::error!(error = %e, "audit query");
         ApiError::new(

@@ -35,6 +35,19 @@ impl ApiError {
     }
 }
 
+/// Unix milliseconds in a query: the stores keep signed 64-bit times, so a larger value is
+/// refused rather than wrapped into the past.
+pub fn check_time(name: &str, ms: Option<u64>) -> Result<(), ApiError> {
+    match ms {
+        Some(ms) if ms > i64::MAX as u64 => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("`{name}`: at most {} (Unix milliseconds)", i64::MAX),
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = imgfleet_resize::error::error_json(self.code, &self.message);

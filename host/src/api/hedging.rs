@@ -27,6 +27,8 @@ use imgfleet_stores::jobs::{Job, JobStatus};
 
 /// How often a waiting request looks again whether the queue is degraded.
 const RECHECK: Duration = Duration::from_millis(200);
+/// How often an accepted asynchronous job's watch looks whether the queue is degraded.
+const ASYNC_RECHECK: Duration = Duration::from_secs(1);
 /// How long after an asynchronous job's acceptance it may still be hedged: longer than an
 /// election, after which the stuck copy is delivered anyway.
 const ASYNC_WATCH: Duration = Duration::from_secs(15);
@@ -114,10 +116,12 @@ pub(super) async fn await_completion(
     waiter.wait_until(until).await
 }
 
-/// Watches an accepted asynchronous job for a while, and hedges it once if it is still
-/// queued when the queue is degraded. The job's first copy stays where it is: nothing
-/// accepted depends on this watch (a host that dies with it loses only the hedge).
-pub(super) fn watch_async(state: &AppState, job: Job, message: OutgoingMessage, first: String) {
+/// Watches an accepted asynchronous job (sent as `first`, in group `shard`) for a while,
+/// and hedges it once if it is still queued when the queue is degraded. The job's first
+/// copy stays where it is: nothing accepted depends on this watch (a host that dies with it
+/// loses only the hedge). It looks once a second: an accepted job's client is not waiting
+/// on the connection, and a host with many jobs accepted must not spend its time looking.
+pub(super) fn watch_async(state: &AppState, job: Job, shard: usize, first: String) {
     let Some(after) = state.hedge_after else {
         return;
     };
@@ -131,11 +135,7 @@ pub(super) fn watch_async(state: &AppState, job: Job, message: OutgoingMessage, 
                 match state.job_store.status(&job.id).await {
                     Ok(Some(JobStatus::Queued)) if state.hedges.spend() => {
                         let copy = Job { hedge: true, ..job };
-                        let message = OutgoingMessage {
-                            body: serde_json::to_vec(&copy).expect("a job serialises").into(),
-                            ..message
-                        };
-                        send_copy(&state, message, &first, "async");
+                        send_copy(&state, super::job_message(&copy, shard), &first, "async");
                     }
                     // Finished already, the store cannot tell, or the budget is spent: the
                     // first copy stands.
@@ -143,7 +143,7 @@ pub(super) fn watch_async(state: &AppState, job: Job, message: OutgoingMessage, 
                 }
                 return;
             }
-            tokio::time::sleep(RECHECK).await;
+            tokio::time::sleep(ASYNC_RECHECK).await;
         }
     });
 }

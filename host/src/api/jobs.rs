@@ -131,8 +131,8 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> Result<Respo
         state.staging.remove(&input);
         return Err(store_error(e));
     }
-    let message = job_message(&job, state.next_shard());
-    let first = match enqueue(&state, message.clone(), &id).await {
+    let shard = state.next_shard();
+    let first = match enqueue(&state, job_message(&job, shard), &id).await {
         Ok(first) => first,
         Err(e) => {
             // Not accepted after all: the client is told so and may retry, so the job must not
@@ -146,7 +146,7 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> Result<Respo
             return Err(queue_error(e));
         }
     };
-    super::hedging::watch_async(&state, job, message, first);
+    super::hedging::watch_async(&state, job, shard, first);
     let mut resp = (
         StatusCode::ACCEPTED,
         Json(JobAccepted {

@@ -412,14 +412,15 @@ pub fn add_manifest_routes(doc: &mut OpenApi, routes: &[(String, String)]) {
         } else {
             __path_function_operation::operation()
         };
-        op.operation_id = Some(format!(
-            "invoke_{}",
-            path.trim_start_matches('/')
-                .replace(['/', '{', '}', '*'], "_")
-        ));
-        if resize && path == "/v1/resize" {
-            op.operation_id = Some("resize".into());
-        }
+        op.operation_id = Some(if resize && path == "/v1/resize" {
+            "resize".into()
+        } else {
+            format!(
+                "invoke_{}",
+                path.trim_start_matches('/')
+                    .replace(['/', '{', '}', '*'], "_")
+            )
+        });
         op.description = Some(format!(
             "{} (component `{component}`)",
             op.description.unwrap_or_default()

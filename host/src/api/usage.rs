@@ -135,13 +135,7 @@ fn range(
     if to <= from {
         return Err(bad("`to` must be after `from`"));
     }
-    // The stores keep signed 64-bit times: a larger one would wrap into the past.
-    if to > i64::MAX as u64 {
-        return Err(bad(format!(
-            "`to`: at most {} (Unix milliseconds)",
-            i64::MAX
-        )));
-    }
+    super::error::check_time("to", Some(to))?;
     if (to - from) / bucket_ms > MAX_BUCKETS {
         return Err(bad(format!(
             "at most {MAX_BUCKETS} buckets per request; narrow from/to or use days"
