@@ -26,7 +26,7 @@
 mod fleet_kit;
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use imgfleet_tests::bench::arg;
 use imgfleet_tests::traffic::{UsageAt, exported_usage, tally};
@@ -96,20 +96,24 @@ fn latency_between(
 
 /// The five slowest requests sent in `window` after the kill (to look them up in the
 /// hosts' logs by request id).
-fn print_slowest(killed: &fleet_kit::LeaderKilled, window: Duration) {
-    let mut sent: Vec<&imgfleet_tests::traffic::Sent> = killed
-        .sent
+fn print_slowest(
+    sent: &[imgfleet_tests::traffic::Sent],
+    from: Instant,
+    window: Duration,
+    what: &str,
+) {
+    let mut sent: Vec<&imgfleet_tests::traffic::Sent> = sent
         .iter()
         .filter(|s| {
             let sent_at = s.at - s.took;
-            sent_at >= killed.killed_at && sent_at < killed.killed_at + window
+            sent_at >= from && sent_at < from + window
         })
         .collect();
     sent.sort_by_key(|s| std::cmp::Reverse(s.took));
     for s in sent.iter().take(5) {
-        let sent_after = (s.at - s.took).duration_since(killed.killed_at);
+        let sent_after = (s.at - s.took).duration_since(from);
         println!(
-            "    slow: {} sent {} after the kill, took {}, {:?} {:?}",
+            "    slow: {} sent {} after {what}, took {}, {:?} {:?}",
             s.request_id,
             secs(sent_after),
             secs(s.took),
@@ -207,7 +211,7 @@ fn open_loop(runs: usize, rate: f64, layouts: &[usize]) {
                     },
                 );
                 if std::env::var_os("IMGFLEET_BENCH_SLOWEST").is_some() {
-                    print_slowest(&killed, WINDOW);
+                    print_slowest(&killed.sent, killed.killed_at, WINDOW, "the kill");
                     for line in fleet_kit::consumers(&killed.fleet.nats, "jobs", partitions) {
                         println!("    {line}");
                     }
@@ -309,6 +313,10 @@ fn brownouts(runs: usize, rate: f64, kind: &str) {
                 secs(max),
                 errors_in(&sent_between(&b.sent, b.brown.0, b.brown.1)),
             );
+            if std::env::var_os("IMGFLEET_BENCH_SLOWEST").is_some() {
+                let window = b.brown.1 - b.brown.0;
+                print_slowest(&b.sent, b.brown.0, window, "the brownout began");
+            }
         }
     }
 }

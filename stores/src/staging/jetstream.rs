@@ -7,8 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_nats::jetstream::object_store::{self, ObjectMetadata, ObjectStore};
+use async_nats::jetstream;
+use async_nats::jetstream::object_store::{self, ObjectStore};
 use async_nats::jetstream::stream::{self, StorageType, Stream};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE;
 use bytes::Bytes;
 
 use crate::clock::now_ms;
@@ -28,9 +31,23 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 /// One direct get of a read (an entry's description or one chunk): a healthy replica
 /// answers in milliseconds.
 const READ_STEP: Duration = Duration::from_millis(750);
+/// How long a read waits on the replica that took it before the stream's leader is asked
+/// too: a healthy replica answers in milliseconds.
+const READ_HEDGE: Duration = Duration::from_millis(150);
 /// One write to one of several buckets before the next is tried: long enough for a
 /// healthy cluster, short against a leader election.
 const PARTITION_ATTEMPT: Duration = Duration::from_millis(1500);
+/// How long a write to one of several buckets may go unanswered before the next bucket is
+/// written alongside it, besides the time its bytes take ([`hedge_after`]): a healthy bucket
+/// answers in milliseconds.
+const HEDGE_AFTER: Duration = Duration::from_millis(200);
+
+/// When a write of `size` bytes is late enough to write another bucket alongside it: a
+/// large image takes its time (counted at 100 MB/s), and writing it twice for nothing
+/// would double the cluster's work.
+fn hedge_after(size: usize) -> Duration {
+    HEDGE_AFTER + Duration::from_micros(size as u64 / 100)
+}
 
 /// One object store bucket, and its stream for reads any replica can answer.
 struct Bucket {
@@ -47,6 +64,7 @@ struct Bucket {
 /// any replica serves, so reading needs no leader at all.
 #[derive(Clone)]
 pub struct SharedStaging {
+    js: jetstream::Context,
     buckets: Arc<Vec<Bucket>>,
     health: Arc<Health>,
     next: Arc<AtomicUsize>,
@@ -90,6 +108,7 @@ impl SharedStaging {
         )
         .await;
         let staging = Self {
+            js: js.context.clone(),
             health: Arc::new(Health::new(buckets.len())),
             buckets: Arc::new(buckets),
             next: Arc::new(AtomicUsize::new(0)),
@@ -150,62 +169,126 @@ impl SharedStaging {
         if used + size > self.capacity_bytes {
             return Err(full());
         }
-        let single = uuid::Uuid::now_v7().simple().to_string();
         let expires = (now_ms() + ttl.as_millis() as u64).to_string();
-        let attempt = match self.buckets.len() {
-            1 => ATTEMPT_TIMEOUT,
-            _ => PARTITION_ATTEMPT,
-        };
+        // With one bucket, writing the same name again replaces a half-written attempt.
+        let single = uuid::Uuid::now_v7().simple().to_string();
         let started = tokio::time::Instant::now();
         loop {
-            let mut failure = None;
             let first = self.next.fetch_add(1, Ordering::Relaxed);
-            for index in self.health.order(first) {
-                let bucket = &self.buckets[index];
-                // With one bucket, writing the same name again replaces a half-written
-                // attempt; with several, an abandoned attempt is deleted in the background,
-                // so a later attempt must not share its name.
-                let name = match self.buckets.len() {
-                    1 => single.clone(),
-                    _ => uuid::Uuid::now_v7().simple().to_string(),
-                };
-                let meta = ObjectMetadata {
-                    name: name.clone(),
-                    description: Some(expires.clone()),
-                    ..Default::default()
-                };
-                let mut reader = bytes.as_ref();
-                let failed = match tokio::time::timeout(
-                    attempt,
-                    bucket.store.put(meta, &mut reader),
-                )
-                .await
-                {
-                    Ok(Ok(_)) => {
-                        bucket.used.fetch_add(size, Ordering::Relaxed);
-                        return Ok(self.key(index, &name));
-                    }
-                    // A bucket's byte limit is its share of the fleet's staging capacity;
-                    // servers out of storage are full as well.
-                    Ok(Err(e)) if imgfleet_queue::jetstream::is_full(&e.to_string()) => continue,
-                    Ok(Err(e)) => io(e),
-                    Err(_) => io("no answer from the staging object store"),
-                };
-                failure = Some(failed);
-                self.health.mark_down(index);
-                if self.buckets.len() > 1 {
-                    // Chunks of the abandoned write may have landed; nothing reads them.
-                    self.remove(&self.key(index, &name));
-                }
-            }
-            let Some(failure) = failure else {
-                return Err(full());
+            let failure = match self.put_spread(&bytes, &expires, first, &single).await {
+                Ok(key) => return Ok(key),
+                Err(None) => return Err(full()),
+                Err(Some(failure)) => failure,
             };
             if started.elapsed() >= FAILOVER_GRACE {
                 return Err(failure);
             }
             tracing::debug!(error = %failure, "staging write failed; retrying");
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// One round of writes over the buckets, those that failed lately last: a bucket that
+    /// has not answered within [`hedge_after`] gets the next one written alongside it (a
+    /// bucket whose leader hangs answers nothing for as long as it hangs), and one that
+    /// fails or is full, at once. The first write to land is kept, the others are removed
+    /// and their buckets tried last for a while.
+    /// `Err(None)`: every bucket was full.
+    async fn put_spread(
+        &self,
+        bytes: &Bytes,
+        expires: &str,
+        first: usize,
+        single: &str,
+    ) -> Result<String, Option<StagingError>> {
+        use futures_util::StreamExt;
+        let hedge_after = hedge_after(bytes.len());
+        let mut untried = self.health.order(first).into_iter();
+        let mut writes = futures_util::stream::FuturesUnordered::new();
+        let mut under_way: Vec<(usize, String)> = Vec::new();
+        let mut failure = None;
+        let mut start_next = |writes: &mut futures_util::stream::FuturesUnordered<_>,
+                              under_way: &mut Vec<(usize, String)>| {
+            let Some(index) = untried.next() else {
+                return false;
+            };
+            // With several buckets, an abandoned write is removed in the background, so a
+            // later write must not share its name.
+            let name = match self.buckets.len() {
+                1 => single.to_string(),
+                _ => uuid::Uuid::now_v7().simple().to_string(),
+            };
+            under_way.push((index, self.key(index, &name)));
+            writes.push(self.write(index, name, bytes.clone(), expires.to_string()));
+            true
+        };
+        start_next(&mut writes, &mut under_way);
+        loop {
+            let written = tokio::select! {
+                written = writes.next() => written,
+                () = tokio::time::sleep(hedge_after), if self.buckets.len() > 1 => {
+                    start_next(&mut writes, &mut under_way);
+                    continue;
+                }
+            };
+            let Some((index, key, result)) = written else {
+                // Nothing under way and nothing left to try.
+                return Err(failure);
+            };
+            under_way.retain(|(_, k)| *k != key);
+            match result {
+                Ok(()) => {
+                    self.buckets[index]
+                        .used
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    // Slower than another bucket by a hedge: tried last for a while, as a
+                    // bucket that failed is.
+                    for (slower, other) in &under_way {
+                        self.health.mark_down(*slower);
+                        self.remove(other);
+                    }
+                    return Ok(key);
+                }
+                // A bucket's byte limit is its share of the fleet's staging capacity;
+                // servers out of storage are full as well. Another bucket may have room.
+                Err(None) => {}
+                Err(Some(e)) => {
+                    self.health.mark_down(index);
+                    if self.buckets.len() > 1 {
+                        // Chunks of the abandoned write may have landed; nothing reads them.
+                        self.remove(&key);
+                    }
+                    failure = Some(e);
+                }
+            }
+            start_next(&mut writes, &mut under_way);
+        }
+    }
+
+    /// Writes `bytes` as `name` to bucket `index`, within one attempt: its index, key and
+    /// outcome (`Err(None)`: the bucket is full).
+    fn write(
+        &self,
+        index: usize,
+        name: String,
+        bytes: Bytes,
+        expires: String,
+    ) -> impl std::future::Future<Output = (usize, String, Result<(), Option<StagingError>>)> + '_
+    {
+        let attempt = match self.buckets.len() {
+            1 => ATTEMPT_TIMEOUT,
+            _ => PARTITION_ATTEMPT,
+        };
+        let key = self.key(index, &name);
+        async move {
+            let put = put_object(&self.js, &self.buckets[index], name, expires, &bytes);
+            let result = match tokio::time::timeout(attempt, put).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) if imgfleet_queue::jetstream::is_full(&e) => Err(None),
+                Ok(Err(e)) => Err(Some(io(e))),
+                Err(_) => Err(Some(io("no answer from the staging object store"))),
+            };
+            (index, key, result)
         }
     }
 
@@ -230,59 +313,41 @@ impl SharedStaging {
         }
     }
 
-    /// Reads an entry by direct gets (its description, then its chunks in order), which
-    /// any replica answers: no consumer is created, so neither the stream's leader nor the
-    /// cluster's meta leader is needed. Each get is bounded on its own ([`READ_STEP`]): a
-    /// replica that hangs costs one step and a retry (likely answered by another), not a
-    /// whole read's budget.
+    /// Reads an entry by direct gets, which any replica answers, so reading needs no
+    /// leader; each get is bounded on its own ([`READ_STEP`]). A replica can hang rather
+    /// than fail (a stopped process keeps its connections open), and the cluster may go on
+    /// routing direct gets to it: a read that has not come back within [`READ_HEDGE`] is
+    /// made again through the stream's leader alongside, and the first to arrive is kept.
+    /// A direct read that fails at once (a replica a moment behind the write) goes to the
+    /// leader straight away.
     async fn read(&self, key: &str) -> Result<Bytes, StagingError> {
-        let not_found = || StagingError::NotFound(key.to_string());
-        let (bucket, name) = self.locate(key).ok_or_else(not_found)?;
-        let read = async {
-            let info = tokio::time::timeout(READ_STEP, bucket.store.info(name))
-                .await
-                .map_err(|_| io("no answer from the staging object store"))?
-                .map_err(|e| {
-                    if matches!(e.kind(), object_store::InfoErrorKind::NotFound) {
-                        not_found()
-                    } else {
-                        io(e)
-                    }
-                })?;
-            let expires: Option<u64> = info.description.as_deref().and_then(|d| d.parse().ok());
-            if info.deleted || expires.is_some_and(|t| t <= now_ms()) {
-                return Err(not_found());
-            }
-            let chunks = format!("$O.{}.C.{}", bucket.name, info.nuid);
-            let mut buf = Vec::with_capacity(info.size);
-            let mut seq = 0;
-            for _ in 0..info.chunks {
-                let chunk = tokio::time::timeout(
-                    READ_STEP,
-                    bucket
-                        .stream
-                        .direct_get_next_for_subject(chunks.as_str(), Some(seq + 1)),
-                )
-                .await
-                .map_err(|_| io("no answer from the staging object store"))?
-                .map_err(|e| match e.kind() {
-                    // A replica that has not caught up with the write yet.
-                    stream::DirectGetErrorKind::NotFound => not_found(),
-                    _ => io(e),
-                })?;
-                seq = chunk.sequence;
-                buf.extend_from_slice(&chunk.payload);
-            }
-            if buf.len() != info.size {
-                return Err(io(format!(
-                    "staged entry {key}: {} of {} bytes",
-                    buf.len(),
-                    info.size
-                )));
-            }
-            Ok(Bytes::from(buf))
+        let (bucket, name) = self
+            .locate(key)
+            .ok_or_else(|| StagingError::NotFound(key.to_string()))?;
+        let direct = read_entry(bucket, name, key, Via::Replica);
+        tokio::pin!(direct);
+        let early = tokio::select! {
+            read = &mut direct => Some(read),
+            () = tokio::time::sleep(READ_HEDGE) => None,
         };
-        read.await
+        let leader = read_entry(bucket, name, key, Via::Leader);
+        match early {
+            Some(Ok(bytes)) => Ok(bytes),
+            Some(Err(direct)) => leader.await.map_err(|leader| either(direct, leader)),
+            None => {
+                tokio::pin!(leader);
+                tokio::select! {
+                    read = &mut direct => match read {
+                        Ok(bytes) => Ok(bytes),
+                        Err(direct) => leader.await.map_err(|leader| either(direct, leader)),
+                    },
+                    read = &mut leader => match read {
+                        Ok(bytes) => Ok(bytes),
+                        Err(leader) => direct.await.map_err(|direct| either(direct, leader)),
+                    },
+                }
+            }
+        }
     }
 
     /// Deletes in the background: callers free entries on their way out.
@@ -300,6 +365,173 @@ impl SharedStaging {
             }
         });
     }
+}
+
+/// Chunks of a staged entry, as the object store writes them.
+const CHUNK_BYTES: usize = 128 * 1024;
+
+/// Writes `bytes` as object `name` of `bucket`, in the object store's own layout (chunks,
+/// then the description that names them), all to the bucket's leader. Unlike the object
+/// store's `put`, it does not first look up an earlier object of that name (names are
+/// never reused here): that lookup is a direct get, which the cluster may route to a
+/// replica that hangs, stalling writes to every bucket.
+async fn put_object(
+    js: &jetstream::Context,
+    bucket: &Bucket,
+    name: String,
+    expires: String,
+    bytes: &Bytes,
+) -> Result<(), String> {
+    let nuid = uuid::Uuid::now_v7().simple().to_string();
+    let chunk_subject = format!("$O.{}.C.{nuid}", bucket.name);
+    // Published back to back on one connection, so stored in order; acknowledged together.
+    let mut acks = Vec::new();
+    for chunk in bytes.chunks(CHUNK_BYTES) {
+        let ack = js
+            .publish(chunk_subject.clone(), bytes.slice_ref(chunk))
+            .await
+            .map_err(|e| e.to_string())?;
+        acks.push(ack.into_future());
+    }
+    let chunks = acks.len();
+    for ack in futures_util::future::join_all(acks).await {
+        ack.map_err(|e| e.to_string())?;
+    }
+    let info = object_store::ObjectInfo {
+        name: name.clone(),
+        description: Some(expires),
+        metadata: Default::default(),
+        headers: None,
+        options: Some(object_store::ObjectOptions {
+            max_chunk_size: Some(CHUNK_BYTES),
+            link: None,
+        }),
+        bucket: bucket.name.clone(),
+        nuid,
+        size: bytes.len(),
+        chunks,
+        modified: None,
+        digest: None,
+        deleted: false,
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    // The newest description of a name replaces the others, as the object store does.
+    headers.insert("Nats-Rollup", "sub");
+    let meta = serde_json::to_vec(&info).map_err(|e| e.to_string())?;
+    js.publish_with_headers(meta_subject(&bucket.name, &name), headers, meta.into())
+        .await
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Where the object store keeps an object's description: its name, base64url.
+fn meta_subject(bucket: &str, name: &str) -> String {
+    format!("$O.{bucket}.M.{}", URL_SAFE.encode(name))
+}
+
+/// Which servers a read asks.
+#[derive(Clone, Copy)]
+enum Via {
+    /// Direct gets: any replica answers.
+    Replica,
+    /// The stream's leader, which has every acknowledged write.
+    Leader,
+}
+
+/// Of two failed reads, the verdict: not found if either found nothing (the leader has
+/// every write, and a replica a moment behind is retried by the caller), else the first.
+fn either(first: StagingError, second: StagingError) -> StagingError {
+    match (&first, &second) {
+        (StagingError::NotFound(_), _) => first,
+        (_, StagingError::NotFound(_)) => second,
+        _ => first,
+    }
+}
+
+/// Reads entry `name` of `bucket` (its description, then its chunks in order) through
+/// `via`, each step within [`READ_STEP`].
+async fn read_entry(
+    bucket: &Bucket,
+    name: &str,
+    key: &str,
+    via: Via,
+) -> Result<Bytes, StagingError> {
+    let not_found = || StagingError::NotFound(key.to_string());
+    let late = || io("no answer from the staging object store");
+    let info = match via {
+        Via::Replica => tokio::time::timeout(READ_STEP, bucket.store.info(name))
+            .await
+            .map_err(|_| late())?
+            .map_err(|e| {
+                if matches!(e.kind(), object_store::InfoErrorKind::NotFound) {
+                    not_found()
+                } else {
+                    io(e)
+                }
+            })?,
+        Via::Leader => {
+            let subject = meta_subject(&bucket.name, name);
+            let meta = tokio::time::timeout(
+                READ_STEP,
+                bucket.stream.get_last_raw_message_by_subject(&subject),
+            )
+            .await
+            .map_err(|_| late())?
+            .map_err(|e| match e.kind() {
+                stream::LastRawMessageErrorKind::NoMessageFound => not_found(),
+                _ => io(e),
+            })?;
+            serde_json::from_slice::<object_store::ObjectInfo>(&meta.payload).map_err(io)?
+        }
+    };
+    let expires: Option<u64> = info.description.as_deref().and_then(|d| d.parse().ok());
+    if info.deleted || expires.is_some_and(|t| t <= now_ms()) {
+        return Err(not_found());
+    }
+    let chunks = format!("$O.{}.C.{}", bucket.name, info.nuid);
+    let mut buf = Vec::with_capacity(info.size);
+    let mut seq = 0;
+    for _ in 0..info.chunks {
+        let chunk = match via {
+            Via::Replica => tokio::time::timeout(
+                READ_STEP,
+                bucket
+                    .stream
+                    .direct_get_next_for_subject(chunks.as_str(), Some(seq + 1)),
+            )
+            .await
+            .map_err(|_| late())?
+            .map_err(|e| match e.kind() {
+                // A replica that has not caught up with the write yet.
+                stream::DirectGetErrorKind::NotFound => not_found(),
+                _ => io(e),
+            })?,
+            Via::Leader => tokio::time::timeout(
+                READ_STEP,
+                bucket
+                    .stream
+                    .get_first_raw_message_by_subject(chunks.as_str(), seq + 1),
+            )
+            .await
+            .map_err(|_| late())?
+            .map_err(|e| match e.kind() {
+                stream::LastRawMessageErrorKind::NoMessageFound => not_found(),
+                _ => io(e),
+            })?,
+        };
+        seq = chunk.sequence;
+        buf.extend_from_slice(&chunk.payload);
+    }
+    if buf.len() != info.size {
+        return Err(io(format!(
+            "staged entry {key}: {} of {} bytes",
+            buf.len(),
+            info.size
+        )));
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// Opens (or creates) one bucket. Hosts starting together on a cluster that is still
