@@ -174,10 +174,7 @@ fn open_loop(runs: usize, rate: f64, layouts: &[usize]) {
     println!(
         "open loop: {rate} requests/s over three hosts; goal: interruption <= 2 s, no request sent in the {WINDOW:?} after the kill slower than 3 s, no errors, usage exact"
     );
-    if let Some((_, Some(bin))) = builds.get(1) {
-        println!("--against: {}", bin.display());
-    }
-    println!();
+    print_against(&builds);
     println!(
         "| build | layout | run | interruption | sent in the window | p99 | max | errors | counted twice | not counted |"
     );
@@ -274,6 +271,14 @@ fn errors_in(sent: &[&imgfleet_tests::traffic::Sent]) -> String {
     }
 }
 
+/// Names the other build of an `--against` run, and ends the preamble before a table.
+fn print_against(builds: &[(String, Option<PathBuf>)]) {
+    if let Some((_, Some(bin))) = builds.get(1) {
+        println!("--against: {}", bin.display());
+    }
+    println!();
+}
+
 /// `--brownout node|database`: p99, maximum and errors of the requests sent in 10 s of calm
 /// and in the 12 s of brownout that follow, per run.
 fn brownouts(runs: usize, rate: f64, kind: &str) {
@@ -290,10 +295,7 @@ fn brownouts(runs: usize, rate: f64, kind: &str) {
     };
     let builds = builds();
     println!("brownout: {slowness:?}; open loop, {rate} requests/s over three hosts");
-    if let Some((_, Some(bin))) = builds.get(1) {
-        println!("--against: {}", bin.display());
-    }
-    println!();
+    print_against(&builds);
     println!(
         "| build | run | calm: sent | p99 | max | errors | brownout: sent | p99 | max | errors | counted twice | not counted |"
     );
@@ -331,10 +333,7 @@ fn rolling(runs: usize, rate: f64, kind: &str) {
     };
     let builds = builds();
     println!("rolling restart: {what:?}; open loop, {rate} requests/s over three hosts");
-    if let Some((_, Some(bin))) = builds.get(1) {
-        println!("--against: {}", bin.display());
-    }
-    println!();
+    print_against(&builds);
     println!(
         "| build | run | restarts took | sent meanwhile | p99 | max | errors (whole run) | counted twice | not counted |"
     );

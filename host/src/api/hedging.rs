@@ -17,6 +17,7 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::AppState;
 use crate::execution::completions::Waiter;
@@ -153,13 +154,17 @@ pub(super) fn watch_async(state: &AppState, job: Job, shard: usize, first: Strin
 fn send_copy(state: &AppState, message: OutgoingMessage, first: &str, kind: &'static str) {
     let (jobs, first) = (state.jobs.clone(), first.to_string());
     tracing::Span::current().record("hedged", true);
-    tokio::spawn(async move {
-        match jobs.send_elsewhere(message, &first).await {
-            Ok(id) => {
-                metrics::counter!(telemetry::HEDGED_JOBS, "kind" => kind).increment(1);
-                tracing::info!(first, second = id, kind, "job hedged");
+    tokio::spawn(
+        async move {
+            match jobs.send_elsewhere(message, &first).await {
+                Ok(id) => {
+                    metrics::counter!(telemetry::HEDGED_JOBS, "kind" => kind).increment(1);
+                    tracing::info!(first, second = id, kind, "job hedged");
+                }
+                Err(e) => tracing::warn!(error = %e, first, "hedging a job failed"),
             }
-            Err(e) => tracing::warn!(error = %e, first, "hedging a job failed"),
         }
-    });
+        // Logged under the request (or the accepted job) it hedges.
+        .in_current_span(),
+    );
 }

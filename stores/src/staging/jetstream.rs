@@ -450,6 +450,26 @@ fn either(first: StagingError, second: StagingError) -> StagingError {
     }
 }
 
+/// One get of a read, within [`READ_STEP`]; `missing` tells the errors that mean the entry
+/// (or this replica's copy of it) is not there.
+async fn step<T, E: std::fmt::Display>(
+    key: &str,
+    get: impl std::future::Future<Output = Result<T, E>>,
+    missing: impl Fn(&E) -> bool,
+) -> Result<T, StagingError> {
+    match tokio::time::timeout(READ_STEP, get).await {
+        Err(_) => Err(io("no answer from the staging object store")),
+        Ok(Err(e)) if missing(&e) => Err(StagingError::NotFound(key.to_string())),
+        Ok(Err(e)) => Err(io(e)),
+        Ok(Ok(got)) => Ok(got),
+    }
+}
+
+/// A leader's get found no message.
+fn no_message(e: &stream::LastRawMessageError) -> bool {
+    matches!(e.kind(), stream::LastRawMessageErrorKind::NoMessageFound)
+}
+
 /// Reads entry `name` of `bucket` (its description, then its chunks in order) through
 /// `via`, each step within [`READ_STEP`].
 async fn read_entry(
@@ -459,30 +479,21 @@ async fn read_entry(
     via: Via,
 ) -> Result<Bytes, StagingError> {
     let not_found = || StagingError::NotFound(key.to_string());
-    let late = || io("no answer from the staging object store");
     let info = match via {
-        Via::Replica => tokio::time::timeout(READ_STEP, bucket.store.info(name))
-            .await
-            .map_err(|_| late())?
-            .map_err(|e| {
-                if matches!(e.kind(), object_store::InfoErrorKind::NotFound) {
-                    not_found()
-                } else {
-                    io(e)
-                }
-            })?,
+        Via::Replica => {
+            step(key, bucket.store.info(name), |e| {
+                matches!(e.kind(), object_store::InfoErrorKind::NotFound)
+            })
+            .await?
+        }
         Via::Leader => {
             let subject = meta_subject(&bucket.name, name);
-            let meta = tokio::time::timeout(
-                READ_STEP,
+            let meta = step(
+                key,
                 bucket.stream.get_last_raw_message_by_subject(&subject),
+                no_message,
             )
-            .await
-            .map_err(|_| late())?
-            .map_err(|e| match e.kind() {
-                stream::LastRawMessageErrorKind::NoMessageFound => not_found(),
-                _ => io(e),
-            })?;
+            .await?;
             serde_json::from_slice::<object_store::ObjectInfo>(&meta.payload).map_err(io)?
         }
     };
@@ -495,31 +506,22 @@ async fn read_entry(
     let mut seq = 0;
     for _ in 0..info.chunks {
         let chunk = match via {
-            Via::Replica => tokio::time::timeout(
-                READ_STEP,
-                bucket
+            Via::Replica => {
+                let get = bucket
                     .stream
-                    .direct_get_next_for_subject(chunks.as_str(), Some(seq + 1)),
-            )
-            .await
-            .map_err(|_| late())?
-            .map_err(|e| match e.kind() {
-                // A replica that has not caught up with the write yet.
-                stream::DirectGetErrorKind::NotFound => not_found(),
-                _ => io(e),
-            })?,
-            Via::Leader => tokio::time::timeout(
-                READ_STEP,
-                bucket
+                    .direct_get_next_for_subject(chunks.as_str(), Some(seq + 1));
+                // Not found: a replica that has not caught up with the write yet.
+                step(key, get, |e| {
+                    matches!(e.kind(), stream::DirectGetErrorKind::NotFound)
+                })
+                .await?
+            }
+            Via::Leader => {
+                let get = bucket
                     .stream
-                    .get_first_raw_message_by_subject(chunks.as_str(), seq + 1),
-            )
-            .await
-            .map_err(|_| late())?
-            .map_err(|e| match e.kind() {
-                stream::LastRawMessageErrorKind::NoMessageFound => not_found(),
-                _ => io(e),
-            })?,
+                    .get_first_raw_message_by_subject(chunks.as_str(), seq + 1);
+                step(key, get, no_message).await?
+            }
         };
         seq = chunk.sequence;
         buf.extend_from_slice(&chunk.payload);
