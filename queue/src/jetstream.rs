@@ -20,6 +20,7 @@
 //!
 //! Per-message delays are refused, as on SQS FIFO queues.
 
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::HeaderMap;
@@ -73,8 +74,16 @@ impl JetStream {
             .map(|u| u.trim().parse())
             .collect::<Result<_, _>>()
             .map_err(|e| QueueError::Invalid(format!("NATS URL: {e}")))?;
+        // Which server a host talks to decides what a hung node stalls, so every change
+        // of server is logged with the server's name.
+        let connected: Arc<OnceLock<async_nats::Client>> = Arc::default();
+        let seen = connected.clone();
         let client = async_nats::ConnectOptions::new()
             .name("imgfleet")
+            .event_callback(move |event| {
+                let server = seen.get().map(|c| c.server_info().server_name);
+                async move { log_event(event, server) }
+            })
             .connection_timeout(Duration::from_secs(2))
             .request_timeout(Some(ATTEMPT_TIMEOUT))
             // A server that hangs (stopped, not dead) keeps its connections open: pinging a
@@ -85,6 +94,8 @@ impl JetStream {
             .await
             .map_err(unavailable)?;
         let server = client.server_info();
+        let _ = connected.set(client.clone());
+        tracing::info!(server = %server.server_name, "connected to NATS");
         if older_than_supported(&server.version) {
             tracing::warn!(
                 server = %server.server_name,
@@ -100,6 +111,22 @@ impl JetStream {
             context,
             replicas: config.replicas.max(1),
         })
+    }
+}
+
+/// Logs a change of the connection's state. `server` is the one connected to when the
+/// event was handled: after a reconnect, the new one.
+fn log_event(event: async_nats::Event, server: Option<String>) {
+    let server = server.unwrap_or_default();
+    match event {
+        async_nats::Event::Connected => tracing::info!(%server, "connected to NATS"),
+        async_nats::Event::Disconnected => {
+            tracing::warn!(%server, "disconnected from NATS; reconnecting")
+        }
+        async_nats::Event::LameDuckMode => {
+            tracing::info!(%server, "NATS server entering lame duck mode")
+        }
+        other => tracing::warn!(%server, event = %other, "NATS connection"),
     }
 }
 

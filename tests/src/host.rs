@@ -84,7 +84,7 @@ impl Host {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
-        Self::spawn(data, manifest, extra, env, Stdio::inherit())
+        Self::spawn(data, manifest, extra, env, own_log())
     }
 
     /// As [`Host::start_with_env`], with the host's log (stderr) written to `log`.
@@ -119,9 +119,27 @@ impl Host {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
-        Self::spawn_binary(bin, data, manifest, extra, env, Stdio::inherit())
+        Self::spawn_binary(bin, data, manifest, extra, env, own_log())
     }
+}
 
+/// Where a host of a fleet writes its log: inherited stderr, or with
+/// IMGFLEET_TEST_HOST_LOG_DIR set, a file of its own there (`host-1.log`, `host-2.log`, … in
+/// order of start), so that a fleet's logs can be told apart.
+fn own_log() -> Stdio {
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let Some(dir) = std::env::var_os("IMGFLEET_TEST_HOST_LOG_DIR") else {
+        return Stdio::inherit();
+    };
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let path = Path::new(&dir).join(format!("host-{n}.log"));
+    match std::fs::File::create(&path) {
+        Ok(file) => Stdio::from(file),
+        Err(e) => panic!("IMGFLEET_TEST_HOST_LOG_DIR: {}: {e}", path.display()),
+    }
+}
+
+impl Host {
     fn spawn(
         data: tempfile::TempDir,
         manifest: &str,
