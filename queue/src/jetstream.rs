@@ -78,11 +78,21 @@ impl JetStream {
         // of server is logged with the server's name.
         let connected: Arc<OnceLock<async_nats::Client>> = Arc::default();
         let seen = connected.clone();
+        let chooser = Arc::new(crate::server_choice::Chooser::new(
+            std::process::id() as usize
+        ));
         let client = async_nats::ConnectOptions::new()
             .name("imgfleet")
             .event_callback(move |event| {
                 let server = seen.get().map(|c| c.server_info().server_name);
                 async move { log_event(event, server) }
+            })
+            // Not straight back to a server that hangs (see server_choice).
+            .reconnect_to_server_callback(move |pool, _| {
+                let next = chooser
+                    .pick(&pool)
+                    .map(|addr| async_nats::ReconnectToServer { addr, delay: None });
+                std::future::ready(next)
             })
             .connection_timeout(Duration::from_secs(2))
             .request_timeout(Some(ATTEMPT_TIMEOUT))
@@ -654,6 +664,25 @@ impl Queue for JetStreamQueue {
             )
             .await?;
         Ok(seq.to_string())
+    }
+
+    async fn withdraw(&self, id: &str) -> Result<(), QueueError> {
+        let seq: u64 = id.parse().map_err(|_| {
+            QueueError::Invalid(format!("`{id}` is not a message id of {}", self.name))
+        })?;
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, self.stream.delete_message(seq)).await {
+            Ok(Ok(_)) => Ok(()),
+            // Taken and deleted already (its run finished first).
+            Ok(Err(e))
+                if matches!(e.kind(), stream::DeleteMessageErrorKind::JetStream(ref js)
+                    if js.error_code() == jetstream::ErrorCode::NO_MESSAGE_FOUND
+                        || js.error_code() == jetstream::ErrorCode::STREAM_MESSAGE_DELETE_FAILED) =>
+            {
+                Ok(())
+            }
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(unavailable("no answer to a withdrawal")),
+        }
     }
 
     async fn receive(&self, request: ReceiveRequest) -> Result<Vec<Message>, QueueError> {

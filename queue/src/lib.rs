@@ -24,6 +24,8 @@ pub mod jetstream;
 #[cfg(feature = "jetstream")]
 pub mod leaders;
 pub mod partitioned;
+#[cfg(feature = "jetstream")]
+pub mod server_choice;
 #[cfg(feature = "sqs")]
 pub mod sqs;
 
@@ -221,6 +223,16 @@ pub trait Queue: Send + Sync {
     /// job's completion). One queue: a plain send.
     async fn send_everywhere(&self, message: OutgoingMessage) -> Result<String, QueueError> {
         self.send(message).await
+    }
+    /// Takes back a message sent as `id` (what `send` returned) that nobody needs any
+    /// more, such as the other copy of a hedged job whose request has its answer: a copy
+    /// not yet taken is never delivered and no longer holds up its group; one already
+    /// taken runs on, and its deletion still succeeds. Best effort: a backend that cannot
+    /// remove a message by its id (SQS removes by receipt; one queue is never hedged)
+    /// leaves it, and its receiver tolerates it as it tolerates any copy.
+    async fn withdraw(&self, id: &str) -> Result<(), QueueError> {
+        let _ = id;
+        Ok(())
     }
     /// Whether part of the queue failed lately (a partition's leader gone or not
     /// answering): callers waiting on a message may then hedge. One queue: never.

@@ -111,3 +111,49 @@ async fn a_full_queue_refuses_and_keeps_what_it_accepted() {
     let q = fresh(crate::suite::bounded_spec("bounded")).await;
     crate::suite::a_full_queue_refuses_and_keeps_what_it_accepted(q).await;
 }
+
+/// A hedged job's spare copy, taken back once its request has its answer: never delivered,
+/// and no longer first of its group, so the group's next message comes at once. A copy
+/// already taken runs on: its deletion still succeeds, and taking it back twice is no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_copy_is_never_delivered_and_holds_up_nothing() {
+    use crate::suite::receive;
+    let (q, _) = fresh(crate::suite::spec("withdrawn")).await;
+    let spare = q
+        .send(OutgoingMessage::new("spare").group("g"))
+        .await
+        .unwrap();
+    q.send(OutgoingMessage::new("next").group("g"))
+        .await
+        .unwrap();
+    q.withdraw(&spare).await.expect("withdrawing a queued copy");
+    let got = receive(&*q, 1, 5000, None).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        &got[0].body[..],
+        b"next",
+        "the withdrawn copy was delivered"
+    );
+    q.delete(&got[0].receipt).await.unwrap();
+
+    let taken = q.send(OutgoingMessage::new("taken")).await.unwrap();
+    let got = receive(&*q, 1, 5000, None).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(&got[0].body[..], b"taken");
+    q.withdraw(&taken).await.expect("withdrawing a taken copy");
+    q.delete(&got[0].receipt)
+        .await
+        .expect("deleting a withdrawn message its worker had");
+    q.withdraw(&taken).await.expect("withdrawing twice");
+    assert!(
+        receive(&*q, 10, 1500, None).await.is_empty(),
+        "a withdrawn message came back"
+    );
+    assert!(
+        matches!(
+            q.withdraw("9:1").await,
+            Err(imgfleet_queue::QueueError::Invalid(_))
+        ),
+        "an id of no partition"
+    );
+}
