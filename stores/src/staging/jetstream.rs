@@ -34,6 +34,10 @@ const READ_STEP: Duration = Duration::from_millis(750);
 /// How long a read waits on the replica that took it before the stream's leader is asked
 /// too: a healthy replica answers in milliseconds.
 const READ_HEDGE: Duration = Duration::from_millis(150);
+/// How long after a late direct get a bucket's reads ask its leader at once, alongside
+/// the direct get: while one replica hangs, a read need not lose [`READ_HEDGE`] each time
+/// its get is routed there (a worker with one slot loses that much of its time).
+const LATE_FOR: Duration = Duration::from_secs(5);
 /// One write to one of several buckets before the next is tried: long enough for a
 /// healthy cluster, short against a leader election.
 const PARTITION_ATTEMPT: Duration = Duration::from_millis(1500);
@@ -56,6 +60,26 @@ struct Bucket {
     stream: Stream,
     /// Its size as last read.
     used: AtomicU64,
+    /// Until when its reads ask the leader at once, not [`READ_HEDGE`] later: a direct get
+    /// was late lately, so the cluster is routing some of them to a replica that hangs.
+    direct_late_until: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Bucket {
+    fn direct_reads_late(&self) -> bool {
+        let until = *self
+            .direct_late_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        until.is_some_and(|u| tokio::time::Instant::now() < u)
+    }
+
+    fn direct_read_was_late(&self) {
+        *self
+            .direct_late_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now() + LATE_FOR);
+    }
 }
 
 /// The fleet's staging, over one bucket or several (`--nats-partitions`). With several, a
@@ -317,7 +341,8 @@ impl SharedStaging {
     /// leader; each get is bounded on its own ([`READ_STEP`]). A replica can hang rather
     /// than fail (a stopped process keeps its connections open), and the cluster may go on
     /// routing direct gets to it: a read that has not come back within [`READ_HEDGE`] is
-    /// made again through the stream's leader alongside, and the first to arrive is kept.
+    /// made again through the stream's leader alongside, and the first to arrive is kept;
+    /// for a while after that ([`LATE_FOR`]), the bucket's reads ask both at once.
     /// A direct read that fails at once (a replica a moment behind the write) goes to the
     /// leader straight away.
     async fn read(&self, key: &str) -> Result<Bytes, StagingError> {
@@ -326,9 +351,16 @@ impl SharedStaging {
             .ok_or_else(|| StagingError::NotFound(key.to_string()))?;
         let direct = read_entry(bucket, name, key, Via::Replica);
         tokio::pin!(direct);
-        let early = tokio::select! {
-            read = &mut direct => Some(read),
-            () = tokio::time::sleep(READ_HEDGE) => None,
+        let early = if bucket.direct_reads_late() {
+            None
+        } else {
+            tokio::select! {
+                read = &mut direct => Some(read),
+                () = tokio::time::sleep(READ_HEDGE) => {
+                    bucket.direct_read_was_late();
+                    None
+                }
+            }
         };
         let leader = read_entry(bucket, name, key, Via::Leader);
         match early {
@@ -573,6 +605,7 @@ async fn open_bucket(js: &JetStream, name: String, max_bytes: u64) -> Result<Buc
                     store,
                     stream,
                     used: AtomicU64::new(0),
+                    direct_late_until: std::sync::Mutex::new(None),
                 });
             }
             Err(e) if started.elapsed() < FAILOVER_GRACE => {
