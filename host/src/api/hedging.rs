@@ -4,7 +4,8 @@
 //!
 //! Why this is invisible to clients: a synchronous request takes the first completion and
 //! is metered and audited once, by the API, whatever ran; a later copy's completion finds
-//! nobody waiting and is dropped. An asynchronous job is finished in the job store once
+//! nobody waiting and is dropped, and the copy that did not answer is taken back from the
+//! queue (left there, it would run for nobody and hold up its group). An asynchronous job is finished in the job store once
 //! and its run metered under an id derived from the job's, so two runs count as one.
 //!
 //! Why only while degraded: a healthy fleet's slow request is slow because its work is
@@ -14,6 +15,8 @@
 //! copies as requests ([`Budget`]): a brownout that also slows the workers must not be
 //! met with twice the work.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -89,6 +92,7 @@ pub(super) async fn await_completion(
     state.hedges.earn();
     let mut look = Instant::now() + after;
     let mut told = false;
+    let mut hedged = None;
     while look < until {
         tokio::select! {
             completion = waiter.wait_until(until) => return completion,
@@ -105,7 +109,9 @@ pub(super) async fn await_completion(
             };
             // The client waits on this connection, as for the first copy.
             let message = queue_message(&copy, shard).durability(Durability::Buffered);
-            send_copy(state, message, first, "sync");
+            let second = Arc::new(SecondCopy::default());
+            send_copy(state, message, first, "sync", Some(second.clone()));
+            hedged = Some(second);
             break;
         }
         if !told {
@@ -114,7 +120,60 @@ pub(super) async fn await_completion(
         }
         look = Instant::now() + RECHECK;
     }
-    waiter.wait_until(until).await
+    let completion = waiter.wait_until(until).await;
+    if let Some(second) = hedged {
+        withdraw_the_other(state, completion.as_ref(), first, &second);
+    }
+    completion
+}
+
+/// The hedged copy of a synchronous job: its id once sent, and whether the request had
+/// its answer by then. Whichever of the request and the copy's send comes last withdraws
+/// the copy.
+#[derive(Default)]
+struct SecondCopy {
+    id: OnceLock<String>,
+    answered: AtomicBool,
+}
+
+/// Once a hedged request has its answer, takes back the copy that did not give it: left
+/// in its partition it would run for nobody and, first of its group there, hold up the
+/// tenant's later jobs (a hung partition's copy waits there until the node resumes).
+/// A completion marked `broadcast` came from the hedge, so the first copy is withdrawn;
+/// any other, the hedge; none (the request gave up), both.
+fn withdraw_the_other(
+    state: &AppState,
+    completion: Option<&Completion>,
+    first: &str,
+    second: &Arc<SecondCopy>,
+) {
+    let (take_back_first, take_back_second) = match completion {
+        Some(c) if c.broadcast => (true, false),
+        Some(_) => (false, true),
+        None => (true, true),
+    };
+    if take_back_first {
+        withdraw(state, first.to_string());
+    }
+    if take_back_second {
+        second.answered.store(true, Ordering::SeqCst);
+        if let Some(id) = second.id.get() {
+            withdraw(state, id.clone());
+        }
+    }
+}
+
+/// Withdraws a job's copy in the background: the answer must not wait on a partition
+/// that does not answer.
+fn withdraw(state: &AppState, id: String) {
+    let jobs = state.jobs.clone();
+    tokio::spawn(async move { take_back(&*jobs, &id).await }.in_current_span());
+}
+
+async fn take_back(jobs: &dyn imgfleet_queue::Queue, id: &str) {
+    if let Err(e) = jobs.withdraw(id).await {
+        tracing::debug!(error = %e, id, "a job's spare copy was not withdrawn; it runs for nobody");
+    }
 }
 
 /// Watches an accepted asynchronous job (sent as `first`, in group `shard`) for a while,
@@ -136,7 +195,13 @@ pub(super) fn watch_async(state: &AppState, job: Job, shard: usize, first: Strin
                 match state.job_store.status(&job.id).await {
                     Ok(Some(JobStatus::Queued)) if state.hedges.spend() => {
                         let copy = Job { hedge: true, ..job };
-                        send_copy(&state, super::job_message(&copy, shard), &first, "async");
+                        send_copy(
+                            &state,
+                            super::job_message(&copy, shard),
+                            &first,
+                            "async",
+                            None,
+                        );
                     }
                     // Finished already, the store cannot tell, or the budget is spent: the
                     // first copy stands.
@@ -151,7 +216,13 @@ pub(super) fn watch_async(state: &AppState, job: Job, shard: usize, first: Strin
 
 /// Sends a job's second copy in the background, so that the request's wait goes on
 /// meanwhile (a send can spend an attempt on a partition that does not answer).
-fn send_copy(state: &AppState, message: OutgoingMessage, first: &str, kind: &'static str) {
+fn send_copy(
+    state: &AppState,
+    message: OutgoingMessage,
+    first: &str,
+    kind: &'static str,
+    second: Option<Arc<SecondCopy>>,
+) {
     let (jobs, first) = (state.jobs.clone(), first.to_string());
     tracing::Span::current().record("hedged", true);
     tokio::spawn(
@@ -160,6 +231,12 @@ fn send_copy(state: &AppState, message: OutgoingMessage, first: &str, kind: &'st
                 Ok(id) => {
                     metrics::counter!(telemetry::HEDGED_JOBS, "kind" => kind).increment(1);
                     tracing::info!(first, second = id, kind, "job hedged");
+                    if let Some(second) = second {
+                        let _ = second.id.set(id.clone());
+                        if second.answered.load(Ordering::SeqCst) {
+                            take_back(&*jobs, &id).await;
+                        }
+                    }
                 }
                 Err(e) => tracing::warn!(error = %e, first, "hedging a job failed"),
             }
