@@ -139,7 +139,7 @@ struct SecondCopy {
 /// Once a hedged request has its answer, takes back the copy that did not give it: left
 /// in its partition it would run for nobody and, first of its group there, hold up the
 /// tenant's later jobs (a hung partition's copy waits there until the node resumes).
-/// A completion marked `broadcast` came from the hedge, so the first copy is withdrawn;
+/// A completion marked `hedge` came from the hedge, so the first copy is withdrawn;
 /// any other, the hedge; none (the request gave up), both.
 fn withdraw_the_other(
     state: &AppState,
@@ -148,7 +148,7 @@ fn withdraw_the_other(
     second: &Arc<SecondCopy>,
 ) {
     let (take_back_first, take_back_second) = match completion {
-        Some(c) if c.broadcast => (true, false),
+        Some(c) if c.hedge => (true, false),
         Some(_) => (false, true),
         None => (true, true),
     };

@@ -27,6 +27,9 @@ pub struct Completion {
     /// output is left to expire rather than freed by whichever copy nobody claims.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub broadcast: bool,
+    /// From a hedged job's second copy: its request takes back the first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hedge: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -154,14 +154,6 @@ async fn finish(ctx: &WorkerContext, m: Message, job: Job, trace: TraceContext, 
         return finish_async(ctx, m, job).await;
     };
     let outcome = run(ctx, &job, Keep::Volatile, ctx.output_ttl).await;
-    let completion = Completion {
-        job_id: job.id.clone(),
-        outcome,
-        queue_ms,
-        traceparent: Some(trace.to_string()),
-        broadcast: job.hedge,
-    };
-    let body = serde_json::to_vec(&completion).expect("a completion serialises");
     let (replies, jobs, reply_to) = (ctx.replies.clone(), ctx.jobs.clone(), reply_to.clone());
     // A drain waits for the answer as for the run.
     let running = running.clone();
@@ -175,10 +167,20 @@ async fn finish(ctx: &WorkerContext, m: Message, job: Job, trace: TraceContext, 
                 // The requester is waiting on a live connection: a crash loses the
                 // request with its connection, so the reply need not wait for the disk.
                 let q = replies.get(&reply_to).await?;
-                let message = OutgoingMessage::new(body).durability(Durability::Buffered);
                 // A hedge exists because something was stuck, and a queue that failed
                 // lately may have a partition that hangs: the answer takes every road.
-                if job.hedge || q.degraded() || jobs.degraded() {
+                let everywhere = job.hedge || q.degraded() || jobs.degraded();
+                let completion = Completion {
+                    job_id: job.id.clone(),
+                    outcome,
+                    queue_ms,
+                    traceparent: Some(trace.to_string()),
+                    broadcast: everywhere,
+                    hedge: job.hedge,
+                };
+                let body = serde_json::to_vec(&completion).expect("a completion serialises");
+                let message = OutgoingMessage::new(body).durability(Durability::Buffered);
+                if everywhere {
                     q.send_everywhere(message).await
                 } else {
                     q.send(message).await
@@ -396,6 +398,7 @@ pub fn spawn_dead_letter_watcher(
                                 queue_ms: 0.0,
                                 traceparent: None,
                                 broadcast: false,
+                                hedge: job.hedge,
                             };
                             let body =
                                 serde_json::to_vec(&completion).expect("a completion serialises");
