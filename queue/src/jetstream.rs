@@ -136,6 +136,10 @@ fn log_event(event: async_nats::Event, server: Option<String>) {
         async_nats::Event::LameDuckMode => {
             tracing::info!(%server, "NATS server entering lame duck mode")
         }
+        // A reconnect attempt that fails (the server is down) says so once per attempt.
+        async_nats::Event::ClientError(e) => {
+            tracing::debug!(%server, error = %e, "NATS connection")
+        }
         other => tracing::warn!(%server, event = %other, "NATS connection"),
     }
 }

@@ -48,9 +48,6 @@ use super::{Depth, Message, OutgoingMessage, Queue, QueueError, Receipt, Receive
 
 /// How long one long poll of the partitions lasts before the next round.
 const SLICE: Duration = Duration::from_millis(500);
-/// How long a no-wait receive waits on one partition before the next is tried (the late
-/// one goes on in the background).
-const NOW_WAIT: Duration = Duration::from_millis(200);
 /// A round of long polls that ends sooner than this failed everywhere.
 const QUICK_FAILURE: Duration = Duration::from_millis(100);
 /// How long a send goes on trying the partitions while none takes it: a host whose
@@ -238,12 +235,10 @@ impl Partitioned {
         bounded(index, self.attempt, call).await
     }
 
-    /// A no-wait receive on partition `index`. One that has not answered within
-    /// [`NOW_WAIT`] goes on in the background and delivers what it brings to `outbox`
-    /// (cut short, it could lose messages it had taken to a whole visibility timeout),
-    /// while the receive moves on to the next partition: a healthy partition answers in
-    /// milliseconds, and a worker must not give a whole attempt to each partition that
-    /// hangs. It is marked down when it fails or has not answered within one attempt.
+    /// A no-wait receive on partition `index`, bounded by one attempt. Past the attempt it
+    /// goes on in the background and delivers what it brings to `outbox`: cut short, it
+    /// could lose messages it had taken (their delivery checks can wait on a stream leader
+    /// that just died) to a whole visibility timeout.
     async fn receive_now(
         &self,
         index: usize,
@@ -253,26 +248,17 @@ impl Partitioned {
         let part = self.parts[index].clone();
         let mut call = tokio::spawn(async move { part.receive(request).await });
         let tagged = move |messages: Vec<Message>| messages.into_iter().map(move |m| tag(index, m));
-        match tokio::time::timeout(NOW_WAIT, &mut call).await {
+        match tokio::time::timeout(self.attempt, &mut call).await {
             Ok(Ok(result)) => result.map(|m| tagged(m).collect()),
             Ok(Err(e)) => Err(QueueError::Unavailable(format!("partition {index}: {e}"))),
             Err(_) => {
-                let (outbox, health) = (outbox.clone(), self.health.clone());
-                let rest = self.attempt.saturating_sub(NOW_WAIT);
+                let outbox = outbox.clone();
                 tokio::spawn(async move {
-                    let result = match tokio::time::timeout(rest, &mut call).await {
-                        Ok(result) => result,
-                        Err(_) => {
-                            health.mark_down(index);
-                            call.await
-                        }
-                    };
-                    match result {
-                        Ok(Ok(messages)) => outbox.deliver(NO_ROUND, tagged(messages).collect()),
-                        _ => health.mark_down(index),
+                    if let Ok(Ok(messages)) = call.await {
+                        outbox.deliver(NO_ROUND, tagged(messages).collect());
                     }
                 });
-                Ok(Vec::new())
+                Err(no_answer(index, self.attempt))
             }
         }
     }

@@ -233,33 +233,3 @@ async fn a_partition_that_does_not_answer_degrades_the_queue_and_is_passed_over(
         .unwrap();
     assert!(!copy.starts_with("0:") && copy != id, "{copy}");
 }
-
-/// A worker's receive takes what the live partitions have without first giving a whole
-/// attempt to one that hangs; the hanging one is marked down once its attempt is out.
-#[tokio::test]
-async fn a_receive_does_not_wait_out_a_partition_that_hangs() {
-    let spec = crate::suite::spec("hung-receive");
-    let (mut parts, _) = partitions(&spec).await;
-    parts.truncate(2);
-    for (part, body) in parts.iter().zip(["a", "b"]) {
-        part.send(OutgoingMessage::new(body)).await.unwrap();
-    }
-    let mut with_hanging: Vec<Arc<dyn Queue>> = vec![Arc::new(Hanging)];
-    with_hanging.extend(parts.iter().cloned());
-    let attempt = Duration::from_secs(3);
-    let q = Partitioned::new("hung-receive", with_hanging, attempt);
-    // The first receive starts at partition 0, the hanging one.
-    for _ in 0..2 {
-        let started = std::time::Instant::now();
-        let got = receive(&q, 1, 10_000, None).await;
-        assert_eq!(got.len(), 1);
-        assert!(
-            started.elapsed() < attempt - Duration::from_secs(1),
-            "a receive waited {:?} on the hanging partition",
-            started.elapsed()
-        );
-        q.delete(&got[0].receipt).await.unwrap();
-    }
-    tokio::time::sleep(attempt).await;
-    assert!(q.degraded(), "the hanging partition was not marked down");
-}

@@ -43,15 +43,10 @@ pub struct WorkerContext {
     pub usage_log: imgfleet_stores::audit::sqlite::AuditLog,
 }
 
-/// Held while a worker runs, or sends the answer of a job it ran: a [`Drain`] waits until
-/// none is held.
-type Running = tokio::sync::mpsc::Sender<()>;
-
 /// Tells the workers to stop taking jobs, and waits for those they have in hand.
 pub struct Drain {
     stop: tokio::sync::watch::Sender<bool>,
-    /// Closed once every worker has returned and sent its last answer (each holds a
-    /// sender).
+    /// Closed once every worker has returned (each holds a sender).
     done: tokio::sync::mpsc::Receiver<()>,
 }
 
@@ -76,8 +71,7 @@ pub fn spawn_workers(ctx: Arc<WorkerContext>) -> (Vec<tokio::task::JoinHandle<()
             let mut stopping = stopping.clone();
             let running = running.clone();
             tokio::spawn(async move {
-                // Held by the worker and by the answers it is still sending.
-                let running = running;
+                let _running = running;
                 loop {
                     fail::fail_point!("worker");
                     let request = ReceiveRequest {
@@ -90,7 +84,7 @@ pub fn spawn_workers(ctx: Arc<WorkerContext>) -> (Vec<tokio::task::JoinHandle<()
                         _ = stopping.wait_for(|stop| *stop) => return,
                     };
                     for m in messages {
-                        handle(&ctx, m, &running).await;
+                        handle(&ctx, m).await;
                     }
                     if *stopping.borrow() {
                         return;
@@ -102,7 +96,7 @@ pub fn spawn_workers(ctx: Arc<WorkerContext>) -> (Vec<tokio::task::JoinHandle<()
     (workers, Drain { stop, done })
 }
 
-async fn handle(ctx: &WorkerContext, m: Message, running: &Running) {
+async fn handle(ctx: &WorkerContext, m: Message) {
     let job: Job = match serde_json::from_slice(&m.body) {
         Ok(j) => j,
         Err(e) => {
@@ -132,7 +126,7 @@ async fn handle(ctx: &WorkerContext, m: Message, running: &Running) {
     );
     let heartbeat = keep_hidden(ctx.jobs.clone(), m.receipt.clone(), ctx.visibility);
     let heartbeat = tokio::spawn(heartbeat.instrument(span.clone()));
-    finish(ctx, m, job, trace, running).instrument(span).await;
+    finish(ctx, m, job, trace).instrument(span).await;
     heartbeat.abort();
 }
 
@@ -148,55 +142,41 @@ async fn keep_hidden(jobs: Arc<dyn Queue>, receipt: Receipt, visibility: Duratio
     }
 }
 
-async fn finish(ctx: &WorkerContext, m: Message, job: Job, trace: TraceContext, running: &Running) {
+async fn finish(ctx: &WorkerContext, m: Message, job: Job, trace: TraceContext) {
     let queue_ms = now_ms().saturating_sub(job.submitted_ms) as f64;
     let Some(reply_to) = &job.reply_to else {
         return finish_async(ctx, m, job).await;
     };
     let outcome = run(ctx, &job, Keep::Volatile, ctx.output_ttl).await;
-    let (replies, jobs, reply_to) = (ctx.replies.clone(), ctx.jobs.clone(), reply_to.clone());
-    // A drain waits for the answer as for the run.
-    let running = running.clone();
-    // Sent in the background, then the job's message deleted: the slot takes its next
-    // job at once instead of waiting on a partition of the reply queue that does not
-    // answer (a crash meanwhile lets the job run again, as a crash during the send did).
-    tokio::spawn(
-        async move {
-            let _running = running;
-            let sent = async {
-                // The requester is waiting on a live connection: a crash loses the
-                // request with its connection, so the reply need not wait for the disk.
-                let q = replies.get(&reply_to).await?;
-                // A hedge exists because something was stuck, and a queue that failed
-                // lately may have a partition that hangs: the answer takes every road.
-                let everywhere = job.hedge || q.degraded() || jobs.degraded();
-                let completion = Completion {
-                    job_id: job.id.clone(),
-                    outcome,
-                    queue_ms,
-                    traceparent: Some(trace.to_string()),
-                    broadcast: everywhere,
-                    hedge: job.hedge,
-                };
-                let body = serde_json::to_vec(&completion).expect("a completion serialises");
-                let message = OutgoingMessage::new(body).durability(Durability::Buffered);
-                if everywhere {
-                    q.send_everywhere(message).await
-                } else {
-                    q.send(message).await
-                }
-            }
-            .instrument(tracing::info_span!("reply", queue = %reply_to))
-            .await;
-            if let Err(e) = sent {
-                tracing::error!(error = %e, reply_to, "could not send the completion");
-            }
-            // The input is the waiting request's to free: a hedged copy of this job may
-            // still need it.
-            delete_message(&*jobs, &m.receipt).await;
+    let completion = Completion {
+        job_id: job.id.clone(),
+        outcome,
+        queue_ms,
+        traceparent: Some(trace.to_string()),
+        broadcast: job.hedge,
+        hedge: job.hedge,
+    };
+    let body = serde_json::to_vec(&completion).expect("a completion serialises");
+    let sent = async {
+        // The requester is waiting on a live connection: a crash loses the request
+        // with its connection, so the reply need not wait for the disk.
+        let q = ctx.replies.get(reply_to).await?;
+        let message = OutgoingMessage::new(body).durability(Durability::Buffered);
+        // A hedge exists because something was stuck: its answer takes every road.
+        if job.hedge {
+            q.send_everywhere(message).await
+        } else {
+            q.send(message).await
         }
-        .in_current_span(),
-    );
+    }
+    .instrument(tracing::info_span!("reply", queue = %reply_to))
+    .await;
+    if let Err(e) = sent {
+        tracing::error!(error = %e, reply_to, "could not send the completion");
+    }
+    // The input is the waiting request's to free: a hedged copy of this job may still
+    // need it.
+    done_with(ctx, &m, None);
 }
 
 /// Frees the job's input (if it is the worker's to free) and deletes its message in the
@@ -207,18 +187,16 @@ fn done_with(ctx: &WorkerContext, m: &Message, input: Option<&str>) {
     if let Some(input) = input {
         ctx.staging.remove(input);
     }
-    delete_in_background(ctx.jobs.clone(), m);
-}
-
-fn delete_in_background(jobs: Arc<dyn Queue>, m: &Message) {
+    let jobs = ctx.jobs.clone();
     let receipt = m.receipt.clone();
-    tokio::spawn(async move { delete_message(&*jobs, &receipt).await }.in_current_span());
-}
-
-async fn delete_message(jobs: &dyn Queue, receipt: &Receipt) {
-    if let Err(e) = jobs.delete(receipt).await {
-        tracing::warn!(error = %e, "deleting a finished job failed; it may run again");
-    }
+    tokio::spawn(
+        async move {
+            if let Err(e) = jobs.delete(&receipt).await {
+                tracing::warn!(error = %e, "deleting a finished job failed; it may run again");
+            }
+        }
+        .in_current_span(),
+    );
 }
 
 /// Asynchronous jobs are retried (with a growing pause) while failures may be passing,
