@@ -5,8 +5,9 @@
 //! Why this is invisible to clients: a synchronous request takes the first completion and
 //! is metered and audited once, by the API, whatever ran; a later copy's completion finds
 //! nobody waiting and is dropped, and the copy that did not answer is taken back from the
-//! queue (left there, it would run for nobody and hold up its group). An asynchronous job is finished in the job store once
-//! and its run metered under an id derived from the job's, so two runs count as one.
+//! queue (left there, it would run for nobody and hold up its group). An asynchronous job
+//! is finished in the job store once and its run metered under an id derived from the
+//! job's, so two runs count as one.
 //!
 //! Why only while degraded: a healthy fleet's slow request is slow because its work is
 //! (a large image, a busy queue), and a second copy would only add load. A partition that
