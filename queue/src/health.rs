@@ -1,6 +1,8 @@
 //! Which partitions of something partitioned (a queue, the fleet's staging) answered
 //! lately: a partition that failed or did not answer in time is tried last for a while, so
-//! a dead leader costs one attempt, not one per call.
+//! a dead leader costs one attempt, not one per call; and for longer it stays suspect,
+//! so that a node that hangs on and off (stopped, resumed, stopped again) costs a short
+//! attempt each time its mark runs out, not a whole one.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -10,11 +12,22 @@ use tokio::time::Instant;
 /// How long a failed partition is tried last (then as any other again): about an
 /// election's length, so that a dead leader costs a caller one attempt per election.
 const DOWN_FOR: Duration = Duration::from_secs(5);
+/// How long a partition that failed stays suspect: longer than a few stop-and-go cycles of
+/// a node that hangs, short enough that a partition that failed once, long ago, is not
+/// held to a shorter attempt than a healthy one under load may need.
+const SUSPECT_FOR: Duration = Duration::from_secs(30);
+
+/// What is known of one partition: until when it is tried last, and until when suspect.
+#[derive(Clone, Copy, Default)]
+struct Marks {
+    down_until: Option<Instant>,
+    suspect_until: Option<Instant>,
+}
 
 pub struct Health {
-    /// Per partition: tried last until then.
-    down_until: Mutex<Vec<Option<Instant>>>,
+    marks: Mutex<Vec<Marks>>,
     down_for: Duration,
+    suspect_for: Duration,
 }
 
 impl Health {
@@ -22,35 +35,61 @@ impl Health {
         Self::with_down_for(partitions, DOWN_FOR)
     }
 
-    fn with_down_for(partitions: usize, down_for: Duration) -> Self {
+    /// Partitions marked down for `down_for` after a failure (suspect for longer).
+    pub fn with_down_for(partitions: usize, down_for: Duration) -> Self {
         Self {
-            down_until: Mutex::new(vec![None; partitions]),
+            marks: Mutex::new(vec![Marks::default(); partitions]),
             down_for,
+            suspect_for: SUSPECT_FOR.max(down_for),
         }
     }
 
+    fn marks(&self) -> std::sync::MutexGuard<'_, Vec<Marks>> {
+        self.marks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn mark_down(&self, index: usize) {
-        self.down_until.lock().unwrap_or_else(|p| p.into_inner())[index] =
-            Some(Instant::now() + self.down_for);
+        let now = Instant::now();
+        self.marks()[index] = Marks {
+            down_until: Some(now + self.down_for),
+            suspect_until: Some(now + self.suspect_for),
+        };
+    }
+
+    /// Whether partition `index` failed lately (and is tried last).
+    pub fn is_down(&self, index: usize) -> bool {
+        let now = Instant::now();
+        self.marks()[index].down_until.is_some_and(|t| t > now)
+    }
+
+    /// Whether partition `index` failed within the last [`SUSPECT_FOR`]: a call on it had
+    /// better not wait as long as on one that never failed.
+    pub fn suspect(&self, index: usize) -> bool {
+        let now = Instant::now();
+        self.marks()[index].suspect_until.is_some_and(|t| t > now)
     }
 
     /// Whether some partition failed lately: the thing as a whole is degraded, and what
     /// waits on one partition may be waiting out an election.
     pub fn any_down(&self) -> bool {
         let now = Instant::now();
-        self.down_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.marks()
             .iter()
-            .any(|until| until.is_some_and(|t| t > now))
+            .any(|m| m.down_until.is_some_and(|t| t > now))
     }
 
-    /// Partition indexes from `first` on (modulo their number), those not marked down
-    /// first: every one is still tried in the end (the mark is a guess).
+    /// Partition indexes from `first` on (modulo their number): those that have not failed
+    /// lately, then the suspect ones, then those marked down; every one is still tried in
+    /// the end (the marks are guesses). Suspect partitions go after the others although
+    /// they answer again: a node that hangs on and off answers for a moment between its
+    /// hangs, and what is written to it then waits out its next one.
     pub fn order(&self, first: usize) -> Vec<usize> {
-        let (mut up, down) = self.split_up(first);
-        up.extend(down);
-        up
+        let (up, mut down) = self.split_up(first);
+        let (mut sound, suspect): (Vec<usize>, Vec<usize>) =
+            up.into_iter().partition(|i| !self.suspect(*i));
+        sound.extend(suspect);
+        sound.append(&mut down);
+        sound
     }
 
     /// The partitions not marked down, from `first` on; all of them when every one is.
@@ -61,11 +100,11 @@ impl Health {
 
     fn split_up(&self, first: usize) -> (Vec<usize>, Vec<usize>) {
         let now = Instant::now();
-        let down = self.down_until.lock().unwrap_or_else(|p| p.into_inner());
-        let n = down.len();
+        let marks = self.marks();
+        let n = marks.len();
         (0..n)
             .map(|k| (first + k) % n)
-            .partition(|i| down[*i].is_none_or(|until| until <= now))
+            .partition(|i| marks[*i].down_until.is_none_or(|until| until <= now))
     }
 }
 
@@ -79,13 +118,23 @@ mod tests {
         let h = Health::with_down_for(3, down_for);
         assert_eq!(h.order(1), vec![1, 2, 0]);
         assert!(!h.any_down());
+        assert!(!h.suspect(2));
         h.mark_down(2);
         assert!(h.any_down());
+        assert!(h.is_down(2) && !h.is_down(1));
         assert_eq!(h.order(1), vec![1, 0, 2]);
         assert_eq!(h.up(1), vec![1, 0]);
         std::thread::sleep(down_for + Duration::from_millis(10));
-        assert_eq!(h.order(1), vec![1, 2, 0]);
         assert!(!h.any_down());
+        assert!(!h.is_down(2));
+        // Back among those a receive polls first, but still suspect: tried after the
+        // partitions that never failed, and given a short attempt.
+        assert_eq!(h.up(1), vec![1, 2, 0]);
+        assert_eq!(h.order(1), vec![1, 0, 2]);
+        assert!(h.suspect(2));
+        assert!(!h.suspect(1));
+        h.mark_down(0);
+        assert_eq!(h.order(0), vec![1, 2, 0], "sound, then suspect, then down");
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //! * ids and receipts carry the partition's index (`<index>:<inner>`);
 //! * a receive first takes what is ready, partition by partition from a rotating start;
 //!   when nothing is, it long-polls every partition at once in short slices and returns as
-//!   soon as one has messages. What the other polls bring while the receive is under way
+//!   soon as one has messages. A slice ends when its polls have ended; a poll still out
+//!   (its partition hangs) is neither waited for nor doubled by the next slices. What the other polls bring while the receive is under way
 //!   (a slower poll of an earlier slice) it takes next; what they bring after it has
 //!   returned is released: handed back to its partition for any consumer, not counted as
 //!   a receive where the partition can tell. Kept for this host's next receive instead, it
@@ -32,7 +33,15 @@
 //! * a partition that fails is tried last by sends and left out of the first, no-wait
 //!   pass of receives for a while ([`Health`]); long polls still include it, since they
 //!   cost nothing while they wait. Only when every partition fails is a call an error.
-//!   `depth` adds up the partitions that answer.
+//!   `depth` adds up the partitions that answer;
+//! * a partition that failed lately stays suspect for longer: sends try it after the
+//!   partitions that never failed, and give it a short first attempt
+//!   ([`SUSPECT_ATTEMPT`]); a no-wait receive, a shorter one still ([`SUSPECT_RECEIVE`]:
+//!   what it takes later goes on in the background, as above). A node that hangs on and
+//!   off answers for a moment between its hangs: what it took then would wait out its
+//!   next hang, and a whole attempt each time its mark runs out would be added to a
+//!   request's latency (to a worker's, answering through it, and to every completion
+//!   behind a receive that waits on it).
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -48,12 +57,22 @@ use super::{Depth, Message, OutgoingMessage, Queue, QueueError, Receipt, Receive
 
 /// How long one long poll of the partitions lasts before the next round.
 const SLICE: Duration = Duration::from_millis(500);
+/// How long past its slice a round of long polls waits for its polls to end: a healthy
+/// partition's poll ends with the slice.
+const PAST_SLICE: Duration = Duration::from_millis(200);
 /// A round of long polls that ends sooner than this failed everywhere.
 const QUICK_FAILURE: Duration = Duration::from_millis(100);
 /// How long a send goes on trying the partitions while none takes it: a host whose
 /// connection is moving to another server (its server hung or went away) has none for a
 /// second or two, and a request had better wait that out than fail.
 const SEND_GRACE: Duration = Duration::from_secs(3);
+/// One send or no-wait receive on a suspect partition (one that failed lately) before the
+/// next is tried: a healthy partition answers in milliseconds, and one that answers slower
+/// than this after failing lately is better left for another.
+const SUSPECT_ATTEMPT: Duration = Duration::from_millis(300);
+/// A no-wait receive on a suspect partition: a healthy one answers in milliseconds, and a
+/// receive cut short loses nothing (it goes on in the background).
+const SUSPECT_RECEIVE: Duration = Duration::from_millis(100);
 /// The round of a poll that belongs to none (a no-wait receive gone on in the background).
 const NO_ROUND: u64 = u64::MAX;
 
@@ -69,8 +88,9 @@ pub struct Partitioned {
     health: Arc<Health>,
 }
 
-/// What one partition's poll brought, and the round of long polls it was part of.
-type Polled = (u64, Vec<Message>);
+/// What one partition's poll brought: the round of long polls it was part of, the
+/// partition, and the messages.
+type Polled = (u64, usize, Vec<Message>);
 
 /// Where the polls of one receive deliver, from their own tasks.
 #[derive(Clone)]
@@ -80,10 +100,10 @@ struct Outbox {
 }
 
 impl Outbox {
-    fn deliver(&self, round: u64, messages: Vec<Message>) {
-        if let Err(unsent) = self.tx.send((round, messages)) {
+    fn deliver(&self, round: u64, index: usize, messages: Vec<Message>) {
+        if let Err(unsent) = self.tx.send((round, index, messages)) {
             // The receive has returned.
-            release(&self.parts, unsent.0.1);
+            release(&self.parts, unsent.0.2);
         }
     }
 }
@@ -93,6 +113,10 @@ impl Outbox {
 struct Inbox {
     rx: mpsc::UnboundedReceiver<Polled>,
     parts: Parts,
+    /// Per partition, whether one of this receive's long polls on it is still out: a
+    /// partition that hangs is not polled again while one is (a poll still out delivers
+    /// whenever it ends).
+    polling: Vec<bool>,
 }
 
 fn mailbox(parts: &Parts) -> (Outbox, Inbox) {
@@ -105,16 +129,27 @@ fn mailbox(parts: &Parts) -> (Outbox, Inbox) {
         Inbox {
             rx,
             parts: parts.clone(),
+            polling: vec![false; parts.len()],
         },
     )
 }
 
 impl Inbox {
+    /// Notes that a poll of round `round` on partition `index` has ended.
+    fn ended(&mut self, round: u64, index: usize) {
+        if round != NO_ROUND {
+            self.polling[index] = false;
+        }
+    }
+
     /// Adds what has arrived to `got`, up to `max`; more is released.
     fn take_arrived(&mut self, got: &mut Vec<Message>, max: usize) {
         while got.len() < max {
             match self.rx.try_recv() {
-                Ok((_, messages)) => got.extend(messages),
+                Ok((round, index, messages)) => {
+                    self.ended(round, index);
+                    got.extend(messages);
+                }
                 Err(_) => break,
             }
         }
@@ -127,7 +162,7 @@ impl Inbox {
 impl Drop for Inbox {
     fn drop(&mut self) {
         self.rx.close();
-        while let Ok((_, messages)) = self.rx.try_recv() {
+        while let Ok((_, _, messages)) = self.rx.try_recv() {
             release(&self.parts, messages);
         }
     }
@@ -188,14 +223,19 @@ impl Partitioned {
         order: Vec<usize>,
     ) -> Result<String, QueueError> {
         let started = Instant::now();
+        // Suspect partitions get a short attempt on the first pass only: when every
+        // partition failed, each gets its whole attempt.
+        let mut first_pass = true;
         loop {
             let mut last = None;
             let mut full = None;
             for &index in &order {
-                match self
-                    .attempt(index, self.parts[index].send(message.clone()))
-                    .await
-                {
+                let attempt = if first_pass {
+                    self.attempt_on(index, SUSPECT_ATTEMPT)
+                } else {
+                    self.attempt
+                };
+                match bounded(index, attempt, self.parts[index].send(message.clone())).await {
                     Ok(id) => return Ok(format!("{index}:{id}")),
                     Err(QueueError::Unavailable(e)) => last = Some(e),
                     // Another partition may have room; a full one is not down.
@@ -215,6 +255,7 @@ impl Partitioned {
                 }
                 _ => tokio::time::sleep(QUICK_FAILURE).await,
             }
+            first_pass = false;
         }
     }
 
@@ -235,6 +276,15 @@ impl Partitioned {
         bounded(index, self.attempt, call).await
     }
 
+    /// How long a first call on partition `index` may take: `suspect` if it failed lately.
+    fn attempt_on(&self, index: usize, suspect: Duration) -> Duration {
+        if self.health.suspect(index) {
+            self.attempt.min(suspect)
+        } else {
+            self.attempt
+        }
+    }
+
     /// A no-wait receive on partition `index`, bounded by one attempt. Past the attempt it
     /// goes on in the background and delivers what it brings to `outbox`: cut short, it
     /// could lose messages it had taken (their delivery checks can wait on a stream leader
@@ -248,23 +298,27 @@ impl Partitioned {
         let part = self.parts[index].clone();
         let mut call = tokio::spawn(async move { part.receive(request).await });
         let tagged = move |messages: Vec<Message>| messages.into_iter().map(move |m| tag(index, m));
-        match tokio::time::timeout(self.attempt, &mut call).await {
+        let attempt = self.attempt_on(index, SUSPECT_RECEIVE);
+        match tokio::time::timeout(attempt, &mut call).await {
             Ok(Ok(result)) => result.map(|m| tagged(m).collect()),
             Ok(Err(e)) => Err(QueueError::Unavailable(format!("partition {index}: {e}"))),
             Err(_) => {
                 let outbox = outbox.clone();
                 tokio::spawn(async move {
                     if let Ok(Ok(messages)) = call.await {
-                        outbox.deliver(NO_ROUND, tagged(messages).collect());
+                        outbox.deliver(NO_ROUND, index, tagged(messages).collect());
                     }
                 });
-                Err(no_answer(index, self.attempt))
+                Err(no_answer(index, attempt))
             }
         }
     }
 
-    /// Long-polls every partition at once for `wait` (round `round` of a receive); returns
-    /// the first messages any of them brings. The others deliver to `outbox` when they end.
+    /// Long-polls every partition at once for `wait` (round `round` of a receive), but for
+    /// those an earlier round's poll is still out on; returns the first messages any poll
+    /// brings, or nothing once this round's polls have all ended empty. The others deliver
+    /// to `outbox` when they end. A round does not wait for a poll that hangs: messages
+    /// that reach the other partitions after their polls ended would wait for it too.
     async fn poll_all(
         &self,
         request: ReceiveRequest,
@@ -277,7 +331,13 @@ impl Partitioned {
         // Every partition, those marked down too: the polls run side by side, so one that
         // hangs costs nothing, and a message must not wait out a mark (a step-down marks a
         // partition that is fine a moment later).
+        let mut polled = 0;
         for index in self.health.order(start) {
+            if inbox.polling[index] {
+                continue;
+            }
+            inbox.polling[index] = true;
+            polled += 1;
             let part = self.parts[index].clone();
             let outbox = outbox.clone();
             let health = self.health.clone();
@@ -294,16 +354,21 @@ impl Partitioned {
                         Vec::new()
                     }
                 };
-                outbox.deliver(round, messages);
+                outbox.deliver(round, index, messages);
             });
         }
-        // A partition whose leader is gone can take far longer than `wait` to answer.
-        let end = Instant::now() + wait + self.attempt;
+        // A partition whose leader is gone (or whose node hangs) can take far longer than
+        // `wait` to answer: its poll stays out, delivering when it ends, and is not waited
+        // for. With every partition's poll still out from earlier rounds, any of them
+        // ending ends this round (its partition is polled again in the next).
+        let end = Instant::now() + wait + PAST_SLICE;
         let mut answered = 0;
-        while answered < self.parts.len() {
+        while answered < polled.max(1) {
             match tokio::time::timeout_at(end, inbox.rx.recv()).await {
-                Ok(Some((polled_in, messages))) => {
-                    answered += usize::from(polled_in == round);
+                Ok(Some((polled_in, index, messages))) => {
+                    inbox.ended(polled_in, index);
+                    answered +=
+                        usize::from(polled_in == round || (polled == 0 && polled_in != NO_ROUND));
                     if !messages.is_empty() {
                         let mut got = messages;
                         inbox.take_arrived(&mut got, request.max_messages);

@@ -233,3 +233,82 @@ async fn a_partition_that_does_not_answer_degrades_the_queue_and_is_passed_over(
         .unwrap();
     assert!(!copy.starts_with("0:") && copy != id, "{copy}");
 }
+
+/// A partition that failed is back in line once its mark runs out, but suspect: sends try
+/// it after the partitions that never failed, and a receive's no-wait pass gives it a
+/// short attempt, not a whole one. A node that hangs on and off (stopped, resumed, stopped
+/// again) would otherwise take new messages in each moment it answers, and then hold them,
+/// and cost a whole attempt each time.
+#[tokio::test]
+async fn a_partition_back_in_line_after_failing_stays_suspect() {
+    let spec = crate::suite::spec("suspect");
+    let (mut parts, _) = partitions(&spec).await;
+    parts.truncate(1);
+    let mut with_hanging: Vec<Arc<dyn Queue>> = vec![Arc::new(Hanging)];
+    with_hanging.extend(parts);
+    let attempt = Duration::from_secs(3);
+    let q = Partitioned::new("suspect", with_hanging, attempt);
+    // Ungrouped sends take the partitions in turn: the first starts at the hanging one.
+    let started = std::time::Instant::now();
+    let id = q.send(OutgoingMessage::new("a")).await.unwrap();
+    assert!(id.starts_with("1:"), "{id}");
+    assert!(
+        started.elapsed() >= attempt,
+        "a partition never seen failing gets its whole attempt"
+    );
+    // Past its mark (5 s), the hanging partition is no longer down.
+    tokio::time::sleep(Duration::from_millis(5_200)).await;
+    assert!(!q.degraded());
+    for body in ["b", "c"] {
+        let started = std::time::Instant::now();
+        let id = q.send(OutgoingMessage::new(body)).await.unwrap();
+        assert!(id.starts_with("1:"), "{id}");
+        assert!(
+            started.elapsed() < attempt / 2,
+            "a send started at the suspect partition went there first"
+        );
+    }
+    // A receive's no-wait pass still asks it, briefly.
+    let started = std::time::Instant::now();
+    let got = crate::suite::receive(&q, 10, 0, Some(60)).await;
+    let took = started.elapsed();
+    assert_eq!(got.len(), 3);
+    assert!(
+        took < attempt / 2,
+        "a partition that failed lately got {took:?} of a {attempt:?} attempt"
+    );
+    assert!(q.degraded(), "failing again marks it down again");
+}
+
+/// A long poll does not wait on a partition that hangs: a message that reaches a live
+/// partition after that partition's poll of the round ended empty is received by the
+/// next round at once, not once the hanging poll has given up (a whole attempt later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_partition_holds_up_no_long_poll() {
+    let spec = crate::suite::spec("hang-poll");
+    let (mut parts, _) = partitions(&spec).await;
+    parts.truncate(1);
+    let live = parts[0].clone();
+    let mut with_hanging: Vec<Arc<dyn Queue>> = vec![Arc::new(Hanging)];
+    with_hanging.extend(parts);
+    let q = Partitioned::new("hang-poll", with_hanging, ATTEMPT);
+    let sent_at = Arc::new(std::sync::Mutex::new(None));
+    let sender = {
+        let sent_at = sent_at.clone();
+        tokio::spawn(async move {
+            // The receive's no-wait pass waits out its attempt on the hanging partition
+            // (2 s), then long polls start in 500 ms rounds: this lands in the second.
+            tokio::time::sleep(ATTEMPT + Duration::from_millis(800)).await;
+            *sent_at.lock().unwrap() = Some(std::time::Instant::now());
+            live.send(OutgoingMessage::new("late")).await.unwrap();
+        })
+    };
+    let got = receive(&q, 10, 10_000, Some(60)).await;
+    let since_sent = sent_at.lock().unwrap().expect("sent").elapsed();
+    sender.await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert!(
+        since_sent < Duration::from_secs(1),
+        "received {since_sent:?} after it was sent"
+    );
+}

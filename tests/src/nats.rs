@@ -73,6 +73,8 @@ pub struct Node {
     pub port: u16,
     /// Where the other nodes reach this one, in a cluster.
     route_port: Option<u16>,
+    /// The server's monitoring endpoint (`/jsz`), on which the cluster's readiness is read.
+    http_port: u16,
     config: PathBuf,
     child: Option<Child>,
 }
@@ -117,6 +119,17 @@ impl Node {
         }
     }
 
+    /// The server's JetStream report (`/jsz` of its monitoring endpoint).
+    fn jsz(&self) -> Result<serde_json::Value, String> {
+        let url = format!("http://127.0.0.1:{}/jsz", self.http_port);
+        let mut reply = ureq::get(&url).call().map_err(|e| format!("{url}: {e}"))?;
+        let body = reply
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| format!("{url}: {e}"))?;
+        serde_json::from_str(&body).map_err(|e| format!("{url}: {e}"))
+    }
+
     fn signal(&self, signal: i32) {
         if let Some(c) = &self.child {
             // SAFETY: kill(2) on a child we started and have not reaped.
@@ -148,6 +161,7 @@ impl Nats {
     fn start(n: usize, max_file_store: &str) -> Self {
         let dir = tempfile::tempdir().expect("a directory for the servers");
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let http_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let routes: Vec<String> = ports
             .iter()
             .map(|(_, c)| format!("\"nats-route://127.0.0.1:{c}\""))
@@ -169,8 +183,10 @@ impl Nats {
                 &config,
                 format!(
                     "server_name: {name}\nlisten: \"127.0.0.1:{port}\"\n\
+                     http: \"127.0.0.1:{}\"\n\
                      lame_duck_duration: \"30s\"\nlame_duck_grace_period: \"1s\"\n\
                      jetstream {{ store_dir: \"{}\", max_memory_store: 64MB, max_file_store: {max_file_store} }}\n{cluster}\n",
+                    http_ports[i],
                     store.display()
                 ),
             )
@@ -179,6 +195,7 @@ impl Nats {
                 name,
                 port: *port,
                 route_port: (n > 1).then_some(*cluster_port),
+                http_port: http_ports[i],
                 config,
                 child: None,
             });
@@ -186,7 +203,67 @@ impl Nats {
         for node in &mut nodes {
             node.spawn();
         }
-        Self { nodes, dir }
+        let nats = Self { nodes, dir };
+        if n > 1 {
+            nats.wait_for_meta_group(Duration::from_secs(60));
+        }
+        nats
+    }
+
+    /// Waits until every server knows the JetStream meta group's leader and the leader
+    /// counts every other server as a current peer. Listening is not enough: until then,
+    /// creating a stream of three replicas fails ("no suitable peers for placement"), as it
+    /// did on a loaded machine for every test of a cluster started a moment before.
+    fn wait_for_meta_group(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            match self.meta_group_state() {
+                Ok(()) => return,
+                Err(why) => last = why,
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "the JetStream cluster did not form within {within:?}: {last} (logs in {})",
+            self.dir.path().display()
+        );
+    }
+
+    /// `Ok` once the meta group is ready for streams of every node; otherwise what is missing.
+    fn meta_group_state(&self) -> Result<(), String> {
+        let mut leader = None;
+        for node in &self.nodes {
+            let jsz = node.jsz()?;
+            let meta = &jsz["meta_cluster"];
+            match meta["leader"].as_str() {
+                Some(l) if !l.is_empty() => {
+                    if l == node.name {
+                        leader = Some(meta.clone());
+                    }
+                }
+                _ => return Err(format!("{} knows no meta leader yet", node.name)),
+            }
+        }
+        let meta = leader.ok_or("no server says it leads the meta group")?;
+        let current = meta["replicas"]
+            .as_array()
+            .map(|peers| {
+                peers
+                    .iter()
+                    .filter(|p| {
+                        p["current"].as_bool() == Some(true) && p["offline"].as_bool() != Some(true)
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if current + 1 < self.nodes.len() {
+            return Err(format!(
+                "the meta leader counts {current} current peers of {}",
+                self.nodes.len() - 1
+            ));
+        }
+        Ok(())
     }
 
     /// Every server's URL, comma-separated (what `--nats-url` takes).

@@ -68,9 +68,11 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
         )
     };
     let input_bytes = body.len() as u64;
+    // Kept for a hedged copy, which may need the input staged again elsewhere.
+    let kept = body.clone();
     let input = state
         .staging
-        .put_input(body, state.deadline * 3, Keep::Volatile)
+        .put_input(body, input_ttl(&state), Keep::Volatile)
         .await
         .map_err(staging_error)?;
     // Freed by this request, not by a worker (a hedged copy of the job may still need it),
@@ -103,8 +105,13 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
         .durability(Durability::Buffered);
     let first = enqueue(&state, message, &id).await.map_err(queue_error)?;
     // Staging and queueing are bounded by their own retry budgets, which fit in this one.
-    let completion =
-        super::hedging::await_completion(&state, &mut waiter, until, &job, shard, &first).await;
+    let sent = super::hedging::Sent {
+        job: &job,
+        shard,
+        id: &first,
+        body: &kept,
+    };
+    let completion = super::hedging::await_completion(&state, &mut waiter, until, sent).await;
     drop(input);
     let Some(completion) = completion else {
         return Err(late());
@@ -124,6 +131,12 @@ pub async fn invoke(State(state): State<AppState>, req: Request) -> Result<Respo
     metered.input.bytes = input_bytes;
     resp.extensions_mut().insert(metered);
     Ok(resp)
+}
+
+/// How long a synchronous request's input is kept staged: past the request's own budget,
+/// so that no copy of its job finds it gone while the request still waits.
+pub(super) fn input_ttl(state: &AppState) -> Duration {
+    state.deadline * 3
 }
 
 /// A staged entry freed when dropped.
@@ -172,7 +185,9 @@ async fn respond(
             state
                 .admission
                 .observe(Duration::from_secs_f64(wall_ms / 1e3));
-            let body = tokio::time::timeout_at(until, state.staging.get(&output)).await;
+            let fetch = state.staging.get(&output);
+            let fetch = tracing::Instrument::instrument(fetch, tracing::info_span!("fetch_output"));
+            let body = tokio::time::timeout_at(until, fetch).await;
             state.staging.remove(&output);
             let body = body.map_err(|_| None)?.map_err(staging_error)?;
             tracing::info!(

@@ -9,6 +9,12 @@
 //! is finished in the job store once and its run metered under an id derived from the
 //! job's, so two runs count as one.
 //!
+//! Why a copy may get an input of its own: the first copy's input may sit in the part of
+//! the fleet's staging that the stuck node leads, and a worker reading it waits as long as
+//! the node hangs, whichever partition the copy came through. When this host has seen that
+//! part fail lately, the copy's input is staged again from the request's body (which the
+//! request holds anyway), and freed with the first when the request ends.
+//!
 //! Why only while degraded: a healthy fleet's slow request is slow because its work is
 //! (a large image, a busy queue), and a second copy would only add load. A partition that
 //! failed lately (its sends, polls or deliveries, as seen from this host) is the sign that
@@ -27,8 +33,10 @@ use super::AppState;
 use crate::execution::completions::Waiter;
 use crate::execution::messages::{Completion, queue_message};
 use crate::operator::telemetry;
-use imgfleet_queue::{Durability, OutgoingMessage};
+use bytes::Bytes;
+use imgfleet_queue::Durability;
 use imgfleet_stores::jobs::{Job, JobStatus};
+use imgfleet_stores::staging::Keep;
 
 /// How often a waiting request looks again whether the queue is degraded.
 const RECHECK: Duration = Duration::from_millis(200);
@@ -77,15 +85,22 @@ fn degraded(state: &AppState) -> bool {
     state.jobs.degraded() || state.completions.degraded()
 }
 
-/// Waits for the completion of the synchronous job `job` (sent as `first`, in group
-/// `shard`) until `until`, hedging it once when it is late and the queue degraded.
+/// A synchronous job as first sent: the job, its group, its message id, and the request's
+/// body (its input, should a copy need it staged again).
+pub(super) struct Sent<'a> {
+    pub job: &'a Job,
+    pub shard: usize,
+    pub id: &'a str,
+    pub body: &'a Bytes,
+}
+
+/// Waits for the completion of the synchronous job `sent` until `until`, hedging it once
+/// when it is late and the queue degraded.
 pub(super) async fn await_completion(
     state: &AppState,
     waiter: &mut Waiter,
     until: Instant,
-    job: &Job,
-    shard: usize,
-    first: &str,
+    sent: Sent<'_>,
 ) -> Option<Completion> {
     let Some(after) = state.hedge_after else {
         return waiter.wait_until(until).await;
@@ -106,12 +121,21 @@ pub(super) async fn await_completion(
             }
             let copy = Job {
                 hedge: true,
-                ..job.clone()
+                ..sent.job.clone()
             };
-            // The client waits on this connection, as for the first copy.
-            let message = queue_message(&copy, shard).durability(Durability::Buffered);
             let second = Arc::new(SecondCopy::default());
-            send_copy(state, message, first, "sync", Some(second.clone()));
+            // An input in a part of staging that failed lately may be what holds the first
+            // copy up (a worker reading it waits on the node that hangs): the copy gets one
+            // of its own, staged where writes go now.
+            let fresh_input = state
+                .staging
+                .in_doubt(&sent.job.input)
+                .then(|| sent.body.clone());
+            let kind = Kind::Sync {
+                second: second.clone(),
+                fresh_input,
+            };
+            send_copy(state, copy, sent.shard, sent.id, kind);
             hedged = Some(second);
             break;
         }
@@ -123,17 +147,18 @@ pub(super) async fn await_completion(
     }
     let completion = waiter.wait_until(until).await;
     if let Some(second) = hedged {
-        withdraw_the_other(state, completion.as_ref(), first, &second);
+        withdraw_the_other(state, completion.as_ref(), sent.id, &second);
     }
     completion
 }
 
-/// The hedged copy of a synchronous job: its id once sent, and whether the request had
-/// its answer by then. Whichever of the request and the copy's send comes last withdraws
-/// the copy.
+/// The hedged copy of a synchronous job: its id once sent, its own input if it was given
+/// one, and whether the request had its answer by then. Whichever of the request and the
+/// copy's send comes last withdraws the copy and frees its input.
 #[derive(Default)]
 struct SecondCopy {
     id: OnceLock<String>,
+    input: OnceLock<String>,
     answered: AtomicBool,
 }
 
@@ -156,11 +181,13 @@ fn withdraw_the_other(
     if take_back_first {
         withdraw(state, first.to_string());
     }
-    if take_back_second {
-        second.answered.store(true, Ordering::SeqCst);
-        if let Some(id) = second.id.get() {
-            withdraw(state, id.clone());
-        }
+    second.answered.store(true, Ordering::SeqCst);
+    if take_back_second && let Some(id) = second.id.get() {
+        withdraw(state, id.clone());
+    }
+    // Whichever copy answered, its output is staged apart: neither input is needed now.
+    if let Some(input) = second.input.get() {
+        state.staging.remove(input);
     }
 }
 
@@ -196,13 +223,7 @@ pub(super) fn watch_async(state: &AppState, job: Job, shard: usize, first: Strin
                 match state.job_store.status(&job.id).await {
                     Ok(Some(JobStatus::Queued)) if state.hedges.spend() => {
                         let copy = Job { hedge: true, ..job };
-                        send_copy(
-                            &state,
-                            super::job_message(&copy, shard),
-                            &first,
-                            "async",
-                            None,
-                        );
+                        send_copy(&state, copy, shard, &first, Kind::Async);
                     }
                     // Finished already, the store cannot tell, or the budget is spent: the
                     // first copy stands.
@@ -215,27 +236,52 @@ pub(super) fn watch_async(state: &AppState, job: Job, shard: usize, first: Strin
     });
 }
 
+/// What a second copy is a copy of.
+enum Kind {
+    /// A synchronous request's job, with the input staged again for it, if it needs one.
+    Sync {
+        second: Arc<SecondCopy>,
+        fresh_input: Option<Bytes>,
+    },
+    /// An accepted asynchronous job: its input is durable and freed by the worker that
+    /// finishes it.
+    Async,
+}
+
 /// Sends a job's second copy in the background, so that the request's wait goes on
 /// meanwhile (a send can spend an attempt on a partition that does not answer).
-fn send_copy(
-    state: &AppState,
-    message: OutgoingMessage,
-    first: &str,
-    kind: &'static str,
-    second: Option<Arc<SecondCopy>>,
-) {
-    let (jobs, first) = (state.jobs.clone(), first.to_string());
+fn send_copy(state: &AppState, mut copy: Job, shard: usize, first: &str, kind: Kind) {
+    let (state, first) = (state.clone(), first.to_string());
     tracing::Span::current().record("hedged", true);
     tokio::spawn(
         async move {
-            match jobs.send_elsewhere(message, &first).await {
+            let (message, label) = match &kind {
+                Kind::Sync {
+                    second,
+                    fresh_input,
+                } => {
+                    if let Some(bytes) = fresh_input {
+                        match restage(&state, bytes.clone(), second).await {
+                            Some(key) => copy.input = key,
+                            // Answered meanwhile: no copy needed.
+                            None if second.answered.load(Ordering::SeqCst) => return,
+                            None => {}
+                        }
+                    }
+                    // The client waits on this connection, as for the first copy.
+                    let message = queue_message(&copy, shard).durability(Durability::Buffered);
+                    (message, "sync")
+                }
+                Kind::Async => (super::job_message(&copy, shard), "async"),
+            };
+            match state.jobs.send_elsewhere(message, &first).await {
                 Ok(id) => {
-                    metrics::counter!(telemetry::HEDGED_JOBS, "kind" => kind).increment(1);
-                    tracing::info!(first, second = id, kind, "job hedged");
-                    if let Some(second) = second {
+                    metrics::counter!(telemetry::HEDGED_JOBS, "kind" => label).increment(1);
+                    tracing::info!(first, second = id, kind = label, "job hedged");
+                    if let Kind::Sync { second, .. } = &kind {
                         let _ = second.id.set(id.clone());
                         if second.answered.load(Ordering::SeqCst) {
-                            take_back(&*jobs, &id).await;
+                            take_back(&*state.jobs, &id).await;
                         }
                     }
                 }
@@ -245,4 +291,25 @@ fn send_copy(
         // Logged under the request (or the accepted job) it hedges.
         .in_current_span(),
     );
+}
+
+/// Stages a hedged copy's own input; `None` when it could not be (the copy then shares the
+/// first copy's input) or the request was answered meanwhile (the new entry is freed).
+async fn restage(state: &AppState, bytes: Bytes, second: &SecondCopy) -> Option<String> {
+    let ttl = super::functions::input_ttl(state);
+    match state.staging.put_input(bytes, ttl, Keep::Volatile).await {
+        Ok(key) => {
+            let _ = second.input.set(key.clone());
+            if second.answered.load(Ordering::SeqCst) {
+                state.staging.remove(&key);
+                return None;
+            }
+            tracing::debug!(input = key, "the hedged copy has an input of its own");
+            Some(key)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "the hedged copy shares the first copy's input");
+            None
+        }
+    }
 }

@@ -90,6 +90,7 @@ impl Completions {
                 for m in messages {
                     match serde_json::from_slice::<Completion>(&m.body) {
                         Ok(c) => {
+                            tracing::debug!(job = %c.job_id, hedge = c.hedge, "completion received");
                             let waiter = this
                                 .waiters
                                 .lock()

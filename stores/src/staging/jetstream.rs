@@ -60,26 +60,6 @@ struct Bucket {
     stream: Stream,
     /// Its size as last read.
     used: AtomicU64,
-    /// Until when its reads ask the leader at once, not [`READ_HEDGE`] later: a direct get
-    /// was late lately, so the cluster is routing some of them to a replica that hangs.
-    direct_late_until: std::sync::Mutex<Option<tokio::time::Instant>>,
-}
-
-impl Bucket {
-    fn direct_reads_late(&self) -> bool {
-        let until = *self
-            .direct_late_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        until.is_some_and(|u| tokio::time::Instant::now() < u)
-    }
-
-    fn direct_read_was_late(&self) {
-        *self
-            .direct_late_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now() + LATE_FOR);
-    }
 }
 
 /// The fleet's staging, over one bucket or several (`--nats-partitions`). With several, a
@@ -91,6 +71,9 @@ pub struct SharedStaging {
     js: jetstream::Context,
     buckets: Arc<Vec<Bucket>>,
     health: Arc<Health>,
+    /// Per bucket, a direct get was late lately ([`LATE_FOR`]): the cluster is routing
+    /// some of them to a replica that hangs, so reads ask the leader at once too.
+    late_reads: Arc<Health>,
     next: Arc<AtomicUsize>,
     capacity_bytes: u64,
 }
@@ -134,6 +117,7 @@ impl SharedStaging {
         let staging = Self {
             js: js.context.clone(),
             health: Arc::new(Health::new(buckets.len())),
+            late_reads: Arc::new(Health::with_down_for(buckets.len(), LATE_FOR)),
             buckets: Arc::new(buckets),
             next: Arc::new(AtomicUsize::new(0)),
             capacity_bytes,
@@ -174,13 +158,24 @@ impl SharedStaging {
         }
     }
 
-    /// The bucket and object name a key stands for.
-    fn locate<'k>(&self, key: &'k str) -> Option<(&Bucket, &'k str)> {
+    /// Whether entry `key` sits in a bucket that failed lately, as seen from this host: a
+    /// read of it may wait on a node that hangs on and off, so work that needs it is better
+    /// given a fresh copy elsewhere.
+    pub fn in_doubt(&self, key: &str) -> bool {
+        self.buckets.len() > 1
+            && self
+                .locate(key)
+                .is_some_and(|(index, _)| self.health.suspect(index))
+    }
+
+    /// The bucket (its index) and object name a key stands for.
+    fn locate<'k>(&self, key: &'k str) -> Option<(usize, &'k str)> {
         if self.buckets.len() == 1 {
-            return Some((&self.buckets[0], key));
+            return Some((0, key));
         }
         let (index, name) = key.split_once('-')?;
-        Some((self.buckets.get(index.parse::<usize>().ok()?)?, name))
+        let index = index.parse::<usize>().ok()?;
+        (index < self.buckets.len()).then_some((index, name))
     }
 
     pub async fn put(&self, bytes: Bytes, ttl: Duration) -> Result<String, StagingError> {
@@ -346,18 +341,19 @@ impl SharedStaging {
     /// A direct read that fails at once (a replica a moment behind the write) goes to the
     /// leader straight away.
     async fn read(&self, key: &str) -> Result<Bytes, StagingError> {
-        let (bucket, name) = self
+        let (index, name) = self
             .locate(key)
             .ok_or_else(|| StagingError::NotFound(key.to_string()))?;
+        let bucket = &self.buckets[index];
         let direct = read_entry(bucket, name, key, Via::Replica);
         tokio::pin!(direct);
-        let early = if bucket.direct_reads_late() {
+        let early = if self.late_reads.is_down(index) {
             None
         } else {
             tokio::select! {
                 read = &mut direct => Some(read),
                 () = tokio::time::sleep(READ_HEDGE) => {
-                    bucket.direct_read_was_late();
+                    self.late_reads.mark_down(index);
                     None
                 }
             }
@@ -384,10 +380,10 @@ impl SharedStaging {
 
     /// Deletes in the background: callers free entries on their way out.
     pub fn remove(&self, key: &str) {
-        let Some((bucket, name)) = self.locate(key) else {
+        let Some((index, name)) = self.locate(key) else {
             return;
         };
-        let store = bucket.store.clone();
+        let store = self.buckets[index].store.clone();
         let (key, name) = (key.to_string(), name.to_string());
         tokio::spawn(async move {
             if let Err(e) = store.delete(&name).await
@@ -605,7 +601,6 @@ async fn open_bucket(js: &JetStream, name: String, max_bytes: u64) -> Result<Buc
                     store,
                     stream,
                     used: AtomicU64::new(0),
-                    direct_late_until: std::sync::Mutex::new(None),
                 });
             }
             Err(e) if started.elapsed() < FAILOVER_GRACE => {

@@ -152,6 +152,12 @@ impl Staging {
         }
     }
 
+    /// Whether entry `key` may be slow to read for a while: it sits in a part of the
+    /// fleet's staging that failed lately. A host's own staging never is.
+    pub fn in_doubt(&self, key: &str) -> bool {
+        self.shared.as_ref().is_some_and(|s| s.in_doubt(key))
+    }
+
     /// Stages a request's input, but only while inputs fill less than
     /// [`INPUT_SHARE`] of the area: the rest is kept for the outputs of work already
     /// accepted, so that accepted work does not find the area full when it finishes.
