@@ -210,8 +210,9 @@ impl SharedStaging {
     /// One round of writes over the buckets, those that failed lately last: a bucket that
     /// has not answered within [`hedge_after`] gets the next one written alongside it (a
     /// bucket whose leader hangs answers nothing for as long as it hangs), and one that
-    /// fails or is full, at once. The first write to land is kept, the others are removed
-    /// and their buckets tried last for a while.
+    /// fails or is full, at once; once all have been, each is written again in turn. The
+    /// first write to land is kept, the others are removed and their buckets tried last
+    /// for a while.
     /// `Err(None)`: every bucket was full.
     async fn put_spread(
         &self,
@@ -222,7 +223,16 @@ impl SharedStaging {
     ) -> Result<String, Option<StagingError>> {
         use futures_util::StreamExt;
         let hedge_after = hedge_after(bytes.len());
-        let mut untried = self.health.order(first).into_iter();
+        let order = self.health.order(first);
+        // Each bucket may be written a second time once every one has been: writes sent on
+        // a connection to a server that hung are lost with it, and only a write sent
+        // after the client has moved to another server can land.
+        let again = if self.buckets.len() > 1 {
+            &order[..]
+        } else {
+            &[]
+        };
+        let mut untried = order.iter().chain(again).copied();
         let mut writes = futures_util::stream::FuturesUnordered::new();
         let mut under_way: Vec<(usize, String)> = Vec::new();
         let mut failure = None;
@@ -263,7 +273,9 @@ impl SharedStaging {
                     // Slower than another bucket by a hedge: tried last for a while, as a
                     // bucket that failed is.
                     for (slower, other) in &under_way {
-                        self.health.mark_down(*slower);
+                        if *slower != index {
+                            self.health.mark_down(*slower);
+                        }
                         self.remove(other);
                     }
                     return Ok(key);
