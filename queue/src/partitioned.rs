@@ -19,13 +19,13 @@
 //! * a receive first takes what is ready, partition by partition from a rotating start;
 //!   when nothing is, it long-polls every partition at once in short slices and returns as
 //!   soon as one has messages. A slice ends when its polls have ended; a poll still out
-//!   (its partition hangs) is neither waited for nor doubled by the next slices. What the other polls bring while the receive is under way
-//!   (a slower poll of an earlier slice) it takes next; what they bring after it has
-//!   returned is released: handed back to its partition for any consumer, not counted as
-//!   a receive where the partition can tell. Kept for this host's next receive instead, it
-//!   would stay in flight, holding up its group, until one of the host's busy consumers
-//!   came back, and a host with more polls out would hoard work that hosts with idle
-//!   slots are waiting for;
+//!   (its partition hangs) is neither waited for nor doubled by the next slices. What the
+//!   other polls bring while the receive is under way (a slower poll of an earlier slice)
+//!   it takes next; what they bring after it has returned is released: handed back to its
+//!   partition for any consumer, not counted as a receive where the partition can tell.
+//!   Kept for this host's next receive instead, it would stay in flight, holding up its
+//!   group, until one of the host's busy consumers came back, and a host with more polls
+//!   out would hoard work that hosts with idle slots are waiting for;
 //! * a no-wait receive that outlasts its attempt goes on in the background, and what it
 //!   brings goes the same way (cut short, it could strand messages it had taken);
 //! * when no partition takes a send, it tries them all again for a few seconds (a host
@@ -66,9 +66,9 @@ const QUICK_FAILURE: Duration = Duration::from_millis(100);
 /// connection is moving to another server (its server hung or went away) has none for a
 /// second or two, and a request had better wait that out than fail.
 const SEND_GRACE: Duration = Duration::from_secs(3);
-/// One send or no-wait receive on a suspect partition (one that failed lately) before the
-/// next is tried: a healthy partition answers in milliseconds, and one that answers slower
-/// than this after failing lately is better left for another.
+/// A first send on a suspect partition (one that failed lately) before the next is tried:
+/// a healthy partition answers in milliseconds, and one that answers slower than this after
+/// failing lately is better left for another.
 const SUSPECT_ATTEMPT: Duration = Duration::from_millis(300);
 /// A no-wait receive on a suspect partition: a healthy one answers in milliseconds, and a
 /// receive cut short loses nothing (it goes on in the background).
