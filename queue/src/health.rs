@@ -56,6 +56,17 @@ impl Health {
         };
     }
 
+    /// Tries partition `index` last for `for_` (or as long as it already is), without
+    /// making it suspect: it is late to answer, which a failure may follow or not.
+    pub fn mark_late(&self, index: usize, for_: Duration) {
+        let until = Instant::now() + for_;
+        let mut marks = self.marks();
+        let down = &mut marks[index].down_until;
+        if down.is_none_or(|t| t < until) {
+            *down = Some(until);
+        }
+    }
+
     /// Whether partition `index` failed lately (and is tried last).
     pub fn is_down(&self, index: usize) -> bool {
         let now = Instant::now();
@@ -84,10 +95,21 @@ impl Health {
     /// they answer again: a node that hangs on and off answers for a moment between its
     /// hangs, and what is written to it then waits out its next one.
     pub fn order(&self, first: usize) -> Vec<usize> {
-        let (up, mut down) = self.split_up(first);
-        let (mut sound, suspect): (Vec<usize>, Vec<usize>) =
-            up.into_iter().partition(|i| !self.suspect(*i));
-        sound.extend(suspect);
+        let now = Instant::now();
+        let marks = self.marks();
+        let n = marks.len();
+        let (mut sound, mut suspect, mut down) = (Vec::new(), Vec::new(), Vec::new());
+        for i in (0..n).map(|k| (first + k) % n) {
+            let m = &marks[i];
+            if m.down_until.is_some_and(|t| t > now) {
+                down.push(i);
+            } else if m.suspect_until.is_some_and(|t| t > now) {
+                suspect.push(i);
+            } else {
+                sound.push(i);
+            }
+        }
+        sound.append(&mut suspect);
         sound.append(&mut down);
         sound
     }
@@ -135,6 +157,21 @@ mod tests {
         assert!(!h.suspect(1));
         h.mark_down(0);
         assert_eq!(h.order(0), vec![1, 2, 0], "sound, then suspect, then down");
+    }
+
+    #[test]
+    fn a_late_partition_goes_last_for_a_while_without_becoming_suspect() {
+        let h = Health::new(3);
+        h.mark_late(0, Duration::from_millis(50));
+        assert!(h.is_down(0) && !h.suspect(0));
+        assert_eq!(h.order(0), vec![1, 2, 0]);
+        // A late mark never shortens a failure's.
+        h.mark_down(1);
+        h.mark_late(1, Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!h.is_down(0) && !h.suspect(0));
+        assert!(h.is_down(1));
+        assert_eq!(h.order(0), vec![0, 2, 1]);
     }
 
     #[test]

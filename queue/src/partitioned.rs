@@ -15,6 +15,12 @@
 //! * a send is one short attempt per partition (a partition's own retries would hide the
 //!   failover), so a publish that timed out but did arrive can be enqueued a second time on
 //!   the next partition: de-duplication holds within a partition only;
+//! * a partition that has not answered a send within [`SEND_HEDGE`] is joined by the next
+//!   one, its own attempt still out: a node that just hung, before anything here saw it
+//!   fail, costs a send a fraction of an attempt. The first partition to take the message
+//!   has it; a copy another lands later is withdrawn (a withdrawal that fails leaves a
+//!   copy to be delivered twice, which receivers tolerate as any redelivery). A group's
+//!   order holds only while its partition answers within that bound;
 //! * ids and receipts carry the partition's index (`<index>:<inner>`);
 //! * a receive first takes what is ready, partition by partition from a rotating start;
 //!   when nothing is, it long-polls every partition at once in short slices and returns as
@@ -26,8 +32,11 @@
 //!   Kept for this host's next receive instead, it would stay in flight, holding up its
 //!   group, until one of the host's busy consumers came back, and a host with more polls
 //!   out would hoard work that hosts with idle slots are waiting for;
-//! * a no-wait receive that outlasts its attempt goes on in the background, and what it
-//!   brings goes the same way (cut short, it could strand messages it had taken);
+//! * a no-wait receive waits on a partition for [`RECEIVE_PATIENCE`], then goes on in the
+//!   background while the next partition is tried, and what it brings goes the same way
+//!   (cut short, it could strand messages it had taken);
+//! * a partition late to answer (past those bounds) is tried last for an attempt's length;
+//!   one that fails or outlasts a whole attempt, for longer;
 //! * when no partition takes a send, it tries them all again for a few seconds (a host
 //!   between two servers has no connection for a moment);
 //! * a partition that fails is tried last by sends and left out of the first, no-wait
@@ -49,6 +58,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -66,17 +77,40 @@ const QUICK_FAILURE: Duration = Duration::from_millis(100);
 /// connection is moving to another server (its server hung or went away) has none for a
 /// second or two, and a request had better wait that out than fail.
 const SEND_GRACE: Duration = Duration::from_secs(3);
+/// How long a send waits on one partition before it tries the next one as well: a
+/// healthy partition answers in milliseconds, and a node that just hung (not yet known to
+/// have failed) must not cost a whole attempt before another partition is tried.
+const SEND_HEDGE: Duration = Duration::from_millis(250);
 /// A first send on a suspect partition (one that failed lately) before the next is tried:
 /// a healthy partition answers in milliseconds, and one that answers slower than this after
 /// failing lately is better left for another.
 const SUSPECT_ATTEMPT: Duration = Duration::from_millis(300);
-/// A no-wait receive on a suspect partition: a healthy one answers in milliseconds, and a
-/// receive cut short loses nothing (it goes on in the background).
+/// How long a no-wait receive waits on a partition before the next is tried: a healthy
+/// partition answers in milliseconds, and a receive cut short loses nothing (it goes on in
+/// the background).
+const RECEIVE_PATIENCE: Duration = Duration::from_millis(250);
+/// The same on a suspect partition (one that failed lately).
 const SUSPECT_RECEIVE: Duration = Duration::from_millis(100);
 /// The round of a poll that belongs to none (a no-wait receive gone on in the background).
 const NO_ROUND: u64 = u64::MAX;
 
 type Parts = Arc<[Arc<dyn Queue>]>;
+
+/// One send attempt on one partition: the partition, and what it answered.
+type SendAttempt = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (usize, Result<String, QueueError>)> + Send>,
+>;
+
+/// What one pass of a send over the partitions came to.
+enum Pass {
+    Sent(String),
+    /// No partition took the message: the last one's unavailability, and one's refusal
+    /// for want of room.
+    Refused {
+        last: Option<String>,
+        full: Option<String>,
+    },
+}
 
 pub struct Partitioned {
     name: String,
@@ -215,8 +249,8 @@ impl Partitioned {
         }
     }
 
-    /// Tries the partitions in `order`, one attempt each, until one takes the message;
-    /// when none does, again for up to [`SEND_GRACE`] from the start.
+    /// Tries the partitions in `order` until one takes the message; when none does, again
+    /// for up to [`SEND_GRACE`] from the start.
     async fn send_in_order(
         &self,
         message: OutgoingMessage,
@@ -227,26 +261,10 @@ impl Partitioned {
         // partition failed, each gets its whole attempt.
         let mut first_pass = true;
         loop {
-            let mut last = None;
-            let mut full = None;
-            for &index in &order {
-                let attempt = if first_pass {
-                    self.attempt_on(index, SUSPECT_ATTEMPT)
-                } else {
-                    self.attempt
-                };
-                match bounded(index, attempt, self.parts[index].send(message.clone())).await {
-                    Ok(id) => return Ok(format!("{index}:{id}")),
-                    Err(QueueError::Unavailable(e)) => last = Some(e),
-                    // Another partition may have room; a full one is not down.
-                    Err(QueueError::Full(e)) => {
-                        full = Some(e);
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                }
-                self.health.mark_down(index);
-            }
+            let (last, full) = match self.send_pass(&message, &order, first_pass).await? {
+                Pass::Sent(id) => return Ok(id),
+                Pass::Refused { last, full } => (last, full),
+            };
             match (full, last) {
                 // Every partition that answered was full: back-pressure, not an outage.
                 (Some(e), None) => return Err(QueueError::Full(e)),
@@ -257,6 +275,105 @@ impl Partitioned {
             }
             first_pass = false;
         }
+    }
+
+    /// One pass of a send over the partitions in `order`, each with one attempt. A
+    /// partition that has not answered within [`SEND_HEDGE`] is marked late and the next
+    /// one is tried as well, its attempt still out: whichever partition takes the message
+    /// first has it, and the others' late copies are withdrawn.
+    async fn send_pass(
+        &self,
+        message: &OutgoingMessage,
+        order: &[usize],
+        first_pass: bool,
+    ) -> Result<Pass, QueueError> {
+        let mut out: FuturesUnordered<SendAttempt> = FuturesUnordered::new();
+        let mut waiting = order.iter().copied();
+        let (mut last, mut full) = (None, None);
+        // Each turn tries the next partition (if any is left), then waits for an answer or
+        // for that partition to be due to be joined by the one after it.
+        loop {
+            let mut due = None;
+            match waiting.next() {
+                Some(index) => {
+                    let attempt = if first_pass {
+                        self.attempt_on(index, SUSPECT_ATTEMPT)
+                    } else {
+                        self.attempt
+                    };
+                    out.push(self.send_attempt(index, attempt, message.clone()));
+                    due = Some((Instant::now() + SEND_HEDGE.min(attempt), index));
+                }
+                None if out.is_empty() => return Ok(Pass::Refused { last, full }),
+                None => {}
+            }
+            let answered = match due {
+                Some((at, index)) => tokio::select! {
+                    answered = out.next() => answered,
+                    () = tokio::time::sleep_until(at) => {
+                        self.health.mark_late(index, self.attempt);
+                        continue;
+                    }
+                },
+                None => out.next().await,
+            };
+            let Some((index, result)) = answered else {
+                continue;
+            };
+            match result {
+                Ok(id) => {
+                    self.withdraw_late(out);
+                    return Ok(Pass::Sent(format!("{index}:{id}")));
+                }
+                Err(QueueError::Unavailable(e)) => {
+                    tracing::debug!(queue = %self.name, partition = index, error = %e, "send attempt failed");
+                    self.health.mark_down(index);
+                    last = Some(e);
+                }
+                // Another partition may have room; a full one is not down.
+                Err(QueueError::Full(e)) => full = Some(e),
+                Err(e) => {
+                    self.withdraw_late(out);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// One send on partition `index`, bounded by `attempt`; it owns what it needs, so that
+    /// it can be left to finish after its pass has returned.
+    fn send_attempt(
+        &self,
+        index: usize,
+        attempt: Duration,
+        message: OutgoingMessage,
+    ) -> SendAttempt {
+        let part = self.parts[index].clone();
+        Box::pin(async move { (index, bounded(index, attempt, part.send(message)).await) })
+    }
+
+    /// Lets the attempts still out when a pass has returned finish in the background: a
+    /// copy one of them lands is withdrawn (the message went elsewhere; left, it would run
+    /// twice), one that fails marks its partition down.
+    fn withdraw_late(&self, mut out: FuturesUnordered<SendAttempt>) {
+        if out.is_empty() {
+            return;
+        }
+        let (parts, health, attempt) = (self.parts.clone(), self.health.clone(), self.attempt);
+        tokio::spawn(async move {
+            while let Some((index, result)) = out.next().await {
+                match result {
+                    Ok(id) => {
+                        let withdrawn = bounded(index, attempt, parts[index].withdraw(&id)).await;
+                        if let Err(e) = withdrawn {
+                            tracing::debug!(error = %e, partition = index, "a late copy was not withdrawn; it is delivered too");
+                        }
+                    }
+                    Err(QueueError::Unavailable(_)) => health.mark_down(index),
+                    Err(_) => {}
+                }
+            }
+        });
     }
 
     fn partition_of(&self, receipt: &Receipt) -> Result<(usize, Receipt), QueueError> {
@@ -285,31 +402,50 @@ impl Partitioned {
         }
     }
 
-    /// A no-wait receive on partition `index`, bounded by one attempt. Past the attempt it
-    /// goes on in the background and delivers what it brings to `outbox`: cut short, it
-    /// could lose messages it had taken (their delivery checks can wait on a stream leader
-    /// that just died) to a whole visibility timeout.
+    /// A no-wait receive on partition `index`; `None` while it is still out. One that has
+    /// not answered within its patience ([`RECEIVE_PATIENCE`], or [`SUSPECT_RECEIVE`] on
+    /// a suspect partition) is marked late and goes on in the background, delivering what
+    /// it brings to `outbox`: cut short, it could lose messages it had taken (their
+    /// delivery checks can wait on a stream leader that just died) to a whole visibility
+    /// timeout. It marks its partition down if it fails or outlasts a whole attempt.
     async fn receive_now(
         &self,
         index: usize,
         request: ReceiveRequest,
         outbox: &Outbox,
-    ) -> Result<Vec<Message>, QueueError> {
+    ) -> Result<Option<Vec<Message>>, QueueError> {
         let part = self.parts[index].clone();
         let mut call = tokio::spawn(async move { part.receive(request).await });
         let tagged = move |messages: Vec<Message>| messages.into_iter().map(move |m| tag(index, m));
-        let attempt = self.attempt_on(index, SUSPECT_RECEIVE);
-        match tokio::time::timeout(attempt, &mut call).await {
-            Ok(Ok(result)) => result.map(|m| tagged(m).collect()),
+        let patience = if self.health.suspect(index) {
+            SUSPECT_RECEIVE
+        } else {
+            RECEIVE_PATIENCE
+        }
+        .min(self.attempt);
+        match tokio::time::timeout(patience, &mut call).await {
+            Ok(Ok(result)) => result.map(|m| Some(tagged(m).collect())),
             Ok(Err(e)) => Err(QueueError::Unavailable(format!("partition {index}: {e}"))),
             Err(_) => {
-                let outbox = outbox.clone();
+                self.health.mark_late(index, self.attempt);
+                let (outbox, health) = (outbox.clone(), self.health.clone());
+                let rest = self.attempt.saturating_sub(patience);
                 tokio::spawn(async move {
-                    if let Ok(Ok(messages)) = call.await {
-                        outbox.deliver(NO_ROUND, index, tagged(messages).collect());
+                    let answer = match tokio::time::timeout(rest, &mut call).await {
+                        Ok(answer) => answer,
+                        Err(_) => {
+                            health.mark_down(index);
+                            call.await
+                        }
+                    };
+                    match answer {
+                        Ok(Ok(messages)) => {
+                            outbox.deliver(NO_ROUND, index, tagged(messages).collect())
+                        }
+                        _ => health.mark_down(index),
                     }
                 });
-                Err(no_answer(index, attempt))
+                Ok(None)
             }
         }
     }
@@ -456,7 +592,6 @@ impl Queue for Partitioned {
     }
 
     async fn send_everywhere(&self, message: OutgoingMessage) -> Result<String, QueueError> {
-        use futures_util::StreamExt;
         // Each copy on a task of its own: the first to land answers, the others still go
         // (a partition that takes a message may be unable to deliver it).
         let mut sends: futures_util::stream::FuturesUnordered<_> = (0..self.parts.len())
@@ -514,8 +649,11 @@ impl Queue for Partitioned {
                 visibility: request.visibility,
             };
             match self.receive_now(index, now, &outbox).await {
-                Ok(messages) => got.extend(messages),
+                Ok(Some(messages)) => got.extend(messages),
+                // Still out: what it brings is taken by the long polls below.
+                Ok(None) => {}
                 Err(e) => {
+                    tracing::debug!(queue = %self.name, partition = index, error = %e, "no-wait receive failed");
                     failed += 1;
                     last = e.to_string();
                     self.health.mark_down(index);

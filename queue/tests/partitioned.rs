@@ -246,18 +246,22 @@ async fn a_partition_back_in_line_after_failing_stays_suspect() {
     parts.truncate(1);
     let mut with_hanging: Vec<Arc<dyn Queue>> = vec![Arc::new(Hanging)];
     with_hanging.extend(parts);
-    let attempt = Duration::from_secs(3);
+    let attempt = Duration::from_secs(1);
     let q = Partitioned::new("suspect", with_hanging, attempt);
-    // Ungrouped sends take the partitions in turn: the first starts at the hanging one.
+    // Ungrouped sends take the partitions in turn: the first starts at the hanging one,
+    // which is joined by the next before its attempt is up.
     let started = std::time::Instant::now();
     let id = q.send(OutgoingMessage::new("a")).await.unwrap();
     assert!(id.starts_with("1:"), "{id}");
     assert!(
-        started.elapsed() >= attempt,
-        "a partition never seen failing gets its whole attempt"
+        started.elapsed() < attempt / 2,
+        "a send waited {:?} on a partition that does not answer",
+        started.elapsed()
     );
-    // Past its mark (5 s), the hanging partition is no longer down.
-    tokio::time::sleep(Duration::from_millis(5_200)).await;
+    assert!(q.degraded(), "late to answer, the partition is tried last");
+    // Its attempt runs out in the background and marks it down (5 s); past that mark the
+    // hanging partition is no longer down.
+    tokio::time::sleep(attempt + Duration::from_millis(5_200)).await;
     assert!(!q.degraded());
     for body in ["b", "c"] {
         let started = std::time::Instant::now();
@@ -296,8 +300,8 @@ async fn a_hanging_partition_holds_up_no_long_poll() {
     let sender = {
         let sent_at = sent_at.clone();
         tokio::spawn(async move {
-            // The receive's no-wait pass waits out its attempt on the hanging partition
-            // (2 s), then long polls start in 500 ms rounds: this lands in the second.
+            // The receive's no-wait pass gives the hanging partition a moment, then long
+            // polls start in 500 ms rounds: this lands several rounds in.
             tokio::time::sleep(ATTEMPT + Duration::from_millis(800)).await;
             *sent_at.lock().unwrap() = Some(std::time::Instant::now());
             live.send(OutgoingMessage::new("late")).await.unwrap();
@@ -311,4 +315,122 @@ async fn a_hanging_partition_holds_up_no_long_poll() {
         since_sent < Duration::from_secs(1),
         "received {since_sent:?} after it was sent"
     );
+}
+
+/// A partition that answers, but only after `delay` (its node paused), and notes what it
+/// took and what was withdrawn from it.
+struct Slow {
+    inner: Arc<dyn Queue>,
+    delay: Duration,
+    took: std::sync::Mutex<Vec<String>>,
+    withdrawn: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl Queue for Slow {
+    fn name(&self) -> &str {
+        "slow"
+    }
+    fn max_message_bytes(&self) -> usize {
+        self.inner.max_message_bytes()
+    }
+    async fn send(&self, message: OutgoingMessage) -> Result<String, imgfleet_queue::QueueError> {
+        tokio::time::sleep(self.delay).await;
+        let id = self.inner.send(message).await?;
+        self.took.lock().unwrap().push(id.clone());
+        Ok(id)
+    }
+    async fn withdraw(&self, id: &str) -> Result<(), imgfleet_queue::QueueError> {
+        self.withdrawn.lock().unwrap().push(id.to_string());
+        Ok(())
+    }
+    async fn receive(
+        &self,
+        request: imgfleet_queue::ReceiveRequest,
+    ) -> Result<Vec<imgfleet_queue::Message>, imgfleet_queue::QueueError> {
+        self.inner.receive(request).await
+    }
+    async fn delete(&self, r: &imgfleet_queue::Receipt) -> Result<(), imgfleet_queue::QueueError> {
+        self.inner.delete(r).await
+    }
+    async fn change_visibility(
+        &self,
+        r: &imgfleet_queue::Receipt,
+        timeout: Duration,
+    ) -> Result<(), imgfleet_queue::QueueError> {
+        self.inner.change_visibility(r, timeout).await
+    }
+    async fn depth(&self) -> Result<imgfleet_queue::Depth, imgfleet_queue::QueueError> {
+        self.inner.depth().await
+    }
+}
+
+/// A send does not wait a whole attempt on a partition slow to answer: the next one is
+/// tried alongside, the first to take the message has it, and the copy the slow one takes
+/// later is withdrawn, so that the message is delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_a_slow_partition_holds_up_goes_to_the_next_and_its_late_copy_is_withdrawn() {
+    let spec = crate::suite::spec("slow-send");
+    let (parts, _) = partitions(&spec).await;
+    let slow = Arc::new(Slow {
+        inner: parts[0].clone(),
+        delay: Duration::from_millis(700),
+        took: Default::default(),
+        withdrawn: Default::default(),
+    });
+    let mut with_slow: Vec<Arc<dyn Queue>> = vec![slow.clone()];
+    with_slow.extend(parts[1..].iter().cloned());
+    let q = Partitioned::new("slow-send", with_slow, ATTEMPT);
+    // Ungrouped sends take the partitions in turn: the first starts at the slow one.
+    let started = std::time::Instant::now();
+    let id = q.send(OutgoingMessage::new("a")).await.unwrap();
+    let took = started.elapsed();
+    assert!(id.starts_with("1:"), "{id}");
+    assert!(
+        took < slow.delay,
+        "the send waited {took:?} on the slow partition"
+    );
+    assert!(
+        q.degraded(),
+        "late to answer, the slow partition is tried last"
+    );
+    // The next sends go to the partitions that answer first, and at once.
+    for body in ["b", "c"] {
+        let started = std::time::Instant::now();
+        let id = q.send(OutgoingMessage::new(body)).await.unwrap();
+        assert!(!id.starts_with("0:"), "{id}");
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    tokio::time::sleep(slow.delay).await;
+    let took = slow.took.lock().unwrap().clone();
+    assert_eq!(took.len(), 1, "the slow partition took the first send late");
+    assert_eq!(
+        *slow.withdrawn.lock().unwrap(),
+        took,
+        "its late copy is withdrawn"
+    );
+}
+
+/// A receive's no-wait pass does not wait a whole attempt on a partition that does not
+/// answer: it moves on to the next, which has the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_no_wait_receive_moves_on_from_a_partition_that_does_not_answer() {
+    let spec = crate::suite::spec("hang-now");
+    let (mut parts, _) = partitions(&spec).await;
+    parts.truncate(1);
+    parts[0].send(OutgoingMessage::new("ready")).await.unwrap();
+    let mut with_hanging: Vec<Arc<dyn Queue>> = vec![Arc::new(Hanging)];
+    with_hanging.extend(parts);
+    let attempt = Duration::from_secs(3);
+    let q = Partitioned::new("hang-now", with_hanging, attempt);
+    let started = std::time::Instant::now();
+    // Receives start at the partitions in turn: the first at the hanging one.
+    let got = receive(&q, 1, 0, Some(60)).await;
+    let took = started.elapsed();
+    assert_eq!(got.len(), 1);
+    assert!(took < attempt / 3, "the receive took {took:?}");
 }

@@ -80,7 +80,8 @@ pub fn spawn_workers(ctx: Arc<WorkerContext>) -> (Vec<tokio::task::JoinHandle<()
                         visibility: Some(ctx.visibility),
                     };
                     let messages = tokio::select! {
-                        messages = receive_or_pause(&*ctx.jobs, request, "jobs") => messages,
+                        messages = receive_or_pause(&*ctx.jobs, request, "jobs")
+                            .instrument(tracing::debug_span!("receive")) => messages,
                         _ = stopping.wait_for(|stop| *stop) => return,
                     };
                     for m in messages {
