@@ -25,7 +25,9 @@
 //! * a receive first takes what is ready, partition by partition from a rotating start;
 //!   when nothing is, it long-polls every partition at once in short slices and returns as
 //!   soon as one has messages. A slice ends when its polls have ended; a poll still out
-//!   (its partition hangs) is neither waited for nor doubled by the next slices. What the
+//!   (its partition hangs) is neither waited for nor doubled by the next slices until it
+//!   is stale ([`STALE_POLL`]: one sent on a connection the client has left ends only with
+//!   its own timeout, while the partition answers on the new connection). What the
 //!   other polls bring while the receive is under way (a slower poll of an earlier slice)
 //!   it takes next; what they bring after it has returned is released: handed back to its
 //!   partition for any consumer, not counted as a receive where the partition can tell.
@@ -71,6 +73,9 @@ const SLICE: Duration = Duration::from_millis(500);
 /// How long past its slice a round of long polls waits for its polls to end: a healthy
 /// partition's poll ends with the slice.
 const PAST_SLICE: Duration = Duration::from_millis(200);
+/// How long a long poll may be out before its partition is polled again beside it: past a
+/// round (slice and grace) and half as long again, it is stuck, not slow.
+const STALE_POLL: Duration = Duration::from_millis(1_000);
 /// A round of long polls that ends sooner than this failed everywhere.
 const QUICK_FAILURE: Duration = Duration::from_millis(100);
 /// How long a send goes on trying the partitions while none takes it: a host whose
@@ -147,10 +152,10 @@ impl Outbox {
 struct Inbox {
     rx: mpsc::UnboundedReceiver<Polled>,
     parts: Parts,
-    /// Per partition, whether one of this receive's long polls on it is still out: a
-    /// partition that hangs is not polled again while one is (a poll still out delivers
-    /// whenever it ends).
-    polling: Vec<bool>,
+    /// Per partition, the round and start of this receive's latest long poll on it while
+    /// that poll is out: a partition that hangs is not polled again while one is (a poll
+    /// still out delivers whenever it ends), until that poll is stale.
+    polling: Vec<Option<(u64, Instant)>>,
 }
 
 fn mailbox(parts: &Parts) -> (Outbox, Inbox) {
@@ -163,7 +168,7 @@ fn mailbox(parts: &Parts) -> (Outbox, Inbox) {
         Inbox {
             rx,
             parts: parts.clone(),
-            polling: vec![false; parts.len()],
+            polling: vec![None; parts.len()],
         },
     )
 }
@@ -171,9 +176,17 @@ fn mailbox(parts: &Parts) -> (Outbox, Inbox) {
 impl Inbox {
     /// Notes that a poll of round `round` on partition `index` has ended.
     fn ended(&mut self, round: u64, index: usize) {
-        if round != NO_ROUND {
-            self.polling[index] = false;
+        if self.polling[index].is_some_and(|(latest, _)| latest == round) {
+            self.polling[index] = None;
         }
+    }
+
+    /// Whether partition `index` may be polled now: no poll of this receive is out on it,
+    /// or the one out is stale. A poll sent on a connection the client has since left (its
+    /// server hung) ends only with its own timeout, seconds later, and the partition
+    /// answers on the new connection meanwhile.
+    fn may_poll(&self, index: usize, now: Instant) -> bool {
+        self.polling[index].is_none_or(|(_, since)| now.duration_since(since) >= STALE_POLL)
     }
 
     /// Adds what has arrived to `got`, up to `max`; more is released.
@@ -468,11 +481,12 @@ impl Partitioned {
         // hangs costs nothing, and a message must not wait out a mark (a step-down marks a
         // partition that is fine a moment later).
         let mut polled = 0;
+        let now = Instant::now();
         for index in self.health.order(start) {
-            if inbox.polling[index] {
+            if !inbox.may_poll(index, now) {
                 continue;
             }
-            inbox.polling[index] = true;
+            inbox.polling[index] = Some((round, now));
             polled += 1;
             let part = self.parts[index].clone();
             let outbox = outbox.clone();

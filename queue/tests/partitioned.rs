@@ -434,3 +434,69 @@ async fn a_no_wait_receive_moves_on_from_a_partition_that_does_not_answer() {
     assert_eq!(got.len(), 1);
     assert!(took < attempt / 3, "the receive took {took:?}");
 }
+
+/// A partition reached through a connection that hung until `until`: calls made before
+/// then never answer (they went out on the connection the client has since left), later
+/// ones are answered.
+struct HungUntil {
+    inner: Arc<dyn Queue>,
+    until: std::time::Instant,
+}
+
+#[async_trait::async_trait]
+impl Queue for HungUntil {
+    fn name(&self) -> &str {
+        "hung-until"
+    }
+    fn max_message_bytes(&self) -> usize {
+        self.inner.max_message_bytes()
+    }
+    async fn send(&self, message: OutgoingMessage) -> Result<String, imgfleet_queue::QueueError> {
+        self.inner.send(message).await
+    }
+    async fn receive(
+        &self,
+        request: imgfleet_queue::ReceiveRequest,
+    ) -> Result<Vec<imgfleet_queue::Message>, imgfleet_queue::QueueError> {
+        if std::time::Instant::now() < self.until {
+            std::future::pending::<()>().await;
+        }
+        self.inner.receive(request).await
+    }
+    async fn delete(&self, r: &imgfleet_queue::Receipt) -> Result<(), imgfleet_queue::QueueError> {
+        self.inner.delete(r).await
+    }
+    async fn change_visibility(
+        &self,
+        r: &imgfleet_queue::Receipt,
+        timeout: Duration,
+    ) -> Result<(), imgfleet_queue::QueueError> {
+        self.inner.change_visibility(r, timeout).await
+    }
+    async fn depth(&self) -> Result<imgfleet_queue::Depth, imgfleet_queue::QueueError> {
+        self.inner.depth().await
+    }
+}
+
+/// A long poll stuck on a connection left behind is polled again once it is stale, so a
+/// receive gets the partition's messages through the new connection instead of waiting
+/// for the old poll's own timeout (or, as here, for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_stuck_on_a_connection_left_behind_is_polled_again() {
+    let spec = crate::suite::spec("stuck-poll");
+    let (parts, _) = partitions(&spec).await;
+    parts[0]
+        .send(OutgoingMessage::new("waiting"))
+        .await
+        .unwrap();
+    let stuck = HungUntil {
+        inner: parts[0].clone(),
+        until: std::time::Instant::now() + Duration::from_millis(400),
+    };
+    let q = Partitioned::new("stuck-poll", vec![Arc::new(stuck)], ATTEMPT);
+    let started = std::time::Instant::now();
+    let got = receive(&q, 1, 5_000, Some(60)).await;
+    let took = started.elapsed();
+    assert_eq!(got.len(), 1, "nothing received in {took:?}");
+    assert!(took < Duration::from_secs(3), "received after {took:?}");
+}

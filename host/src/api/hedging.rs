@@ -9,11 +9,13 @@
 //! is finished in the job store once and its run metered under an id derived from the
 //! job's, so two runs count as one.
 //!
-//! Why a copy may get an input of its own: the first copy's input may sit in the part of
-//! the fleet's staging that the stuck node leads, and a worker reading it waits as long as
-//! the node hangs, whichever partition the copy came through. When this host has seen that
-//! part fail lately, the copy's input is staged again from the request's body (which the
-//! request holds anyway), and freed with the first when the request ends.
+//! Why a copy gets an input of its own: the first copy's input may sit in the part of the
+//! fleet's staging that the stuck node leads, and a worker reading it waits as long as the
+//! node hangs, whichever partition the copy came through. This host cannot tell (a node
+//! that hung after the write has failed nothing here), so with the staging spread over
+//! parts, the copy's input is staged again from the request's body (which the request
+//! holds anyway; writes avoid a part late to answer), and freed with the first when the
+//! request ends.
 //!
 //! Why only while degraded: a healthy fleet's slow request is slow because its work is
 //! (a large image, a busy queue), and a second copy would only add load. A partition that
@@ -124,13 +126,11 @@ pub(super) async fn await_completion(
                 ..sent.job.clone()
             };
             let second = Arc::new(SecondCopy::default());
-            // An input in a part of staging that failed lately may be what holds the first
-            // copy up (a worker reading it waits on the node that hangs): the copy gets one
-            // of its own, staged where writes go now.
-            let fresh_input = state
-                .staging
-                .in_doubt(&sent.job.input)
-                .then(|| sent.body.clone());
+            // The first copy's input may be what holds it up (a worker reading it waits on
+            // the node that leads its part of the staging, which this host cannot always
+            // tell: a node that hung after the write has failed nothing here): the copy gets
+            // one of its own, staged where writes go now.
+            let fresh_input = state.staging.is_spread().then(|| sent.body.clone());
             let kind = Kind::Sync {
                 second: second.clone(),
                 fresh_input,

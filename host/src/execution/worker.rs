@@ -1,5 +1,7 @@
 //! Workers: pull jobs from the jobs queue only when a slot is free (one worker per slot),
-//! fetch the staged input, run the function in a slot, stage the output and reply.
+//! fetch the staged input, run the function in a slot, stage the output and reply. What
+//! waits on the network rather than on a slot (an input slow to come, a reply) goes on
+//! without the worker, so that a node that hangs does not take the host's slots with it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,13 +67,16 @@ impl Drain {
 pub fn spawn_workers(ctx: Arc<WorkerContext>) -> (Vec<tokio::task::JoinHandle<()>>, Drain) {
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let (running, done) = tokio::sync::mpsc::channel::<()>(1);
+    let aside = Arc::new(tokio::sync::Semaphore::new(ctx.slots.count()));
     let workers = (0..ctx.slots.count())
         .map(|_| {
             let ctx = ctx.clone();
             let mut stopping = stopping.clone();
             let running = running.clone();
+            let aside = aside.clone();
             tokio::spawn(async move {
-                let _running = running;
+                // Held while the worker (or a reply it left to send) is under way.
+                let running = running;
                 loop {
                     fail::fail_point!("worker");
                     let request = ReceiveRequest {
@@ -85,7 +90,13 @@ pub fn spawn_workers(ctx: Arc<WorkerContext>) -> (Vec<tokio::task::JoinHandle<()
                         _ = stopping.wait_for(|stop| *stop) => return,
                     };
                     for m in messages {
-                        handle(&ctx, m).await;
+                        let (input_read, read) = tokio::sync::oneshot::channel();
+                        let (ctx, running) = (ctx.clone(), running.clone());
+                        let job =
+                            tokio::spawn(
+                                async move { handle(&ctx, m, &running, input_read).await },
+                            );
+                        see_through(job, read, &aside).await;
                     }
                     if *stopping.borrow() {
                         return;
@@ -97,7 +108,43 @@ pub fn spawn_workers(ctx: Arc<WorkerContext>) -> (Vec<tokio::task::JoinHandle<()
     (workers, Drain { stop, done })
 }
 
-async fn handle(ctx: &WorkerContext, m: Message) {
+/// Held by whatever a worker has in hand: the drain waits until every one is dropped.
+type InHand = tokio::sync::mpsc::Sender<()>;
+
+/// Told (or dropped) once a job has its input, or will not read it.
+type InputRead = tokio::sync::oneshot::Sender<()>;
+
+/// How long a worker waits for its job's input before it may leave the job to finish on
+/// its own: a healthy read takes milliseconds, and one that waits on a node that hangs
+/// waits as long as the node does.
+const INPUT_PATIENCE: Duration = Duration::from_millis(500);
+
+/// Waits for the job the worker took, unless the job is still waiting for its input after
+/// [`INPUT_PATIENCE`] and `aside` has room (one such job per slot): the job then goes on by
+/// itself (it waits for a slot once its input comes) while the worker takes the next one.
+/// A slot is the capacity to run jobs; held by a read that waits on a hung node, it would
+/// hold up every job behind it, their inputs readable or not.
+async fn see_through(
+    job: tokio::task::JoinHandle<()>,
+    read: tokio::sync::oneshot::Receiver<()>,
+    aside: &Arc<tokio::sync::Semaphore>,
+) {
+    if tokio::time::timeout(INPUT_PATIENCE, read).await.is_err()
+        && let Ok(room) = aside.clone().try_acquire_owned()
+    {
+        tracing::debug!("the job's input is slow to come; the worker takes the next job");
+        tokio::spawn(async move {
+            let _room = room;
+            let _ = job.await;
+        });
+        return;
+    }
+    if let Err(e) = job.await {
+        tracing::error!(error = %e, "a job's task failed");
+    }
+}
+
+async fn handle(ctx: &Arc<WorkerContext>, m: Message, in_hand: &InHand, input_read: InputRead) {
     let job: Job = match serde_json::from_slice(&m.body) {
         Ok(j) => j,
         Err(e) => {
@@ -127,7 +174,9 @@ async fn handle(ctx: &WorkerContext, m: Message) {
     );
     let heartbeat = keep_hidden(ctx.jobs.clone(), m.receipt.clone(), ctx.visibility);
     let heartbeat = tokio::spawn(heartbeat.instrument(span.clone()));
-    finish(ctx, m, job, trace).instrument(span).await;
+    finish(ctx, m, job, trace, in_hand, input_read)
+        .instrument(span)
+        .await;
     heartbeat.abort();
 }
 
@@ -143,12 +192,19 @@ async fn keep_hidden(jobs: Arc<dyn Queue>, receipt: Receipt, visibility: Duratio
     }
 }
 
-async fn finish(ctx: &WorkerContext, m: Message, job: Job, trace: TraceContext) {
+async fn finish(
+    ctx: &Arc<WorkerContext>,
+    m: Message,
+    job: Job,
+    trace: TraceContext,
+    in_hand: &InHand,
+    input_read: InputRead,
+) {
     let queue_ms = now_ms().saturating_sub(job.submitted_ms) as f64;
-    let Some(reply_to) = &job.reply_to else {
-        return finish_async(ctx, m, job).await;
+    let Some(reply_to) = job.reply_to.clone() else {
+        return finish_async(ctx, m, job, input_read).await;
     };
-    let outcome = run(ctx, &job, Keep::Volatile, ctx.output_ttl).await;
+    let outcome = run(ctx, &job, Keep::Volatile, ctx.output_ttl, input_read).await;
     let completion = Completion {
         job_id: job.id.clone(),
         outcome,
@@ -158,26 +214,43 @@ async fn finish(ctx: &WorkerContext, m: Message, job: Job, trace: TraceContext) 
         hedge: job.hedge,
     };
     let body = serde_json::to_vec(&completion).expect("a completion serialises");
+    // The slot takes its next job while the reply goes: a reply through a partition that
+    // hangs waits for it, and a slot is the host's capacity to run jobs, not to wait. The
+    // job's message is deleted once the reply is sent (a crash in between runs the job
+    // again, and its requester takes the first completion).
+    let (ctx, in_hand) = (ctx.clone(), in_hand.clone());
+    tokio::spawn(
+        async move {
+            let _in_hand = in_hand;
+            reply(&ctx, &reply_to, body, job.hedge)
+                .instrument(tracing::info_span!("reply", queue = %reply_to))
+                .await;
+            // The input is the waiting request's to free: a hedged copy of this job may
+            // still need it.
+            done_with(&ctx, &m, None);
+        }
+        .in_current_span(),
+    );
+}
+
+/// Sends a synchronous job's completion to the queue its requester waits on.
+async fn reply(ctx: &WorkerContext, reply_to: &str, body: Vec<u8>, hedge: bool) {
     let sent = async {
         // The requester is waiting on a live connection: a crash loses the request
         // with its connection, so the reply need not wait for the disk.
         let q = ctx.replies.get(reply_to).await?;
         let message = OutgoingMessage::new(body).durability(Durability::Buffered);
         // A hedge exists because something was stuck: its answer takes every road.
-        if job.hedge {
+        if hedge {
             q.send_everywhere(message).await
         } else {
             q.send(message).await
         }
     }
-    .instrument(tracing::info_span!("reply", queue = %reply_to))
     .await;
     if let Err(e) = sent {
         tracing::error!(error = %e, reply_to, "could not send the completion");
     }
-    // The input is the waiting request's to free: a hedged copy of this job may still
-    // need it.
-    done_with(ctx, &m, None);
 }
 
 /// Frees the job's input (if it is the worker's to free) and deletes its message in the
@@ -202,7 +275,7 @@ fn done_with(ctx: &WorkerContext, m: &Message, input: Option<&str>) {
 
 /// Asynchronous jobs are retried (with a growing pause) while failures may be passing,
 /// and finished in the job store exactly once.
-async fn finish_async(ctx: &WorkerContext, m: Message, job: Job) {
+async fn finish_async(ctx: &WorkerContext, m: Message, job: Job, input_read: InputRead) {
     match ctx.job_store.status(&job.id).await {
         Ok(Some(JobStatus::Queued)) => {}
         Ok(Some(_)) => return done_with(ctx, &m, Some(&job.input)), // an earlier delivery finished it
@@ -216,7 +289,7 @@ async fn finish_async(ctx: &WorkerContext, m: Message, job: Job) {
         }
     }
     let started_ms = now_ms();
-    let outcome = run(ctx, &job, Keep::Durable, ctx.async_output_ttl).await;
+    let outcome = run(ctx, &job, Keep::Durable, ctx.async_output_ttl, input_read).await;
     let final_failure = matches!(&outcome, Outcome::Failed { status, code, .. }
         if !(*status >= 500 && code != "input_lost" && m.receive_count < ctx.max_receives));
     if matches!(outcome, Outcome::Answered { .. }) || final_failure {
@@ -438,15 +511,22 @@ async fn stage_output(
     }
 }
 
-async fn run(ctx: &WorkerContext, job: &Job, keep: Keep, output_ttl: Duration) -> Outcome {
-    let input = match ctx
+async fn run(
+    ctx: &WorkerContext,
+    job: &Job,
+    keep: Keep,
+    output_ttl: Duration,
+    input_read: InputRead,
+) -> Outcome {
+    let read = ctx
         .staging
         // Staged just before the job was submitted: an input missing long after that was
         // freed by its request (answered by another copy of this job, or given up).
         .get_written_at(&job.input, job.submitted_ms)
         .instrument(tracing::info_span!("stage_in"))
-        .await
-    {
+        .await;
+    let _ = input_read.send(());
+    let input = match read {
         Ok(b) => b,
         Err(e @ imgfleet_stores::staging::StagingError::Io(_)) => {
             // Not gone, only unreadable for now (a fleet's shared staging failing over).

@@ -158,14 +158,10 @@ impl SharedStaging {
         }
     }
 
-    /// Whether entry `key` sits in a bucket that failed lately, as seen from this host: a
-    /// read of it may wait on a node that hangs on and off, so work that needs it is better
-    /// given a fresh copy elsewhere.
-    pub fn in_doubt(&self, key: &str) -> bool {
+    /// Whether entries are spread over several buckets (each led by its own node), so that
+    /// one can be staged again away from the bucket that holds it.
+    pub fn is_spread(&self) -> bool {
         self.buckets.len() > 1
-            && self
-                .locate(key)
-                .is_some_and(|(index, _)| self.health.suspect(index))
     }
 
     /// The bucket (its index) and object name a key stands for.

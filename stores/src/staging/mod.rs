@@ -152,10 +152,11 @@ impl Staging {
         }
     }
 
-    /// Whether entry `key` may be slow to read for a while: it sits in a part of the
-    /// fleet's staging that failed lately. A host's own staging never is.
-    pub fn in_doubt(&self, key: &str) -> bool {
-        self.shared.as_ref().is_some_and(|s| s.in_doubt(key))
+    /// Whether entries are spread over parts of the fleet's staging led by different nodes:
+    /// an entry staged again then need not share the first one's part (and its hang). A
+    /// host's own staging is one part.
+    pub fn is_spread(&self) -> bool {
+        self.shared.as_ref().is_some_and(|s| s.is_spread())
     }
 
     /// Stages a request's input, but only while inputs fill less than
