@@ -636,6 +636,58 @@ mod tests {
         q.receive(request).await.expect("receive")
     }
 
+    /// A job still waiting for its input after the worker's patience goes on by itself
+    /// while there is room for it, and the worker is free; without room, the worker waits
+    /// for it; a job that has its input keeps its worker to the end.
+    #[tokio::test]
+    async fn a_worker_leaves_a_job_whose_input_is_slow_only_while_there_is_room() {
+        let room = Arc::new(tokio::sync::Semaphore::new(1));
+        // (job, tell it to end, tell that its input came)
+        let job = || {
+            let (end, ended) = tokio::sync::oneshot::channel::<()>();
+            let (input_read, read) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(async move {
+                let _ = ended.await;
+            });
+            (task, end, input_read, read)
+        };
+        let (slow, end_slow, _input_never, read) = job();
+        let started = tokio::time::Instant::now();
+        see_through(slow, read, &room).await;
+        let took = started.elapsed();
+        assert!(
+            took >= INPUT_PATIENCE && took < INPUT_PATIENCE * 2,
+            "left after {took:?}"
+        );
+        assert_eq!(room.available_permits(), 0, "the job left holds the room");
+        // No room left: the next slow job keeps its worker until it ends.
+        let (second, end_second, _input_never, read) = job();
+        let worker = tokio::spawn({
+            let room = room.clone();
+            async move { see_through(second, read, &room).await }
+        });
+        tokio::time::sleep(INPUT_PATIENCE * 2).await;
+        assert!(!worker.is_finished(), "left without room for it");
+        end_second.send(()).unwrap();
+        worker.await.unwrap();
+        // The first job ends: its room comes back.
+        end_slow.send(()).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(room.available_permits(), 1);
+        // A job that has its input keeps its worker, however long it runs.
+        let (running, end, input_read, read) = job();
+        input_read.send(()).unwrap();
+        let worker = tokio::spawn({
+            let room = room.clone();
+            async move { see_through(running, read, &room).await }
+        });
+        tokio::time::sleep(INPUT_PATIENCE * 2).await;
+        assert!(!worker.is_finished(), "left a job that had its input");
+        end.send(()).unwrap();
+        worker.await.unwrap();
+        assert_eq!(room.available_permits(), 1);
+    }
+
     #[tokio::test]
     async fn a_job_stays_hidden_while_its_worker_has_it_and_comes_back_after() {
         let dir = tempfile::tempdir().unwrap();
