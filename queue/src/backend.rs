@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 
 use super::embedded::EmbeddedStore;
-use super::jetstream::{self, JetStream, JetStreamQueue};
+use super::jetstream::{self, JetStream, JetStreamQueue, JetStreamSender};
 use super::leaders;
 use super::partitioned::Partitioned;
 use super::sqs::SqsQueue;
@@ -34,8 +34,9 @@ pub enum Leaders {
     /// This host: the queues it receives from (every host spreads the shared ones alike).
     Spread,
     /// Another host: a queue only sent to from here (another host's completions). Its
-    /// owner spreads it; spreading it from every sender would multiply the step-downs,
-    /// and a first send would wait for them.
+    /// owner creates and spreads it; spreading it from every sender would multiply the
+    /// step-downs, and a first send would wait for them. Opened for sending only, without
+    /// the JetStream API (which the servers refuse while their meta group elects a leader).
     LeftToOwner,
 }
 
@@ -52,6 +53,27 @@ impl QueueBackend {
         match self {
             Self::Embedded(store) => store.queue(spec).await,
             Self::Sqs(client) => Ok(Arc::new(SqsQueue::open(client.clone(), &spec).await?)),
+            // Another host's queue: sent to only, opened without the JetStream API.
+            Self::JetStream { js, partitions } if leaders == Leaders::LeftToOwner => {
+                if *partitions <= 1 {
+                    let sender = JetStreamSender::open(js, &spec, jetstream::CALL_BUDGET).await?;
+                    return Ok(Arc::new(sender));
+                }
+                let mut parts: Vec<Arc<dyn Queue>> = Vec::with_capacity(*partitions);
+                for i in 0..*partitions {
+                    let mut part = spec.clone();
+                    part.name = format!("p{i}-{}", spec.name);
+                    // A send fails over to the next partition instead of waiting here.
+                    parts.push(Arc::new(
+                        JetStreamSender::open(js, &part, Duration::ZERO).await?,
+                    ));
+                }
+                Ok(Arc::new(Partitioned::new(
+                    spec.name,
+                    parts,
+                    PARTITION_ATTEMPT,
+                )))
+            }
             Self::JetStream { js, partitions } if *partitions > 1 => {
                 let mut parts: Vec<Arc<dyn Queue>> = Vec::with_capacity(*partitions);
                 let mut placement = Vec::with_capacity(*partitions);
@@ -69,9 +91,7 @@ impl QueueBackend {
                         companion: Some(jetstream::held_back_stream_name(&part.name)),
                     });
                 }
-                if leaders == Leaders::Spread {
-                    leaders::keep_spread((**js).clone(), placement).await;
-                }
+                leaders::keep_spread((**js).clone(), placement).await;
                 Ok(Arc::new(Partitioned::new(
                     spec.name,
                     parts,

@@ -45,8 +45,11 @@ const UNCOUNTED_PAUSE: Duration = Duration::from_secs(2);
 /// A single call (publish, ack, lookup) that has not answered within this long counts as
 /// unavailable; a publish is retried within it, so a leader election in the cluster (a
 /// few seconds) costs latency, not errors.
-const CALL_BUDGET: Duration = Duration::from_secs(8);
+pub(crate) const CALL_BUDGET: Duration = Duration::from_secs(8);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a delivery's check waits on its stream's leader before it asks a replica: a
+/// healthy leader answers in milliseconds.
+const LEADER_PATIENCE: Duration = Duration::from_millis(500);
 /// A quiet connection's ping: a server that hangs is found out in three of these (0.75 s),
 /// and a host connected to it has no connection until then. Any traffic from the server
 /// counts as an answer, so a busy server is never taken for a hung one.
@@ -206,6 +209,78 @@ pub fn stream_name(queue: &str) -> String {
     format!("IMGFLEET_{safe}")
 }
 
+/// The largest body `spec`'s queue takes on this connection's servers: headers and the
+/// group subject ride along with the body.
+fn max_message_bytes(js: &JetStream, spec: &QueueSpec) -> usize {
+    let max_payload = match js.client.server_info().max_payload {
+        0 => 1024 * 1024,
+        n => n,
+    };
+    spec.max_message_bytes.min(max_payload).saturating_sub(4096)
+}
+
+/// The subject and headers `message` is published to `stream` with.
+fn publication(stream: &str, message: &OutgoingMessage) -> (String, HeaderMap) {
+    let mut headers = HeaderMap::new();
+    let dedup = message
+        .dedup_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    headers.insert("Nats-Msg-Id", dedup.as_str());
+    if let Some(g) = &message.group {
+        headers.insert(GROUP_HEADER, g.as_str());
+    }
+    for (k, v) in &message.attributes {
+        headers.insert(format!("{ATTRIBUTE_PREFIX}{k}").as_str(), v.as_str());
+    }
+    (subject(stream, message.group.as_deref()), headers)
+}
+
+/// Publishes and waits for the stream's acknowledgement (its sequence), retried within
+/// `budget`.
+async fn publish_within(
+    js: &JetStream,
+    budget: Duration,
+    subject: String,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<u64, QueueError> {
+    retry_within(budget, || async {
+        let ack = js
+            .context
+            .publish_with_headers(subject.clone(), headers.clone(), body.clone())
+            .await
+            .map_err(unavailable)?;
+        let ack = ack.await.map_err(refused)?;
+        Ok(ack.sequence)
+    })
+    .await
+}
+
+/// Deletes message `id` (a stream sequence) of `stream` unless it is gone already.
+async fn withdraw_from<I>(
+    stream: &stream::Stream<I>,
+    queue: &str,
+    id: &str,
+) -> Result<(), QueueError> {
+    let seq: u64 = id
+        .parse()
+        .map_err(|_| QueueError::Invalid(format!("`{id}` is not a message id of {queue}")))?;
+    match tokio::time::timeout(ATTEMPT_TIMEOUT, stream.delete_message(seq)).await {
+        Ok(Ok(_)) => Ok(()),
+        // Taken and deleted already (its run finished first).
+        Ok(Err(e))
+            if matches!(e.kind(), stream::DeleteMessageErrorKind::JetStream(ref js)
+                if js.error_code() == jetstream::ErrorCode::NO_MESSAGE_FOUND
+                    || js.error_code() == jetstream::ErrorCode::STREAM_MESSAGE_DELETE_FAILED) =>
+        {
+            Ok(())
+        }
+        Ok(Err(e)) => Err(unavailable(e)),
+        Err(_) => Err(unavailable("no answer to a withdrawal")),
+    }
+}
+
 /// Each group gets a subject token of its own; hex keeps any group name a valid token.
 fn subject(stream: &str, group: Option<&str>) -> String {
     match group {
@@ -246,12 +321,7 @@ impl JetStreamQueue {
             None => None,
         };
         let name = stream_name(&spec.name);
-        let max_payload = match js.client.server_info().max_payload {
-            0 => 1024 * 1024,
-            n => n,
-        };
-        // Headers and the group subject ride along with the body.
-        let max_message_bytes = spec.max_message_bytes.min(max_payload).saturating_sub(4096);
+        let max_message_bytes = max_message_bytes(js, spec);
         let config = stream::Config {
             name: name.clone(),
             subjects: vec![format!("{name}.>")],
@@ -352,17 +422,7 @@ impl JetStreamQueue {
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<u64, QueueError> {
-        retry_within(self.publish_budget, || async {
-            let ack = self
-                .js
-                .context
-                .publish_with_headers(subject.clone(), headers.clone(), body.clone())
-                .await
-                .map_err(unavailable)?;
-            let ack = ack.await.map_err(refused)?;
-            Ok(ack.sequence)
-        })
-        .await
+        publish_within(&self.js, self.publish_budget, subject, headers, body).await
     }
 
     fn held_back_subject(&self, seq: u64) -> String {
@@ -423,14 +483,26 @@ impl JetStreamQueue {
 
     /// Whether `seq` is the oldest message left on its group's subject.
     async fn first_of_group(&self, subject: &str, seq: u64) -> Result<bool, QueueError> {
-        match self
-            .stream
-            .get_first_raw_message_by_subject(subject, 1)
-            .await
-        {
-            Ok(first) => Ok(first.sequence >= seq),
-            Err(e) => Err(unavailable(e)),
-        }
+        let leader = tokio::time::timeout(
+            LEADER_PATIENCE,
+            self.stream.get_first_raw_message_by_subject(subject, 1),
+        )
+        .await;
+        let first = match leader {
+            Ok(Ok(first)) => first.sequence,
+            // The leader is electing, or the cluster's meta group is (the server then
+            // refuses stream API requests for seconds): any replica answers a direct get.
+            // A replica holds an earlier state of the leader's log, so it can only find an
+            // older message still there (the delivery waits its turn), never miss one.
+            _ => {
+                self.stream
+                    .direct_get_first_for_subject(subject)
+                    .await
+                    .map_err(unavailable)?
+                    .sequence
+            }
+        };
+        Ok(first >= seq)
     }
 
     /// Turns one delivery into a message for the caller, or hands it back (busy group) or
@@ -511,6 +583,92 @@ impl JetStreamQueue {
 
     fn stream_name(&self) -> String {
         self.stream.cached_info().config.name.clone()
+    }
+}
+
+/// Another host's queue, for sending only (a worker's replies to its requests). Opened
+/// without a word to the cluster: the servers refuse JetStream API requests for seconds
+/// while their meta group elects a leader (its node died), and a host's first reply to
+/// another must not wait for that. The owner created the stream and keeps its consumer.
+pub struct JetStreamSender {
+    js: JetStream,
+    name: String,
+    stream: stream::Stream<()>,
+    max_message_bytes: usize,
+    publish_budget: Duration,
+}
+
+impl JetStreamSender {
+    /// `spec`'s queue, for sending, each publish retried within `publish_budget`.
+    pub async fn open(
+        js: &JetStream,
+        spec: &QueueSpec,
+        publish_budget: Duration,
+    ) -> Result<Self, QueueError> {
+        let stream = js
+            .context
+            .get_stream_no_info(stream_name(&spec.name))
+            .await
+            .map_err(|e| QueueError::Invalid(e.to_string()))?;
+        Ok(Self {
+            js: js.clone(),
+            name: spec.name.clone(),
+            stream,
+            max_message_bytes: max_message_bytes(js, spec),
+            publish_budget,
+        })
+    }
+
+    fn only_sends(&self) -> QueueError {
+        QueueError::Invalid(format!(
+            "{} is another host's queue: this host only sends to it",
+            self.name
+        ))
+    }
+}
+
+#[async_trait]
+impl Queue for JetStreamSender {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+
+    async fn send(&self, message: OutgoingMessage) -> Result<String, QueueError> {
+        validate_send(&message, self.max_message_bytes, "the JetStream backend")?;
+        let (subject, headers) = publication(&stream_name(&self.name), &message);
+        let seq = publish_within(
+            &self.js,
+            self.publish_budget,
+            subject,
+            headers,
+            message.body,
+        )
+        .await?;
+        Ok(seq.to_string())
+    }
+
+    async fn withdraw(&self, id: &str) -> Result<(), QueueError> {
+        withdraw_from(&self.stream, &self.name, id).await
+    }
+
+    async fn receive(&self, _: ReceiveRequest) -> Result<Vec<Message>, QueueError> {
+        Err(self.only_sends())
+    }
+
+    async fn delete(&self, _: &Receipt) -> Result<(), QueueError> {
+        Err(self.only_sends())
+    }
+
+    async fn change_visibility(&self, _: &Receipt, _: Duration) -> Result<(), QueueError> {
+        Err(self.only_sends())
+    }
+
+    async fn depth(&self) -> Result<Depth, QueueError> {
+        Err(self.only_sends())
     }
 }
 
@@ -652,44 +810,13 @@ impl Queue for JetStreamQueue {
 
     async fn send(&self, message: OutgoingMessage) -> Result<String, QueueError> {
         validate_send(&message, self.max_message_bytes, "the JetStream backend")?;
-        let mut headers = HeaderMap::new();
-        let dedup = message
-            .dedup_id
-            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        headers.insert("Nats-Msg-Id", dedup.as_str());
-        if let Some(g) = &message.group {
-            headers.insert(GROUP_HEADER, g.as_str());
-        }
-        for (k, v) in &message.attributes {
-            headers.insert(format!("{ATTRIBUTE_PREFIX}{k}").as_str(), v.as_str());
-        }
-        let seq = self
-            .publish(
-                subject(&self.stream_name(), message.group.as_deref()),
-                headers,
-                message.body,
-            )
-            .await?;
+        let (subject, headers) = publication(&self.stream_name(), &message);
+        let seq = self.publish(subject, headers, message.body).await?;
         Ok(seq.to_string())
     }
 
     async fn withdraw(&self, id: &str) -> Result<(), QueueError> {
-        let seq: u64 = id.parse().map_err(|_| {
-            QueueError::Invalid(format!("`{id}` is not a message id of {}", self.name))
-        })?;
-        match tokio::time::timeout(ATTEMPT_TIMEOUT, self.stream.delete_message(seq)).await {
-            Ok(Ok(_)) => Ok(()),
-            // Taken and deleted already (its run finished first).
-            Ok(Err(e))
-                if matches!(e.kind(), stream::DeleteMessageErrorKind::JetStream(ref js)
-                    if js.error_code() == jetstream::ErrorCode::NO_MESSAGE_FOUND
-                        || js.error_code() == jetstream::ErrorCode::STREAM_MESSAGE_DELETE_FAILED) =>
-            {
-                Ok(())
-            }
-            Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(unavailable("no answer to a withdrawal")),
-        }
+        withdraw_from(&self.stream, &self.name, id).await
     }
 
     async fn receive(&self, request: ReceiveRequest) -> Result<Vec<Message>, QueueError> {

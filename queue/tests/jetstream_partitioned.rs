@@ -157,3 +157,52 @@ async fn a_withdrawn_copy_is_never_delivered_and_holds_up_nothing() {
         "an id of no partition"
     );
 }
+
+/// Another host's queue, opened to send to (a worker's replies): what is sent reaches the
+/// owner's receives, in the partition the sender chose, and the sender cannot take
+/// anything off the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_opened_by_another_host_to_reply_to_reaches_its_owner() {
+    let spec = crate::suite::spec(&format!(
+        "replies-{}",
+        &uuid::Uuid::now_v7().simple().to_string()[24..]
+    ));
+    let owner = backend()
+        .await
+        .open(spec.clone())
+        .await
+        .expect("the owner's queue");
+    let sender = backend()
+        .await
+        .open_with(spec.clone(), imgfleet_queue::backend::Leaders::LeftToOwner)
+        .await
+        .expect("opened to send");
+    assert_eq!(sender.max_message_bytes(), owner.max_message_bytes());
+    let mut sent = Vec::new();
+    for body in ["a", "b", "c"] {
+        sent.push(sender.send(OutgoingMessage::new(body)).await.expect("sent"));
+    }
+    let mut got = Vec::new();
+    while got.len() < sent.len() {
+        let more = crate::suite::receive(&*owner, 10, 2_000, Some(30)).await;
+        assert!(!more.is_empty(), "got {} of {}", got.len(), sent.len());
+        got.extend(more);
+    }
+    let mut ids: Vec<String> = got.iter().map(|m| m.id.clone()).collect();
+    ids.sort();
+    sent.sort();
+    assert_eq!(ids, sent, "ids as the sender was told");
+    let refused = sender
+        .receive(ReceiveRequest {
+            max_messages: 1,
+            wait: Duration::ZERO,
+            visibility: None,
+        })
+        .await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("only sends to it")),
+        "{refused:?}"
+    );
+}

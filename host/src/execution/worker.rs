@@ -75,7 +75,7 @@ pub fn spawn_workers(ctx: Arc<WorkerContext>) -> (Vec<tokio::task::JoinHandle<()
             let running = running.clone();
             let aside = aside.clone();
             tokio::spawn(async move {
-                // Held while the worker (or a reply it left to send) is under way.
+                // Held while the worker, or a job or reply it left to finish, is under way.
                 let running = running;
                 loop {
                     fail::fail_point!("worker");
