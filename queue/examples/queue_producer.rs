@@ -6,8 +6,9 @@
 //! `queue_producer DIR churn [FROM]`: sends 1 KiB messages numbered from FROM (default 0)
 //! and deletes the oldest one after each send, on a store that compacts every 64 KiB, so
 //! that a kill lands as often in a compaction as in an append; prints `s N` once N is
-//! acknowledged and `d N` once N's delete was made. A test that restarts it on the same
-//! store gives each run its own FROM, so that a number names one message.
+//! acknowledged and `d N` just before N's delete is made (printed after it, a kill between
+//! the delete and the line would make a deleted message look lost). A test that restarts it
+//! on the same store gives each run its own FROM, so that a number names one message.
 
 use imgfleet_queue::embedded::{EmbeddedOptions, EmbeddedStore};
 use imgfleet_queue::{OutgoingMessage, QueueSpec, ReceiveRequest};
@@ -45,9 +46,9 @@ async fn main() -> anyhow::Result<()> {
                 })
                 .await?;
             for m in got {
-                q.delete(&m.receipt).await?;
                 writeln!(out, "d {}", String::from_utf8_lossy(&m.body).trim())?;
                 out.flush()?;
+                q.delete(&m.receipt).await?;
             }
         }
     }

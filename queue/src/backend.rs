@@ -40,6 +40,22 @@ pub enum Leaders {
     LeftToOwner,
 }
 
+/// The queue that is partition `index` of the partitioned queue `name`.
+pub fn partition_name(name: &str, index: usize) -> String {
+    format!("p{index}-{name}")
+}
+
+/// Partition `index` of the partitioned queue `name`, as its leaders are kept together:
+/// its stream, the consumer workers pull from, and the stream of its held-back counts.
+pub fn partition_placement(name: &str, index: usize) -> leaders::Partition {
+    let part = partition_name(name, index);
+    leaders::Partition {
+        stream: jetstream::stream_name(&part),
+        consumer: Some(jetstream::CONSUMER.to_string()),
+        companion: Some(jetstream::held_back_stream_name(&part)),
+    }
+}
+
 impl QueueBackend {
     pub async fn open(&self, spec: QueueSpec) -> Result<Arc<dyn Queue>, QueueError> {
         self.open_with(spec, Leaders::Spread).await
@@ -62,7 +78,7 @@ impl QueueBackend {
                 let mut parts: Vec<Arc<dyn Queue>> = Vec::with_capacity(*partitions);
                 for i in 0..*partitions {
                     let mut part = spec.clone();
-                    part.name = format!("p{i}-{}", spec.name);
+                    part.name = partition_name(&spec.name, i);
                     // A send fails over to the next partition instead of waiting here.
                     parts.push(Arc::new(
                         JetStreamSender::open(js, &part, Duration::ZERO).await?,
@@ -79,17 +95,13 @@ impl QueueBackend {
                 let mut placement = Vec::with_capacity(*partitions);
                 for i in 0..*partitions {
                     let mut part = spec.clone();
-                    part.name = format!("p{i}-{}", spec.name);
+                    part.name = partition_name(&spec.name, i);
                     part.max_bytes = spec.max_bytes.map(|b| (b / *partitions as u64).max(1));
                     // A send fails over to the next partition instead of waiting here
                     // for an election.
                     let queue = JetStreamQueue::open(js, &part).await?;
                     parts.push(Arc::new(queue.with_publish_budget(Duration::ZERO)));
-                    placement.push(leaders::Partition {
-                        stream: jetstream::stream_name(&part.name),
-                        consumer: Some(jetstream::CONSUMER.to_string()),
-                        companion: Some(jetstream::held_back_stream_name(&part.name)),
-                    });
+                    placement.push(partition_placement(&spec.name, i));
                 }
                 leaders::keep_spread((**js).clone(), placement).await;
                 Ok(Arc::new(Partitioned::new(

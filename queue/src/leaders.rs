@@ -16,8 +16,15 @@ use super::jetstream::JetStream;
 
 /// Rounds of moves in one pass (a step-down lands on a random peer, so it can take a few).
 const ROUNDS: usize = 8;
-/// Time for the elections a round of step-downs started.
+/// Time for the elections a round of step-downs started, before the leaders are looked at
+/// again: sooner, a partition can still name the leader that just stepped down.
 const SETTLE: Duration = Duration::from_millis(1500);
+/// How long past [`SETTLE`] those elections may take (on a loaded machine, seconds) before
+/// a pass gives up: until every partition has its leaders again, a fresh queue is not
+/// handed out, since its first calls would meet a partition that has none.
+const ELECTED_WITHIN: Duration = Duration::from_secs(10);
+/// How often the leaders are looked at while those elections are under way.
+const ELECTION_POLL: Duration = Duration::from_millis(250);
 /// How often leaders are looked at again (plus up to half again, so that hosts sharing a
 /// resource do not all look at the same moment).
 const EVERY: Duration = Duration::from_secs(30);
@@ -122,8 +129,8 @@ fn rand_fraction() -> f64 {
 
 /// Rounds of look, plan and step down until nothing is left to move.
 pub async fn spread(js: &JetStream, partitions: &[Partition]) -> Result<(), QueueError> {
+    let mut placed = place(js, partitions).await?;
     for _ in 0..ROUNDS {
-        let placed = place(js, partitions).await?;
         let moves = plan(&placed);
         if moves.is_empty() {
             return Ok(());
@@ -150,14 +157,31 @@ pub async fn spread(js: &JetStream, partitions: &[Partition]) -> Result<(), Queu
                 tracing::debug!(subject, error = ?answer.error, "step-down refused");
             }
         }
-        tokio::time::sleep(SETTLE).await;
+        placed = elected(js, partitions).await?;
     }
     Ok(())
 }
 
+/// Every partition's leaders once the elections a round of step-downs started are over; an
+/// error if a partition still has none [`ELECTED_WITHIN`] after [`SETTLE`].
+async fn elected(js: &JetStream, partitions: &[Partition]) -> Result<Vec<Placed>, QueueError> {
+    tokio::time::sleep(SETTLE).await;
+    let deadline = tokio::time::Instant::now() + ELECTED_WITHIN;
+    loop {
+        match place(js, partitions).await {
+            Ok(placed) => return Ok(placed),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "waiting for the leaders a step-down moved");
+                tokio::time::sleep(ELECTION_POLL).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Every partition's leaders now; an error if any partition has none (an election is
 /// under way: nothing is moved then).
-async fn place(js: &JetStream, partitions: &[Partition]) -> Result<Vec<Placed>, QueueError> {
+pub async fn place(js: &JetStream, partitions: &[Partition]) -> Result<Vec<Placed>, QueueError> {
     let unavailable = |e: String| QueueError::Unavailable(e);
     let mut placed = Vec::with_capacity(partitions.len());
     for p in partitions {

@@ -5,9 +5,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::suite::Pair;
-use imgfleet_queue::backend::QueueBackend;
+use imgfleet_queue::backend::{self, QueueBackend};
 use imgfleet_queue::jetstream::{JetStream, JetStreamConfig};
-use imgfleet_queue::{OutgoingMessage, QueueSpec, ReceiveRequest};
+use imgfleet_queue::{OutgoingMessage, QueueSpec, ReceiveRequest, leaders};
 use imgfleet_tests::nats::Nats;
 
 fn cluster() -> &'static Nats {
@@ -205,4 +205,28 @@ async fn a_queue_opened_by_another_host_to_reply_to_reaches_its_owner() {
             .is_err_and(|e| e.to_string().contains("only sends to it")),
         "{refused:?}"
     );
+}
+
+/// Opening a queue spreads its partitions' leaders over the nodes by step-downs, each of
+/// which leaves a partition without a leader until an election ends (seconds on a loaded
+/// machine). The queue is handed out only once every partition is led again: its first
+/// calls would otherwise fail on that partition or wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_is_handed_out_only_once_every_partition_is_led() {
+    let spec = crate::suite::spec(&format!(
+        "led-{}",
+        &uuid::Uuid::now_v7().simple().to_string()[24..]
+    ));
+    let backend = backend().await;
+    backend.open(spec.clone()).await.expect("opening the queue");
+    let QueueBackend::JetStream { js, partitions } = &backend else {
+        unreachable!("the backend is JetStream");
+    };
+    let placement: Vec<_> = (0..*partitions)
+        .map(|i| backend::partition_placement(&spec.name, i))
+        .collect();
+    let placed = leaders::place(js, &placement)
+        .await
+        .expect("every partition's stream, consumer and counts led");
+    assert_eq!(placed.len(), 3);
 }
