@@ -236,6 +236,21 @@ fn publication(stream: &str, message: &OutgoingMessage) -> (String, HeaderMap) {
     (subject(stream, message.group.as_deref()), headers)
 }
 
+/// Sends `message` to the queue of `stream` (its group and attributes as headers), retried
+/// within `budget`; the message's id is its stream sequence.
+async fn send_to(
+    js: &JetStream,
+    stream: &str,
+    max_message_bytes: usize,
+    budget: Duration,
+    message: OutgoingMessage,
+) -> Result<String, QueueError> {
+    validate_send(&message, max_message_bytes, "the JetStream backend")?;
+    let (subject, headers) = publication(stream, &message);
+    let seq = publish_within(js, budget, subject, headers, message.body).await?;
+    Ok(seq.to_string())
+}
+
 /// Publishes and waits for the stream's acknowledgement (its sequence), retried within
 /// `budget`.
 async fn publish_within(
@@ -638,17 +653,9 @@ impl Queue for JetStreamSender {
     }
 
     async fn send(&self, message: OutgoingMessage) -> Result<String, QueueError> {
-        validate_send(&message, self.max_message_bytes, "the JetStream backend")?;
-        let (subject, headers) = publication(&stream_name(&self.name), &message);
-        let seq = publish_within(
-            &self.js,
-            self.publish_budget,
-            subject,
-            headers,
-            message.body,
-        )
-        .await?;
-        Ok(seq.to_string())
+        let stream = stream_name(&self.name);
+        let (max, budget) = (self.max_message_bytes, self.publish_budget);
+        send_to(&self.js, &stream, max, budget, message).await
     }
 
     async fn withdraw(&self, id: &str) -> Result<(), QueueError> {
@@ -809,10 +816,9 @@ impl Queue for JetStreamQueue {
     }
 
     async fn send(&self, message: OutgoingMessage) -> Result<String, QueueError> {
-        validate_send(&message, self.max_message_bytes, "the JetStream backend")?;
-        let (subject, headers) = publication(&self.stream_name(), &message);
-        let seq = self.publish(subject, headers, message.body).await?;
-        Ok(seq.to_string())
+        let stream = self.stream_name();
+        let (max, budget) = (self.max_message_bytes, self.publish_budget);
+        send_to(&self.js, &stream, max, budget, message).await
     }
 
     async fn withdraw(&self, id: &str) -> Result<(), QueueError> {

@@ -517,8 +517,7 @@ impl Partitioned {
             match tokio::time::timeout_at(end, inbox.rx.recv()).await {
                 Ok(Some((polled_in, index, messages))) => {
                     inbox.ended(polled_in, index);
-                    answered +=
-                        usize::from(polled_in == round || (polled == 0 && polled_in != NO_ROUND));
+                    answered += usize::from(counts_for_round(polled_in, round, polled));
                     if !messages.is_empty() {
                         let mut got = messages;
                         inbox.take_arrived(&mut got, request.max_messages);
@@ -530,6 +529,14 @@ impl Partitioned {
         }
         Vec::new()
     }
+}
+
+/// Whether a poll of round `polled_in` that ended counts towards ending round `round`, which
+/// sent `polled` polls: its own polls do; when it sent none (every partition's poll was
+/// still out from earlier rounds), any earlier round's does, but not a no-wait receive gone
+/// on in the background.
+fn counts_for_round(polled_in: u64, round: u64, polled: usize) -> bool {
+    polled_in == round || (polled == 0 && polled_in != NO_ROUND)
 }
 
 /// One call on partition `index`, bounded by `attempt`: not answering in time is being

@@ -317,37 +317,57 @@ async fn a_hanging_partition_holds_up_no_long_poll() {
     );
 }
 
-/// A partition that answers, but only after `delay` (its node paused), and notes what it
-/// took and what was withdrawn from it.
-struct Slow {
+/// A partition on a node with a fault: sends answered only after `send_delay` (the node
+/// paused), receives made before `hung_until` never answered (they went out on a
+/// connection the client has since left). Notes what it took and what was withdrawn.
+struct Faulty {
     inner: Arc<dyn Queue>,
-    delay: Duration,
+    send_delay: Duration,
+    hung_until: Option<std::time::Instant>,
     took: std::sync::Mutex<Vec<String>>,
     withdrawn: std::sync::Mutex<Vec<String>>,
 }
 
+impl Faulty {
+    fn new(inner: Arc<dyn Queue>) -> Self {
+        Self {
+            inner,
+            send_delay: Duration::ZERO,
+            hung_until: None,
+            took: Default::default(),
+            withdrawn: Default::default(),
+        }
+    }
+}
+
 #[async_trait::async_trait]
-impl Queue for Slow {
+impl Queue for Faulty {
     fn name(&self) -> &str {
-        "slow"
+        "faulty"
     }
     fn max_message_bytes(&self) -> usize {
         self.inner.max_message_bytes()
     }
     async fn send(&self, message: OutgoingMessage) -> Result<String, imgfleet_queue::QueueError> {
-        tokio::time::sleep(self.delay).await;
+        tokio::time::sleep(self.send_delay).await;
         let id = self.inner.send(message).await?;
         self.took.lock().unwrap().push(id.clone());
         Ok(id)
     }
     async fn withdraw(&self, id: &str) -> Result<(), imgfleet_queue::QueueError> {
         self.withdrawn.lock().unwrap().push(id.to_string());
-        Ok(())
+        self.inner.withdraw(id).await
     }
     async fn receive(
         &self,
         request: imgfleet_queue::ReceiveRequest,
     ) -> Result<Vec<imgfleet_queue::Message>, imgfleet_queue::QueueError> {
+        if self
+            .hung_until
+            .is_some_and(|until| std::time::Instant::now() < until)
+        {
+            std::future::pending::<()>().await;
+        }
         self.inner.receive(request).await
     }
     async fn delete(&self, r: &imgfleet_queue::Receipt) -> Result<(), imgfleet_queue::QueueError> {
@@ -372,11 +392,9 @@ impl Queue for Slow {
 async fn a_send_a_slow_partition_holds_up_goes_to_the_next_and_its_late_copy_is_withdrawn() {
     let spec = crate::suite::spec("slow-send");
     let (parts, _) = partitions(&spec).await;
-    let slow = Arc::new(Slow {
-        inner: parts[0].clone(),
-        delay: Duration::from_millis(700),
-        took: Default::default(),
-        withdrawn: Default::default(),
+    let slow = Arc::new(Faulty {
+        send_delay: Duration::from_millis(700),
+        ..Faulty::new(parts[0].clone())
     });
     let mut with_slow: Vec<Arc<dyn Queue>> = vec![slow.clone()];
     with_slow.extend(parts[1..].iter().cloned());
@@ -387,7 +405,7 @@ async fn a_send_a_slow_partition_holds_up_goes_to_the_next_and_its_late_copy_is_
     let took = started.elapsed();
     assert!(id.starts_with("1:"), "{id}");
     assert!(
-        took < slow.delay,
+        took < slow.send_delay,
         "the send waited {took:?} on the slow partition"
     );
     assert!(
@@ -405,7 +423,7 @@ async fn a_send_a_slow_partition_holds_up_goes_to_the_next_and_its_late_copy_is_
             started.elapsed()
         );
     }
-    tokio::time::sleep(slow.delay).await;
+    tokio::time::sleep(slow.send_delay).await;
     let took = slow.took.lock().unwrap().clone();
     assert_eq!(took.len(), 1, "the slow partition took the first send late");
     assert_eq!(
@@ -435,49 +453,6 @@ async fn a_no_wait_receive_moves_on_from_a_partition_that_does_not_answer() {
     assert!(took < attempt / 3, "the receive took {took:?}");
 }
 
-/// A partition reached through a connection that hung until `until`: calls made before
-/// then never answer (they went out on the connection the client has since left), later
-/// ones are answered.
-struct HungUntil {
-    inner: Arc<dyn Queue>,
-    until: std::time::Instant,
-}
-
-#[async_trait::async_trait]
-impl Queue for HungUntil {
-    fn name(&self) -> &str {
-        "hung-until"
-    }
-    fn max_message_bytes(&self) -> usize {
-        self.inner.max_message_bytes()
-    }
-    async fn send(&self, message: OutgoingMessage) -> Result<String, imgfleet_queue::QueueError> {
-        self.inner.send(message).await
-    }
-    async fn receive(
-        &self,
-        request: imgfleet_queue::ReceiveRequest,
-    ) -> Result<Vec<imgfleet_queue::Message>, imgfleet_queue::QueueError> {
-        if std::time::Instant::now() < self.until {
-            std::future::pending::<()>().await;
-        }
-        self.inner.receive(request).await
-    }
-    async fn delete(&self, r: &imgfleet_queue::Receipt) -> Result<(), imgfleet_queue::QueueError> {
-        self.inner.delete(r).await
-    }
-    async fn change_visibility(
-        &self,
-        r: &imgfleet_queue::Receipt,
-        timeout: Duration,
-    ) -> Result<(), imgfleet_queue::QueueError> {
-        self.inner.change_visibility(r, timeout).await
-    }
-    async fn depth(&self) -> Result<imgfleet_queue::Depth, imgfleet_queue::QueueError> {
-        self.inner.depth().await
-    }
-}
-
 /// A long poll stuck on a connection left behind is polled again once it is stale, so a
 /// receive gets the partition's messages through the new connection instead of waiting
 /// for the old poll's own timeout (or, as here, for ever).
@@ -489,9 +464,9 @@ async fn a_poll_stuck_on_a_connection_left_behind_is_polled_again() {
         .send(OutgoingMessage::new("waiting"))
         .await
         .unwrap();
-    let stuck = HungUntil {
-        inner: parts[0].clone(),
-        until: std::time::Instant::now() + Duration::from_millis(400),
+    let stuck = Faulty {
+        hung_until: Some(std::time::Instant::now() + Duration::from_millis(400)),
+        ..Faulty::new(parts[0].clone())
     };
     let q = Partitioned::new("stuck-poll", vec![Arc::new(stuck)], ATTEMPT);
     let started = std::time::Instant::now();

@@ -214,12 +214,13 @@ async fn finish(
         hedge: job.hedge,
     };
     let body = serde_json::to_vec(&completion).expect("a completion serialises");
-    // The slot takes its next job while the reply goes: a reply through a partition that
-    // hangs waits for it, and a slot is the host's capacity to run jobs, not to wait. The
-    // job's message is deleted once the reply is sent (a crash in between runs the job
-    // again, and its requester takes the first completion).
+    // The job's message is deleted once the reply is sent (a crash in between runs the job
+    // again, and its requester takes the first completion). The slot waits for both for a
+    // moment only ([`WRAP_UP_PATIENCE`]), then takes its next job while they go on: a reply
+    // through a partition that hangs waits for it, and a slot is the host's capacity to
+    // run jobs, not to wait.
     let (ctx, in_hand) = (ctx.clone(), in_hand.clone());
-    tokio::spawn(
+    let wrap_up = tokio::spawn(
         async move {
             let _in_hand = in_hand;
             reply(&ctx, &reply_to, body, job.hedge)
@@ -227,11 +228,19 @@ async fn finish(
                 .await;
             // The input is the waiting request's to free: a hedged copy of this job may
             // still need it.
-            done_with(&ctx, &m, None);
+            done_with(&ctx, &m, None).await;
         }
         .in_current_span(),
     );
+    let _ = tokio::time::timeout(WRAP_UP_PATIENCE, wrap_up).await;
 }
+
+/// How long a slot waits for a finished job's reply and delete before it leaves them to
+/// the background and takes its next job. Until the delete lands, the job's group is in
+/// flight: a receive begun before it may pass over the group's next job for its whole
+/// wait (moto's SQS does, 20 s), so on a healthy queue the slot's next receive must come
+/// after the delete. A queue that takes longer is failing, and the slot must not wait on it.
+const WRAP_UP_PATIENCE: Duration = Duration::from_millis(250);
 
 /// Sends a synchronous job's completion to the queue its requester waits on.
 async fn reply(ctx: &WorkerContext, reply_to: &str, body: Vec<u8>, hedge: bool) {
@@ -253,17 +262,17 @@ async fn reply(ctx: &WorkerContext, reply_to: &str, body: Vec<u8>, hedge: bool) 
     }
 }
 
-/// Frees the job's input (if it is the worker's to free) and deletes its message in the
-/// background: the slot takes the next job at once, while a delete whose queue is
-/// electing a leader waits for it (one that fails only lets the job run again after its
-/// visibility timeout).
-fn done_with(ctx: &WorkerContext, m: &Message, input: Option<&str>) {
+/// Frees the job's input (if it is the worker's to free) and deletes its message, waiting
+/// for the delete up to [`WRAP_UP_PATIENCE`]: one whose queue is electing a leader goes on
+/// in the background (one that fails only lets the job run again after its visibility
+/// timeout).
+async fn done_with(ctx: &WorkerContext, m: &Message, input: Option<&str>) {
     if let Some(input) = input {
         ctx.staging.remove(input);
     }
     let jobs = ctx.jobs.clone();
     let receipt = m.receipt.clone();
-    tokio::spawn(
+    let delete = tokio::spawn(
         async move {
             if let Err(e) = jobs.delete(&receipt).await {
                 tracing::warn!(error = %e, "deleting a finished job failed; it may run again");
@@ -271,6 +280,7 @@ fn done_with(ctx: &WorkerContext, m: &Message, input: Option<&str>) {
         }
         .in_current_span(),
     );
+    let _ = tokio::time::timeout(WRAP_UP_PATIENCE, delete).await;
 }
 
 /// Asynchronous jobs are retried (with a growing pause) while failures may be passing,
@@ -278,10 +288,11 @@ fn done_with(ctx: &WorkerContext, m: &Message, input: Option<&str>) {
 async fn finish_async(ctx: &WorkerContext, m: Message, job: Job, input_read: InputRead) {
     match ctx.job_store.status(&job.id).await {
         Ok(Some(JobStatus::Queued)) => {}
-        Ok(Some(_)) => return done_with(ctx, &m, Some(&job.input)), // an earlier delivery finished it
+        // An earlier delivery finished it.
+        Ok(Some(_)) => return done_with(ctx, &m, Some(&job.input)).await,
         Ok(None) => {
             tracing::warn!("a job without a record (refused when it was submitted); dropping it");
-            return done_with(ctx, &m, Some(&job.input));
+            return done_with(ctx, &m, Some(&job.input)).await;
         }
         Err(e) => {
             tracing::warn!(error = %e, "job store unavailable; the job will be retried");
@@ -366,7 +377,7 @@ async fn record(ctx: &WorkerContext, m: &Message, job: &Job, finish: Finish) {
             return;
         }
     }
-    done_with(ctx, m, Some(&job.input));
+    done_with(ctx, m, Some(&job.input)).await;
 }
 
 /// The usage record of an asynchronous job's final run, under an id derived from the job's

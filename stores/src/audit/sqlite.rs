@@ -104,7 +104,12 @@ struct StoppedOnDrop(Health);
 
 impl Drop for StoppedOnDrop {
     fn drop(&mut self) {
-        self.0.set(Err("the audit log writer has stopped".into()));
+        if std::thread::panicking() {
+            // A defect: every request from now on is refused, and the log says why.
+            self.0.set(Err("the audit log writer has stopped".into()));
+        }
+        // Otherwise every handle to the log is gone (the host is shutting down): nobody is
+        // left to refuse, and an error logged at each clean stop would be a false alarm.
         self.0.1.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
